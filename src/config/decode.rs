@@ -1,0 +1,249 @@
+//! Typed reads of a parsed JSON5 tree with ContainerPilot's decoding rules (mapstructure
+//! with `ErrorUnused` and `WeaklyTypedInput`): field names match case-insensitively, unknown
+//! keys are errors (here with a "did you mean"), numbers and bools are accepted where a
+//! string is expected and numeric strings where a number is. Every problem is recorded with
+//! its field path and decoding carries on, so one run of `check-config` lists them all.
+
+use super::diagnostic::{did_you_mean, Diagnostic};
+use super::duration;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Decoder {
+    pub diags: Vec<Diagnostic>,
+}
+
+/// One JSON object being decoded; `finish` reports the keys nobody asked for.
+pub struct Obj<'a> {
+    pub path: String,
+    map: &'a Map<String, Value>,
+    known: &'static [&'static str],
+}
+
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl<'a> Obj<'a> {
+    /// Case-insensitive lookup, as mapstructure does for struct fields. Null counts as absent.
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map
+            .get(key)
+            .or_else(|| self.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+            .filter(|v| !v.is_null())
+    }
+
+    pub fn field(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
+    pub fn finish(self, d: &mut Decoder) {
+        for key in self.map.keys() {
+            if !self.known.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+                let mut msg = format!("unknown key '{key}'");
+                match did_you_mean(key, self.known) {
+                    Some(s) => msg.push_str(&format!("; did you mean '{s}'?")),
+                    None => msg.push_str(&format!("; expected one of: {}", self.known.join(", "))),
+                }
+                d.error(join(&self.path, key), msg);
+            }
+        }
+    }
+}
+
+impl Decoder {
+    pub fn error(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::error(path, msg));
+    }
+
+    pub fn warning(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::warning(path, msg));
+    }
+
+    pub fn object<'a>(&mut self, path: &str, v: &'a Value, known: &'static [&'static str]) -> Option<Obj<'a>> {
+        match v {
+            Value::Object(map) => Some(Obj { path: path.to_string(), map, known }),
+            other => {
+                self.error(path, format!("expected an object, got {}", type_name(other)));
+                None
+            }
+        }
+    }
+
+    /// A string, or a number/bool written where a string was expected (weak typing).
+    pub fn string(&mut self, path: &str, v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(if *b { "1" } else { "0" }.to_string()),
+            other => {
+                self.error(path, format!("expected a string, got {}", type_name(other)));
+                None
+            }
+        }
+    }
+
+    pub fn int(&mut self, path: &str, v: &Value) -> Option<i64> {
+        let parsed = match v {
+            Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f.trunc() as i64)),
+            Value::String(s) => parse_go_int(s.trim()),
+            Value::Bool(b) => Some(*b as i64),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.error(path, format!("expected an integer, got {}", describe(v)));
+        }
+        parsed
+    }
+
+    pub fn bool(&mut self, path: &str, v: &Value) -> Option<bool> {
+        let parsed = match v {
+            Value::Bool(b) => Some(*b),
+            Value::Number(n) => Some(n.as_f64() != Some(0.0)),
+            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "1" | "t" | "true" => Some(true),
+                "0" | "f" | "false" | "" => Some(false),
+                _ => None,
+            },
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.error(path, format!("expected true or false, got {}", describe(v)));
+        }
+        parsed
+    }
+
+    /// A duration: a bare number of seconds or a Go duration string.
+    pub fn duration(&mut self, path: &str, v: &Value) -> Option<Duration> {
+        let text = match v {
+            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() != 0.0) => {
+                return n.as_f64().filter(|f| *f >= 0.0).map(Duration::from_secs_f64).or_else(|| {
+                    self.error(path, "duration must not be negative");
+                    None
+                })
+            }
+            Value::Number(_) | Value::String(_) => self.string(path, v)?,
+            other => {
+                self.error(path, format!("expected a duration like \"10s\" or a number of seconds, got {}", type_name(other)));
+                return None;
+            }
+        };
+        duration::parse(&text).map_err(|e| self.error(path, e)).ok()
+    }
+
+    /// An array of strings; pilot also accepts a lone string as a one-element list.
+    pub fn string_list(&mut self, path: &str, v: &Value) -> Vec<String> {
+        match v {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| self.string(&format!("{path}[{i}]"), item))
+                .collect(),
+            Value::String(s) => vec![s.clone()],
+            Value::Object(m) if m.is_empty() => Vec::new(),
+            other => {
+                self.error(path, format!("expected an array of strings, got {}", type_name(other)));
+                Vec::new()
+            }
+        }
+    }
+
+    /// ContainerPilot's `exec`: a string split on single spaces (no shell, no quoting), or
+    /// an array whose first element is the program.
+    pub fn exec(&mut self, path: &str, v: &Value) -> Option<Vec<String>> {
+        let argv: Vec<String> = match v {
+            Value::String(s) => s.trim().split(' ').map(str::to_string).collect(),
+            Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect(),
+            other => {
+                self.error(path, format!("expected a command string or an array of arguments, got {}", type_name(other)));
+                return None;
+            }
+        };
+        if argv.is_empty() || argv[0].is_empty() {
+            self.error(path, "the command is empty: expected a program and its arguments");
+            return None;
+        }
+        Some(argv)
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("\"{s}\""),
+        other => type_name(other).to_string(),
+    }
+}
+
+/// `strconv.ParseInt(s, 0, 64)`: decimal, or 0x/0o/0b prefixed.
+fn parse_go_int(s: &str) -> Option<i64> {
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let value = if let Some(h) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16).ok()
+    } else if let Some(o) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
+        i64::from_str_radix(o, 8).ok()
+    } else if let Some(b) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
+        i64::from_str_radix(b, 2).ok()
+    } else {
+        body.parse().ok()
+    }?;
+    Some(if neg { -value } else { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn weak_typing_matches_mapstructure() {
+        let mut d = Decoder::default();
+        assert_eq!(d.int("x", &json!("0x10")), Some(16));
+        assert_eq!(d.int("x", &json!(1.7)), Some(1));
+        assert_eq!(d.string("x", &json!(10)), Some("10".into()));
+        assert_eq!(d.bool("x", &json!("")), Some(false));
+        assert!(d.diags.is_empty());
+        assert_eq!(d.int("x", &json!("ten")), None);
+        assert_eq!(d.diags[0].message, "expected an integer, got \"ten\"");
+    }
+
+    #[test]
+    fn exec_string_splits_on_single_spaces() {
+        let mut d = Decoder::default();
+        assert_eq!(d.exec("e", &json!(" a  'b c' ")).unwrap(), vec!["a", "", "'b", "c'"]);
+        assert_eq!(d.exec("e", &json!(["sh", "-c", 1])).unwrap(), vec!["sh", "-c", "1"]);
+        assert!(d.exec("e", &json!("")).is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_suggestion() {
+        let mut d = Decoder::default();
+        let v = json!({"Name": "a", "tll": 3});
+        let o = d.object("jobs[0]", &v, &["name", "ttl"]).unwrap();
+        assert_eq!(o.get("name"), Some(&json!("a")));
+        o.finish(&mut d);
+        assert_eq!(d.diags.len(), 1);
+        assert_eq!(d.diags[0].path, "jobs[0].tll");
+        assert_eq!(d.diags[0].message, "unknown key 'tll'; did you mean 'ttl'?");
+    }
+}

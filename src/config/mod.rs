@@ -1,0 +1,116 @@
+//! Loading a config: find the file, render its template over the environment, parse the
+//! JSON5, decode and validate. Every step reports diagnostics that name the file.
+
+pub mod decode;
+pub mod diagnostic;
+pub mod duration;
+pub mod model;
+pub mod template;
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use model::*;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Where the config comes from: `-c`, else `$PILOT_CONFIG`, else `$CONTAINERPILOT`.
+pub fn locate(flag: Option<&str>) -> Option<PathBuf> {
+    let raw = flag
+        .map(str::to_string)
+        .or_else(|| std::env::var("PILOT_CONFIG").ok().filter(|s| !s.is_empty()))
+        .or_else(|| std::env::var("CONTAINERPILOT").ok().filter(|s| !s.is_empty()))?;
+    Some(PathBuf::from(raw.strip_prefix("file://").unwrap_or(&raw)))
+}
+
+/// The outcome of loading; `config` is usable only when `errors()` is empty.
+pub struct Loaded {
+    pub path: PathBuf,
+    pub rendered: Option<String>,
+    pub config: Option<Config>,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diags.iter().filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.config.is_some() && self.errors().next().is_none()
+    }
+}
+
+/// The process environment, overlaid by `extra` (from `check-config --env FILE`).
+pub fn environment(extra: &[(String, String)]) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    env.extend(extra.iter().cloned());
+    env
+}
+
+pub fn load(path: PathBuf, env: &HashMap<String, String>) -> Loaded {
+    let file = path.display().to_string();
+    let mut loaded = Loaded { path, rendered: None, config: None, diags: Vec::new() };
+    let text = match std::fs::read_to_string(&loaded.path) {
+        Ok(t) => t,
+        Err(e) => {
+            loaded.diags.push(Diagnostic::error("", format!("cannot read the config file: {e}")));
+            return finish(loaded, &file);
+        }
+    };
+    let rendered = match template::render(&text, env) {
+        Ok(r) => r,
+        Err(d) => {
+            loaded.diags.push(d);
+            return finish(loaded, &file);
+        }
+    };
+    loaded.rendered = Some(rendered.clone());
+    match parse_json5(&rendered) {
+        Err(d) => loaded.diags.push(d),
+        Ok(value) => {
+            let mut decoder = decode::Decoder::default();
+            loaded.config = Config::decode(&value, &mut decoder);
+            loaded.diags.extend(decoder.diags);
+        }
+    }
+    finish(loaded, &file)
+}
+
+fn finish(mut loaded: Loaded, file: &str) -> Loaded {
+    for d in &mut loaded.diags {
+        d.file = file.to_string();
+    }
+    loaded
+}
+
+/// Parse JSON5 text, turning a syntax error into a diagnostic with line, column, the
+/// offending line and a caret under the column.
+pub fn parse_json5(text: &str) -> Result<serde_json::Value, Diagnostic> {
+    json5::from_str::<serde_json::Value>(text).map_err(|e| {
+        let msg = e.to_string();
+        let pos = regex::Regex::new(r"^(.*) at line (\d+) column (\d+)$").expect("static regex");
+        let Some(c) = pos.captures(&msg) else { return Diagnostic::error("", format!("JSON5 syntax: {msg}")) };
+        let (line, col): (usize, usize) = (c[2].parse().unwrap_or(1), c[3].parse().unwrap_or(1));
+        let mut message = format!("JSON5 syntax: {}", &c[1]);
+        if let Some(src) = text.lines().nth(line.saturating_sub(1)) {
+            message.push_str(&format!("\n    {src}\n    {}^", " ".repeat(col.saturating_sub(1))));
+        }
+        if c[1].contains("comma") {
+            message.push_str("\n    (a comma is missing between two members, or after the previous line)");
+        }
+        Diagnostic::error("", message).at(line, col)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_point_at_line_and_column() {
+        let d = parse_json5("{\n  a: 1\n  b: 2\n}").unwrap_err();
+        assert_eq!(d.line, Some(3));
+        assert!(d.message.contains("expected comma"), "{}", d.message);
+        assert!(d.message.contains("b: 2"), "{}", d.message);
+    }
+}

@@ -1,0 +1,634 @@
+//! The typed configuration and its validation, field by field as ContainerPilot v3 does
+//! (see shared/reference/containerpilot-notes.md §1), with pilot's documented differences:
+//! `consul` is optional, jobs may carry `meta`, and names of jobs must be unique.
+
+use super::decode::{Decoder, Obj};
+use crate::events::{self, Code};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub consul: Option<Consul>,
+    pub logging: Logging,
+    pub jobs: Vec<Job>,
+    pub watches: Vec<Watch>,
+    pub telemetry: Option<Telemetry>,
+    pub control: Control,
+    /// Upper bound on the final phase of shutdown (ContainerPilot's top-level stopTimeout).
+    pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Consul {
+    pub address: String,
+    pub scheme: String,
+    pub token: Option<String>,
+    pub cafile: Option<String>,
+    pub capath: Option<String>,
+    pub clientcert: Option<String>,
+    pub clientkey: Option<String>,
+    pub servername: Option<String>,
+    /// Verify TLS certificates. Unlike ContainerPilot (off by default), on unless turned off.
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogFormat {
+    Default,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogOutput {
+    Stdout,
+    Stderr,
+    File(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub level: log::LevelFilter,
+    pub format: LogFormat,
+    pub output: LogOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restarts {
+    Count(u32),
+    Unlimited,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// Start on `code` from `source`, once or on each occurrence.
+    Event { code: Code, source: String, each: bool },
+    /// Periodic job.
+    Interval(Duration),
+    /// `source: "SIGHUP"`/`"SIGUSR2"`: run on every such signal.
+    Signal(String),
+    /// A `source` with neither `once` nor `each`: the job never starts (as in ContainerPilot).
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub exec: Option<Vec<String>>,
+    pub interval: Duration,
+    pub ttl: Duration,
+    pub timeout: Duration,
+    pub raw: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub exec: Option<Vec<String>>,
+    pub raw: bool,
+    pub trigger: Trigger,
+    /// `when.timeout`: give up waiting for the start event after this long.
+    pub when_timeout: Option<Duration>,
+    /// Kill the exec (SIGKILL) when it has run this long.
+    pub timeout: Option<Duration>,
+    /// How long a stopping job gets between SIGTERM and SIGKILL (default: the global one).
+    pub stop_timeout: Option<Duration>,
+    pub restarts: Restarts,
+    pub health: Option<Health>,
+    pub port: u16,
+    pub interfaces: Vec<String>,
+    pub tags: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+    pub initial_status: Option<String>,
+    pub enable_tag_override: bool,
+    pub deregister_critical_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub name: String,
+    pub interval: Duration,
+    pub tag: Option<String>,
+    pub dc: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub namespace: String,
+    pub subsystem: String,
+    pub name: String,
+    pub help: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    pub port: u16,
+    pub interfaces: Vec<String>,
+    pub tags: Vec<String>,
+    pub metrics: Vec<Metric>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    pub socket: Option<String>,
+}
+
+const TOP_KEYS: &[&str] = &["consul", "logging", "jobs", "watches", "telemetry", "control", "stopTimeout"];
+const JOB_KEYS: &[&str] = &[
+    "name", "exec", "logging", "when", "timeout", "stopTimeout", "restarts", "health", "port",
+    "interfaces", "tags", "meta", "initial_status", "consul",
+];
+const DEFAULT_INTERFACES: &[&str] = &["eth0:inet", "inet"];
+
+fn service_name_ok(name: &str) -> bool {
+    regex::Regex::new(r"^[a-z][a-zA-Z0-9\-]+$").expect("static regex").is_match(name)
+}
+
+impl Config {
+    /// Decode and validate; problems are appended to `d` and `None` is returned only when
+    /// the root is unusable. Callers check `d` for errors before using the result.
+    pub fn decode(root: &Value, d: &mut Decoder) -> Option<Config> {
+        let top = d.object("", root, TOP_KEYS).or_else(|| {
+            d.diags.last_mut().map(|x| x.message = "the config must be a JSON5 object at the top level".into());
+            None
+        })?;
+        let consul = top.get("consul").and_then(|v| decode_consul(d, "consul", v));
+        let logging = decode_logging(d, top.get("logging"));
+        let stop_timeout = match top.get("stopTimeout") {
+            None => Duration::from_secs(5),
+            Some(v) => match v {
+                Value::Number(n) if n.as_f64().is_some_and(|f| f <= 0.0) => Duration::from_secs(5),
+                _ => d.duration("stopTimeout", v).unwrap_or(Duration::from_secs(5)),
+            },
+        };
+        let stop_timeout = if stop_timeout.is_zero() { Duration::from_secs(5) } else { stop_timeout };
+        let control = top.get("control").map(|v| decode_control(d, v)).unwrap_or_default();
+        let jobs = list(d, &top, "jobs").iter().filter_map(|(p, v)| decode_job(d, p, v)).collect::<Vec<_>>();
+        let watches = list(d, &top, "watches").iter().filter_map(|(p, v)| decode_watch(d, p, v)).collect::<Vec<_>>();
+        let telemetry = top.get("telemetry").and_then(|v| decode_telemetry(d, v));
+        top.finish(d);
+        let config = Config { consul, logging, jobs, watches, telemetry, control, stop_timeout };
+        config.cross_check(d);
+        Some(config)
+    }
+
+    /// Checks across jobs and watches: unique names, event sources that exist, Consul
+    /// present when something needs it.
+    fn cross_check(&self, d: &mut Decoder) {
+        let mut seen = std::collections::HashSet::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            if !seen.insert(job.name.as_str()) {
+                d.error(format!("jobs[{i}].name"), format!("duplicate job name '{}': event sources must be unambiguous", job.name));
+            }
+        }
+        let mut sources: Vec<String> = vec![events::GLOBAL.to_string()];
+        for job in &self.jobs {
+            sources.push(job.name.clone());
+            sources.push(format!("check.{}", job.name));
+        }
+        sources.extend(self.watches.iter().map(|w| format!("watch.{}", w.name)));
+        for (i, job) in self.jobs.iter().enumerate() {
+            if let Trigger::Event { source, .. } = &job.trigger {
+                if !sources.contains(source) {
+                    let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+                    let hint = super::diagnostic::did_you_mean(source, &refs)
+                        .map(|s| format!("; did you mean '{s}'?"))
+                        .unwrap_or_default();
+                    d.warning(
+                        format!("jobs[{i}].when.source"),
+                        format!("no job, health check or watch named '{source}': this job will never start{hint}"),
+                    );
+                }
+            }
+        }
+        let registers = self.jobs.iter().any(|j| j.port != 0) || !self.watches.is_empty() || self.telemetry.is_some();
+        if registers && self.consul.is_none() {
+            d.warning(
+                "consul",
+                "no consul stanza: services and watches use CONSUL_HTTP_ADDR or the node-local agent at 127.0.0.1:8500",
+            );
+        }
+    }
+}
+
+fn list<'a>(d: &mut Decoder, top: &Obj<'a>, key: &str) -> Vec<(String, &'a Value)> {
+    match top.get(key) {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(i, v)| (format!("{key}[{i}]"), v))
+            .collect(),
+        Some(other) => {
+            d.error(key, format!("expected an array, got {}", super::decode::type_name(other)));
+            Vec::new()
+        }
+    }
+}
+
+fn opt_string(d: &mut Decoder, o: &Obj, key: &str) -> Option<String> {
+    o.get(key).and_then(|v| d.string(&o.field(key), v)).filter(|s| !s.is_empty())
+}
+
+fn decode_consul(d: &mut Decoder, path: &str, v: &Value) -> Option<Consul> {
+    let mut c = Consul { verify: true, ..Consul::default() };
+    match v {
+        Value::String(s) => {
+            let (scheme, addr) = match s.split_once("://") {
+                Some((scheme @ ("http" | "https"), rest)) => (scheme, rest),
+                Some((other, _)) => {
+                    d.error(path, format!("unsupported scheme '{other}://': expected http:// or https://"));
+                    return None;
+                }
+                None => ("http", s.as_str()),
+            };
+            c.scheme = scheme.into();
+            c.address = addr.into();
+        }
+        Value::Object(_) => {
+            let o = d.object(path, v, &["address", "scheme", "token", "tls"])?;
+            c.address = opt_string(d, &o, "address").unwrap_or_default();
+            c.scheme = opt_string(d, &o, "scheme").unwrap_or_else(|| "http".into());
+            if !matches!(c.scheme.as_str(), "http" | "https") {
+                d.error(o.field("scheme"), format!("expected \"http\" or \"https\", got \"{}\"", c.scheme));
+            }
+            c.token = opt_string(d, &o, "token");
+            if let Some(tls) = o.get("tls") {
+                let keys = &["cafile", "capath", "clientcert", "clientkey", "servername", "verify"];
+                if let Some(t) = d.object(&o.field("tls"), tls, keys) {
+                    c.cafile = opt_string(d, &t, "cafile");
+                    c.capath = opt_string(d, &t, "capath");
+                    c.clientcert = opt_string(d, &t, "clientcert");
+                    c.clientkey = opt_string(d, &t, "clientkey");
+                    c.servername = opt_string(d, &t, "servername");
+                    if let Some(v) = t.get("verify") {
+                        c.verify = d.bool(&t.field("verify"), v).unwrap_or(true);
+                    }
+                    t.finish(d);
+                }
+            }
+            o.finish(d);
+        }
+        other => {
+            d.error(path, format!("expected \"host:port\" or an object, got {}", super::decode::type_name(other)));
+            return None;
+        }
+    }
+    Some(c)
+}
+
+fn decode_logging(d: &mut Decoder, v: Option<&Value>) -> Logging {
+    let mut l = Logging { level: log::LevelFilter::Info, format: LogFormat::Default, output: LogOutput::Stdout };
+    let Some(o) = v.and_then(|v| d.object("logging", v, &["level", "format", "output"])) else { return l };
+    if let Some(level) = opt_string(d, &o, "level") {
+        l.level = match level.to_ascii_uppercase().as_str() {
+            "TRACE" => log::LevelFilter::Trace,
+            "DEBUG" => log::LevelFilter::Debug,
+            "INFO" => log::LevelFilter::Info,
+            "WARN" | "WARNING" => log::LevelFilter::Warn,
+            "ERROR" | "FATAL" | "PANIC" => log::LevelFilter::Error,
+            _ => {
+                d.error("logging.level", format!("unknown log level '{level}': expected DEBUG, INFO, WARN, ERROR, FATAL or PANIC"));
+                l.level
+            }
+        }
+    }
+    if let Some(format) = opt_string(d, &o, "format") {
+        l.format = match format.to_ascii_lowercase().as_str() {
+            "default" => LogFormat::Default,
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => {
+                d.error("logging.format", format!("unknown log format '{format}': expected default, text or json"));
+                l.format
+            }
+        }
+    }
+    if let Some(output) = opt_string(d, &o, "output") {
+        l.output = match output.as_str() {
+            "stdout" => LogOutput::Stdout,
+            "stderr" => LogOutput::Stderr,
+            path => LogOutput::File(path.to_string()),
+        }
+    }
+    o.finish(d);
+    l
+}
+
+fn decode_control(d: &mut Decoder, v: &Value) -> Control {
+    let Some(o) = d.object("control", v, &["socket"]) else { return Control::default() };
+    let socket = opt_string(d, &o, "socket");
+    o.finish(d);
+    Control { socket }
+}
+
+fn raw_logging(d: &mut Decoder, o: &Obj) -> bool {
+    let Some(v) = o.get("logging") else { return false };
+    let Some(l) = d.object(&o.field("logging"), v, &["raw"]) else { return false };
+    let raw = l.get("raw").and_then(|v| d.bool(&l.field("raw"), v)).unwrap_or(false);
+    l.finish(d);
+    raw
+}
+
+fn positive(d: &mut Decoder, o: &Obj, key: &str, what: &str) -> Option<Duration> {
+    let path = o.field(key);
+    match o.get(key) {
+        None => {
+            d.error(&path, format!("is required: {what}"));
+            None
+        }
+        Some(v) => {
+            let dur = d.duration(&path, v)?;
+            if dur.is_zero() {
+                d.error(&path, "must be > 0");
+                return None;
+            }
+            Some(dur)
+        }
+    }
+}
+
+fn at_least_1ms(d: &mut Decoder, path: &str, v: &Value) -> Option<Duration> {
+    let dur = d.duration(path, v)?;
+    if dur < Duration::from_millis(1) {
+        d.error(path, format!("'{}' cannot be less than 1ms", super::duration::to_go_string(dur)));
+        return None;
+    }
+    Some(dur)
+}
+
+fn decode_when(d: &mut Decoder, path: &str, v: Option<&Value>) -> (Trigger, Option<Duration>) {
+    let startup = Trigger::Event { code: Code::Startup, source: events::GLOBAL.into(), each: false };
+    let Some(v) = v else { return (startup, None) };
+    let Some(o) = d.object(path, v, &["source", "once", "each", "interval", "timeout"]) else { return (startup, None) };
+    let source = opt_string(d, &o, "source");
+    let once = opt_string(d, &o, "once");
+    let each = opt_string(d, &o, "each");
+    let interval = o.get("interval").and_then(|v| at_least_1ms(d, &o.field("interval"), v));
+    let timeout = o.get("timeout").and_then(|v| d.duration(&o.field("timeout"), v));
+    let given = [once.is_some(), each.is_some(), o.get("interval").is_some()].iter().filter(|b| **b).count();
+    if given > 1 {
+        d.error(path, "can have only one of 'interval', 'once', or 'each'");
+    }
+    let trigger = if let Some(interval) = interval {
+        Trigger::Interval(interval)
+    } else if let Some(sig) = source.as_deref().filter(|s| events::SIGNAL_SOURCES.contains(s)) {
+        Trigger::Signal(sig.to_string())
+    } else if let Some((name, is_each)) = once.map(|n| (n, false)).or(each.map(|n| (n, true))) {
+        let key = if is_each { "each" } else { "once" };
+        match Code::parse(&name) {
+            None => {
+                let names: Vec<&str> = events::NAMES.iter().map(|(n, _)| *n).collect();
+                let hint = super::diagnostic::did_you_mean(&name, &names).map(|s| format!("; did you mean '{s}'?")).unwrap_or_default();
+                d.error(o.field(key), format!("'{name}' is not a valid event{hint}"));
+                Trigger::Never
+            }
+            // pilot: a global event with no source means the global one (ContainerPilot
+            // would wait for a source named "" and never start the job).
+            Some(code) => Trigger::Event {
+                code,
+                source: source.unwrap_or_else(|| if code.is_global() { events::GLOBAL.into() } else { String::new() }),
+                each: is_each,
+            },
+        }
+    } else if source.is_some() {
+        d.warning(path, "has a 'source' but neither 'once' nor 'each': this job will never start");
+        Trigger::Never
+    } else {
+        startup
+    };
+    if let Trigger::Event { source, .. } = &trigger {
+        if source.is_empty() {
+            d.error(o.field("source"), "is required for this event: name the job, 'check.<job>', 'watch.<name>' or 'global' it comes from");
+        }
+    }
+    o.finish(d);
+    (trigger, timeout)
+}
+
+fn decode_restarts(d: &mut Decoder, path: &str, v: &Value) -> Option<Restarts> {
+    let bad = |d: &mut Decoder, shown: String| {
+        d.error(path, format!("'{shown}' invalid: accepts positive integers, \"unlimited\", or \"never\""));
+        None
+    };
+    match v {
+        Value::String(s) => match s.as_str() {
+            "unlimited" => Some(Restarts::Unlimited),
+            "never" => Some(Restarts::Count(0)),
+            other => match other.parse::<u32>() {
+                Ok(n) => Some(Restarts::Count(n)),
+                Err(_) => bad(d, other.to_string()),
+            },
+        },
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f >= 0.0 => Some(Restarts::Count(f.trunc().min(u32::MAX as f64) as u32)),
+            _ => {
+                d.error(path, format!("'{n}' invalid: number must be positive integer"));
+                None
+            }
+        },
+        other => bad(d, other.to_string()),
+    }
+}
+
+fn decode_health(d: &mut Decoder, path: &str, v: &Value) -> Option<Health> {
+    let o = d.object(path, v, &["exec", "interval", "ttl", "timeout", "logging"])?;
+    let exec = o.get("exec").and_then(|v| d.exec(&o.field("exec"), v));
+    let interval = positive(d, &o, "interval", "how often the check runs, e.g. 10 (seconds) or \"10s\"");
+    let ttl = positive(d, &o, "ttl", "how long a passing check stays valid, e.g. 25 (seconds)");
+    let timeout = o.get("timeout").and_then(|v| at_least_1ms(d, &o.field("timeout"), v));
+    let raw = raw_logging(d, &o);
+    o.finish(d);
+    let interval = interval?;
+    Some(Health { exec, interval, ttl: ttl?, timeout: timeout.unwrap_or(interval), raw })
+}
+
+fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
+    let o = d.object(path, v, JOB_KEYS)?;
+    let name = opt_string(d, &o, "name");
+    if name.is_none() {
+        d.error(o.field("name"), "is required and must not be blank");
+    }
+    let exec = o.get("exec").and_then(|v| d.exec(&o.field("exec"), v));
+    let raw = raw_logging(d, &o);
+    let (trigger, when_timeout) = decode_when(d, &o.field("when"), o.get("when"));
+    let is_interval = matches!(trigger, Trigger::Interval(_));
+    let timeout = o.get("timeout").and_then(|v| at_least_1ms(d, &o.field("timeout"), v));
+    let timeout = match (&trigger, timeout) {
+        (Trigger::Interval(i), None) => Some(*i),
+        (_, t) => t,
+    };
+    let stop_timeout = o.get("stopTimeout").and_then(|v| d.duration(&o.field("stopTimeout"), v));
+    let restarts = match o.get("restarts") {
+        None if is_interval => Restarts::Unlimited,
+        None => Restarts::Count(0),
+        Some(v) => decode_restarts(d, &o.field("restarts"), v).unwrap_or(Restarts::Count(0)),
+    };
+    if restarts == Restarts::Unlimited && matches!(trigger, Trigger::Event { each: true, .. }) {
+        d.error(o.field("restarts"), "\"unlimited\" may not be used when 'when.each' is set because it may result in infinite processes");
+    }
+    let health = o.get("health").and_then(|v| decode_health(d, &o.field("health"), v));
+    let port = match o.get("port").and_then(|v| d.int(&o.field("port"), v)) {
+        None => 0,
+        Some(p) if (0..=65535).contains(&p) => p as u16,
+        Some(p) => {
+            d.error(o.field("port"), format!("{p} is not a TCP port: expected 0..65535"));
+            0
+        }
+    };
+    let interfaces = o
+        .get("interfaces")
+        .map(|v| d.string_list(&o.field("interfaces"), v))
+        .unwrap_or_else(|| DEFAULT_INTERFACES.iter().map(|s| s.to_string()).collect());
+    let tags = o.get("tags").map(|v| d.string_list(&o.field("tags"), v)).unwrap_or_default();
+    let meta = o.get("meta").map(|v| decode_meta(d, &o.field("meta"), v)).unwrap_or_default();
+    let initial_status = opt_string(d, &o, "initial_status");
+    let (enable_tag_override, deregister_critical_after) = decode_job_consul(d, &o);
+    if port != 0 {
+        if let Some(n) = &name {
+            if !service_name_ok(n) {
+                d.error(o.field("name"), format!("'{n}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$ when 'port' is set"));
+            }
+        }
+        if o.get("health").is_none() {
+            d.error(o.field("health"), "must be set if 'port' is set (it sets the TTL of the Consul check)");
+        }
+        if let Some(s) = &initial_status {
+            if !matches!(s.as_str(), "passing" | "warning" | "critical") {
+                d.error(o.field("initial_status"), format!("'{s}' must be one of 'passing', 'warning' or 'critical'"));
+            }
+        }
+    }
+    o.finish(d);
+    Some(Job {
+        name: name?,
+        exec,
+        raw,
+        trigger,
+        when_timeout,
+        timeout,
+        stop_timeout,
+        restarts,
+        health,
+        port,
+        interfaces,
+        tags,
+        meta,
+        initial_status,
+        enable_tag_override,
+        deregister_critical_after,
+    })
+}
+
+fn decode_meta(d: &mut Decoder, path: &str, v: &Value) -> BTreeMap<String, String> {
+    let Value::Object(map) = v else {
+        d.error(path, format!("expected an object of string values, got {}", super::decode::type_name(v)));
+        return BTreeMap::new();
+    };
+    map.iter()
+        .filter_map(|(k, v)| d.string(&format!("{path}.{k}"), v).map(|s| (k.clone(), s)))
+        .collect()
+}
+
+fn decode_job_consul(d: &mut Decoder, o: &Obj) -> (bool, Option<Duration>) {
+    let Some(v) = o.get("consul") else { return (false, None) };
+    let Some(c) = d.object(&o.field("consul"), v, &["enableTagOverride", "deregisterCriticalServiceAfter"]) else {
+        return (false, None);
+    };
+    let eto = c.get("enableTagOverride").and_then(|v| d.bool(&c.field("enableTagOverride"), v)).unwrap_or(false);
+    let dcsa = c.get("deregisterCriticalServiceAfter").and_then(|v| d.duration(&c.field("deregisterCriticalServiceAfter"), v));
+    c.finish(d);
+    (eto, dcsa)
+}
+
+fn decode_watch(d: &mut Decoder, path: &str, v: &Value) -> Option<Watch> {
+    let o = d.object(path, v, &["name", "interval", "tag", "dc"])?;
+    let name = opt_string(d, &o, "name");
+    match &name {
+        None => d.error(o.field("name"), "is required: the Consul service to watch"),
+        Some(n) if !service_name_ok(n) => {
+            d.error(o.field("name"), format!("'{n}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$"))
+        }
+        _ => {}
+    }
+    let interval = positive(d, &o, "interval", "seconds between polls of Consul, e.g. 5");
+    let tag = opt_string(d, &o, "tag");
+    let dc = opt_string(d, &o, "dc");
+    o.finish(d);
+    Some(Watch { name: name?, interval: interval?, tag, dc })
+}
+
+fn decode_telemetry(d: &mut Decoder, v: &Value) -> Option<Telemetry> {
+    let o = d.object("telemetry", v, &["port", "interfaces", "tags", "metrics"])?;
+    let port = match o.get("port").and_then(|v| d.int("telemetry.port", v)) {
+        None => 9090,
+        Some(p) if (0..=65535).contains(&p) => p as u16,
+        Some(p) => {
+            d.error("telemetry.port", format!("{p} is not a TCP port: expected 0..65535"));
+            9090
+        }
+    };
+    let interfaces = o.get("interfaces").map(|v| d.string_list("telemetry.interfaces", v)).unwrap_or_default();
+    let tags = o.get("tags").map(|v| d.string_list("telemetry.tags", v)).unwrap_or_default();
+    let mut metrics = Vec::new();
+    if let Some(v) = o.get("metrics") {
+        match v {
+            Value::Array(items) => {
+                for (i, m) in items.iter().enumerate() {
+                    if let Some(m) = decode_metric(d, &format!("telemetry.metrics[{i}]"), m) {
+                        metrics.push(m);
+                    }
+                }
+            }
+            Value::Object(m) if m.is_empty() => {}
+            other => d.error("telemetry.metrics", format!("expected an array, got {}", super::decode::type_name(other))),
+        }
+    }
+    o.finish(d);
+    Some(Telemetry { port, interfaces, tags, metrics })
+}
+
+fn decode_metric(d: &mut Decoder, path: &str, v: &Value) -> Option<Metric> {
+    let o = d.object(path, v, &["namespace", "subsystem", "name", "help", "type"])?;
+    let name = opt_string(d, &o, "name");
+    let kind = opt_string(d, &o, "type");
+    let metric_name = regex::Regex::new(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$").expect("static regex");
+    match &name {
+        None => d.error(o.field("name"), "is required"),
+        Some(n) if !metric_name.is_match(n) => d.error(o.field("name"), format!("'{n}' is not a valid Prometheus metric name")),
+        _ => {}
+    }
+    match kind.as_deref() {
+        Some("counter" | "gauge" | "histogram" | "summary") => {}
+        Some(k) => d.error(o.field("type"), format!("invalid metric type '{k}': expected counter, gauge, histogram or summary")),
+        None => d.error(o.field("type"), "is required: counter, gauge, histogram or summary"),
+    }
+    let m = Metric {
+        namespace: opt_string(d, &o, "namespace").unwrap_or_default(),
+        subsystem: opt_string(d, &o, "subsystem").unwrap_or_default(),
+        name: name?,
+        help: opt_string(d, &o, "help").unwrap_or_default(),
+        kind: kind?,
+    };
+    o.finish(d);
+    Some(m)
+}
+
+impl Config {
+    /// What `pilot run -- CMD` uses with no config: no jobs besides CMD, warnings and errors
+    /// on stderr (stdout belongs to the payload).
+    pub fn embedded_default() -> Config {
+        Config {
+            consul: None,
+            logging: Logging { level: log::LevelFilter::Warn, format: LogFormat::Default, output: LogOutput::Stderr },
+            jobs: Vec::new(),
+            watches: Vec::new(),
+            telemetry: None,
+            control: Control::default(),
+            stop_timeout: Duration::from_secs(5),
+        }
+    }
+}

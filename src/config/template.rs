@@ -1,0 +1,164 @@
+//! The config is a Go `text/template` rendered over the environment before it is parsed,
+//! exactly as in ContainerPilot (`gtmpl` is a Rust implementation of that language). The
+//! seven ContainerPilot functions are provided; a missing variable renders as "" (Go's
+//! `missingkey=zero`), and, unlike ContainerPilot, values containing `=` are kept whole.
+
+use super::diagnostic::Diagnostic;
+use gtmpl::{Context, Func, FuncError, Template};
+use gtmpl_value::{Number, Value};
+use std::collections::HashMap;
+
+pub fn render(text: &str, env: &HashMap<String, String>) -> Result<String, Diagnostic> {
+    let mut data = env.clone();
+    // gtmpl prints "<no value>" for a missing map key; Go's missingkey=zero prints "".
+    let field = regex::Regex::new(r"\.([A-Za-z_][A-Za-z0-9_]*)").expect("static regex");
+    for cap in field.captures_iter(text) {
+        data.entry(cap[1].to_string()).or_default();
+    }
+    let mut tmpl = Template::default();
+    let env_for_fn = env.clone();
+    tmpl.add_func("default", default as Func);
+    tmpl.add_func("split", split as Func);
+    tmpl.add_func("join", join as Func);
+    tmpl.add_func("replaceAll", replace_all as Func);
+    tmpl.add_func("regexReplaceAll", regex_replace_all as Func);
+    tmpl.add_func("loop", loop_ as Func);
+    // `env` must see the same environment as `.VAR` (including --env overlays), so it
+    // reads a process-wide copy set just before rendering.
+    ENV.with(|e| *e.borrow_mut() = env_for_fn);
+    tmpl.add_func("env", env_fn as Func);
+    tmpl.parse(text).map_err(|e| template_error(&e.to_string()))?;
+    tmpl.render(&Context::from(data)).map_err(|e| template_error(&e.to_string()))
+}
+
+thread_local! {
+    static ENV: std::cell::RefCell<HashMap<String, String>> = Default::default();
+}
+
+fn template_error(msg: &str) -> Diagnostic {
+    // gtmpl reports "template: :LINE:message"; lift the line out for the diagnostic.
+    let rest = msg.strip_prefix("template: ").unwrap_or(msg);
+    let mut parts = rest.splitn(3, ':');
+    let (_, line, tail) = (parts.next(), parts.next(), parts.next());
+    match (line.and_then(|l| l.trim().parse::<usize>().ok()), tail) {
+        (Some(line), Some(tail)) => Diagnostic::error("", format!("template: {}", tail.trim())).at(line, 1),
+        _ => Diagnostic::error("", format!("template: {rest}")),
+    }
+}
+
+fn args<const N: usize>(name: &str, a: &[Value]) -> Result<[Value; N], FuncError> {
+    <[Value; N]>::try_from(a.to_vec()).map_err(|_| FuncError::ExactlyXArgs(name.to_string(), N))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::NoValue | Value::Nil => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn default(a: &[Value]) -> Result<Value, FuncError> {
+    let [dflt, value] = args::<2>("default", a)?;
+    Ok(match &value {
+        Value::String(s) if !s.is_empty() => value.clone(),
+        _ => Value::String(text(&dflt)),
+    })
+}
+
+fn env_fn(a: &[Value]) -> Result<Value, FuncError> {
+    let [name] = args::<1>("env", a)?;
+    let key = text(&name);
+    Ok(Value::String(ENV.with(|e| e.borrow().get(&key).cloned()).unwrap_or_default()))
+}
+
+fn split(a: &[Value]) -> Result<Value, FuncError> {
+    let [sep, s] = args::<2>("split", a)?;
+    let s = text(&s);
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(Value::Array(Vec::new()));
+    }
+    Ok(Value::Array(s.split(text(&sep).as_str()).map(|p| Value::String(p.to_string())).collect()))
+}
+
+fn join(a: &[Value]) -> Result<Value, FuncError> {
+    let [sep, list] = args::<2>("join", a)?;
+    let items: Vec<String> = match list {
+        Value::Array(items) => items.iter().map(text).collect(),
+        other => vec![text(&other)],
+    };
+    Ok(Value::String(items.join(&text(&sep))))
+}
+
+fn replace_all(a: &[Value]) -> Result<Value, FuncError> {
+    let [from, to, s] = args::<3>("replaceAll", a)?;
+    Ok(Value::String(text(&s).replace(&text(&from), &text(&to))))
+}
+
+fn regex_replace_all(a: &[Value]) -> Result<Value, FuncError> {
+    let [re, to, s] = args::<3>("regexReplaceAll", a)?;
+    let re = regex::Regex::new(&text(&re)).map_err(|e| FuncError::Generic(format!("regexReplaceAll: {e}")))?;
+    Ok(Value::String(re.replace_all(&text(&s), text(&to).as_str()).into_owned()))
+}
+
+fn int_arg(v: &Value) -> Result<i64, FuncError> {
+    match v {
+        Value::Number(n) => n.as_i64().ok_or_else(|| FuncError::Generic("loop: expected an integer".into())),
+        other => text(other)
+            .trim()
+            .parse()
+            .map_err(|_| FuncError::Generic(format!("loop: expected an integer, got '{}'", text(other)))),
+    }
+}
+
+/// `loop N` is 0..N; `loop A B` counts from A towards B (exclusive), downwards if B < A.
+fn loop_(a: &[Value]) -> Result<Value, FuncError> {
+    let (start, stop) = match a {
+        [n] => (0, int_arg(n)?),
+        [s, e] => (int_arg(s)?, int_arg(e)?),
+        _ => return Err(FuncError::Generic("loop: expected 1 or 2 arguments".into())),
+    };
+    let seq: Vec<i64> = if stop >= start { (start..stop).collect() } else { ((stop + 1)..=start).rev().collect() };
+    Ok(Value::Array(seq.into_iter().map(|i| Value::Number(Number::from(i))).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(t: &str, env: &[(&str, &str)]) -> String {
+        render(t, &env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
+    }
+
+    #[test]
+    fn variables_and_missing_keys() {
+        assert_eq!(r("Hello, {{.NONAME}}!", &[]), "Hello, !");
+        assert_eq!(r("{{ .A }}", &[("A", "x=y=z")]), "x=y=z");
+    }
+
+    #[test]
+    fn containerpilot_functions() {
+        assert_eq!(r("{{ .X | default 100 }}", &[]), "100");
+        assert_eq!(r("{{ .X | default \"d\" }}", &[("X", "v")]), "v");
+        assert_eq!(r("{{ env \"A\" }}", &[("A", "1")]), "1");
+        assert_eq!(r("{{ .L | split \",\" | join \"-\" }}", &[("L", "a,b,c")]), "a-b-c");
+        assert_eq!(r("{{ .S | replaceAll \".\" \"_\" }}", &[("S", "a.b")]), "a_b");
+        assert_eq!(r("{{ .S | regexReplaceAll \"([a-z])\\\\.\" \"${1}-\" }}", &[("S", "a.b")]), "a-b");
+        assert_eq!(r("{{ range loop 3 }}{{.}}{{ end }}", &[]), "012");
+        assert_eq!(r("{{ range loop 5 1 }}{{.}}{{ end }}", &[]), "5432");
+        assert_eq!(r("{{ range loop 1 .N }}{{.}}{{ end }}", &[("N", "3")]), "12");
+    }
+
+    #[test]
+    fn documented_loop_idiom() {
+        let t = "{{ range $i := loop 0 3 -}}{{ if (env (printf \"S_%d\" $i)) -}}[{{$i}}]{{- end }}{{- end }}";
+        assert_eq!(r(t, &[("S_1", "x")]), "[1]");
+    }
+
+    #[test]
+    fn errors_carry_a_line() {
+        let e = render("a\n{{ .bad", &HashMap::new()).unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.starts_with("template:"), "{}", e.message);
+    }
+}

@@ -1,0 +1,84 @@
+//! The init layer: everything that touches signals, process creation and reaping. All of
+//! pilot's `unsafe` code and raw libc calls live here, each with a `SAFETY:` note.
+
+pub mod signals;
+pub mod spawn;
+
+use log::debug;
+
+/// How a process ended, as `waitpid` reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention pilot exits with: the code, or 128+signal.
+    pub fn as_shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signaled(s) => 128 + s,
+        }
+    }
+
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit status {c}"),
+            ExitStatus::Signaled(s) => write!(f, "killed by {}", signals::name(*s)),
+        }
+    }
+}
+
+/// Become the reaper of every orphan below us. As PID 1 the kernel already makes us that;
+/// otherwise (Apptainer's default, no PID namespace) ask for `PR_SET_CHILD_SUBREAPER`.
+pub fn become_reaper() -> Result<(), String> {
+    let pid = std::process::id();
+    if pid == 1 {
+        debug!("running as PID 1: reaping every orphan in this PID namespace");
+        return Ok(());
+    }
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument and touches no
+    // memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    if rc != 0 {
+        return Err(format!("cannot become a child subreaper: {}", std::io::Error::last_os_error()));
+    }
+    debug!("not PID 1 (pid {pid}): set PR_SET_CHILD_SUBREAPER, so orphans of our jobs are reaped by pilot");
+    Ok(())
+}
+
+/// Send `sig` to a process, or to its whole process group. ESRCH (already gone) is not an
+/// error worth reporting: exits race with signals all the time.
+pub fn kill(pid: i32, sig: i32, group: bool) -> bool {
+    let target = if group { -pid } else { pid };
+    // SAFETY: kill(2) takes plain integers.
+    unsafe { libc::kill(target, sig) == 0 }
+}
+
+/// Pids of every live process whose parent is `parent` (scans /proc; used at the end of
+/// shutdown to find daemons that escaped their job's process group).
+pub fn children_of(parent: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // Fields after the ")" that closes comm: state, ppid, ...
+                    let rest = &s[s.rfind(')')? + 2..];
+                    let mut it = rest.split(' ');
+                    let state = it.next()?;
+                    let ppid = it.next()?.parse::<u32>().ok()?;
+                    Some(ppid == parent && state != "Z")
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}

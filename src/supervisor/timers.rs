@@ -1,0 +1,47 @@
+//! The timer thread: one heap of deadlines. It sleeps until the earliest one (or forever
+//! when there is none, so an idle pilot has no wakeups) and reports each as it falls due.
+
+use super::machine::TimerKey;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+pub struct Timers {
+    tx: Sender<(Instant, TimerKey)>,
+}
+
+impl Timers {
+    pub fn start(fire: impl Fn(TimerKey) -> bool + Send + 'static) -> Timers {
+        let (tx, rx) = channel::<(Instant, TimerKey)>();
+        std::thread::Builder::new()
+            .name("timers".into())
+            .spawn(move || {
+                let mut heap: BinaryHeap<Reverse<(Instant, TimerKey)>> = BinaryHeap::new();
+                loop {
+                    let next = match heap.peek() {
+                        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        Some(Reverse((at, _))) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+                    };
+                    match next {
+                        Ok(item) => heap.push(Reverse(item)),
+                        Err(RecvTimeoutError::Disconnected) => return,
+                        Err(RecvTimeoutError::Timeout) => {}
+                    }
+                    let now = Instant::now();
+                    while heap.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+                        let Some(Reverse((_, key))) = heap.pop() else { break };
+                        if !fire(key) {
+                            return;
+                        }
+                    }
+                }
+            })
+            .expect("spawn timer thread");
+        Timers { tx }
+    }
+
+    pub fn set(&self, after: Duration, key: TimerKey) {
+        let _ = self.tx.send((Instant::now() + after, key));
+    }
+}
