@@ -36,12 +36,12 @@ thread_local! {
 }
 
 fn template_error(msg: &str) -> Diagnostic {
-    // gtmpl reports "template: :LINE:message"; lift the line out for the diagnostic.
+    // gtmpl reports "template: :LINE:message" with LINE one past the offending line.
     let rest = msg.strip_prefix("template: ").unwrap_or(msg);
     let mut parts = rest.splitn(3, ':');
     let (_, line, tail) = (parts.next(), parts.next(), parts.next());
     match (line.and_then(|l| l.trim().parse::<usize>().ok()), tail) {
-        (Some(line), Some(tail)) => Diagnostic::error("", format!("template: {}", tail.trim())).at(line, 1),
+        (Some(line), Some(tail)) => Diagnostic::error("", format!("template: {}", tail.trim())).at(line.saturating_sub(1).max(1), 1),
         _ => Diagnostic::error("", format!("template: {rest}")),
     }
 }

@@ -1,0 +1,291 @@
+//! The state machine without processes: a recording `Effects` hands out fake pids and
+//! the tests play exits, signals and timer firings at it.
+
+use super::*;
+use crate::config::decode::Decoder;
+use crate::config::{parse_json5, Config};
+
+#[derive(Default)]
+struct Fake {
+    next_pid: i32,
+    spawned: Vec<(String, i32)>,
+    kills: Vec<(i32, i32)>,
+    timers: Vec<TimerKey>,
+    events: Vec<String>,
+    fail: Vec<String>,
+}
+
+impl Effects for Fake {
+    fn spawn(&mut self, req: &RunRequest) -> Result<i32, SpawnFailure> {
+        if self.fail.iter().any(|f| f == req.job) {
+            return Err(SpawnFailure { pid: None, code: 127, message: "not found".into() });
+        }
+        self.next_pid += 1;
+        let pid = 100 + self.next_pid;
+        self.spawned.push((req.job.to_string(), pid));
+        Ok(pid)
+    }
+    fn kill(&mut self, pid: i32, sig: i32, _group: bool) {
+        self.kills.push((pid, sig));
+    }
+    fn set_timer(&mut self, _after: Duration, key: TimerKey) {
+        self.timers.push(key);
+    }
+    fn published(&mut self, ev: &Event) {
+        self.events.push(format!("{}:{}", ev.code.name(), ev.source));
+    }
+}
+
+fn config(text: &str) -> Config {
+    let mut d = Decoder::default();
+    let c = Config::decode(&parse_json5(text).unwrap(), &mut d).unwrap();
+    let errors: Vec<_> = d.diags.iter().filter(|x| x.severity == crate::config::Severity::Error).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    c
+}
+
+fn machine(text: &str, main: Option<&[&str]>) -> Machine<Fake> {
+    let main = main.map(|m| m.iter().map(|s| s.to_string()).collect());
+    let mut m = Machine::new(&config(text), main, Duration::from_secs(30), Fake::default());
+    m.start();
+    m
+}
+
+fn pid_of(m: &Machine<Fake>, job: &str) -> i32 {
+    m.fx.spawned.iter().rev().find(|(j, _)| j == job).map(|(_, p)| *p).unwrap_or_else(|| panic!("{job} never spawned"))
+}
+
+fn spawns(m: &Machine<Fake>, job: &str) -> usize {
+    m.fx.spawned.iter().filter(|(j, _)| j == job).count()
+}
+
+#[test]
+fn restarts_n_times_then_gives_up() {
+    let mut m = machine(r#"{jobs: [{name: "a", exec: "x", restarts: 2}]}"#, None);
+    for _ in 0..3 {
+        let pid = pid_of(&m, "a");
+        m.on_exit(pid, ExitStatus::Code(1));
+    }
+    assert_eq!(spawns(&m, "a"), 3, "restarts: 2 means three runs");
+    assert!(m.finished, "natural termination once every job is done");
+    assert!(m.fx.events.contains(&"stopped:a".to_string()));
+}
+
+#[test]
+fn dependent_job_waits_for_its_event() {
+    let mut m = machine(
+        r#"{jobs: [{name: "pre", exec: "x"}, {name: "app", exec: "y", when: {source: "pre", once: "exitSuccess"}}]}"#,
+        None,
+    );
+    assert_eq!(spawns(&m, "app"), 0);
+    m.on_exit(pid_of(&m, "pre"), ExitStatus::Code(0));
+    assert_eq!(spawns(&m, "app"), 1);
+}
+
+#[test]
+fn failed_start_event_does_not_start_dependent() {
+    let mut m = machine(
+        r#"{jobs: [{name: "pre", exec: "x"}, {name: "app", exec: "y", when: {source: "pre", once: "exitSuccess"}}]}"#,
+        None,
+    );
+    m.on_exit(pid_of(&m, "pre"), ExitStatus::Code(2));
+    assert_eq!(spawns(&m, "app"), 0);
+    assert!(m.fx.events.contains(&"exitFailed:pre".to_string()));
+}
+
+#[test]
+fn shutdown_stops_dependents_first_and_waits_for_exit() {
+    let mut m = machine(
+        r#"{jobs: [
+            {name: "db", exec: "db", health: {exec: "chk", interval: 1, ttl: 5}},
+            {name: "app", exec: "app", when: {source: "db", once: "healthy"}},
+        ]}"#,
+        None,
+    );
+    m.on_timer(TimerKey::Health(0));
+    m.on_exit(pid_of(&m, "check.db"), ExitStatus::Code(0));
+    assert_eq!(spawns(&m, "app"), 1, "app starts when db is healthy");
+    let (db, app) = (pid_of(&m, "db"), pid_of(&m, "app"));
+    m.on_signal(libc::SIGTERM);
+    assert_eq!(m.fx.kills, vec![(app, libc::SIGTERM)], "the dependent is stopped first, alone");
+    m.on_exit(app, ExitStatus::Signaled(libc::SIGTERM));
+    assert_eq!(m.fx.kills.last(), Some(&(db, libc::SIGTERM)), "then the job it depended on");
+    assert!(!m.finished);
+    m.on_exit(db, ExitStatus::Code(0));
+    assert!(m.finished);
+}
+
+#[test]
+fn stop_timeout_escalates_to_sigkill() {
+    let mut m = machine(r#"{jobs: [{name: "a", exec: "x", stopTimeout: "2s"}]}"#, None);
+    let pid = pid_of(&m, "a");
+    m.on_signal(libc::SIGTERM);
+    let key = *m.fx.timers.iter().find(|k| matches!(k, TimerKey::StopKill(..))).expect("a stop timer");
+    m.on_timer(key);
+    assert_eq!(m.fx.kills, vec![(pid, libc::SIGTERM), (pid, libc::SIGKILL)]);
+    m.on_exit(pid, ExitStatus::Signaled(libc::SIGKILL));
+    assert!(m.finished);
+}
+
+#[test]
+fn stale_stop_timer_is_ignored_after_exit() {
+    let mut m = machine(r#"{jobs: [{name: "a", exec: "x"}, {name: "b", exec: "y"}]}"#, None);
+    let a = pid_of(&m, "a");
+    m.on_signal(libc::SIGTERM);
+    m.on_exit(a, ExitStatus::Code(0));
+    let before = m.fx.kills.len();
+    m.on_timer(TimerKey::StopKill(0, 1));
+    assert_eq!(m.fx.kills.len(), before, "no SIGKILL for a job that already exited");
+}
+
+#[test]
+fn pre_stop_runs_before_term_and_post_stop_after_exit() {
+    let mut m = machine(
+        r#"{jobs: [
+            {name: "app", exec: "app"},
+            {name: "preStop", exec: "pre", when: {source: "app", once: "stopping"}},
+            {name: "postStop", exec: "post", when: {source: "app", once: "stopped"}},
+        ]}"#,
+        None,
+    );
+    let app = pid_of(&m, "app");
+    m.on_signal(libc::SIGTERM);
+    assert_eq!(spawns(&m, "preStop"), 1);
+    assert!(m.fx.kills.is_empty(), "app stays alive while preStop runs");
+    m.on_exit(pid_of(&m, "preStop"), ExitStatus::Code(0));
+    assert_eq!(m.fx.kills, vec![(app, libc::SIGTERM)]);
+    assert_eq!(spawns(&m, "postStop"), 0, "postStop waits for app to be gone");
+    m.on_exit(app, ExitStatus::Code(0));
+    assert_eq!(spawns(&m, "postStop"), 1);
+    assert!(!m.finished);
+    m.on_exit(pid_of(&m, "postStop"), ExitStatus::Code(0));
+    assert!(m.finished);
+}
+
+#[test]
+fn payload_exit_ends_everything_with_its_status() {
+    let mut m = machine(r#"{jobs: [{name: "side", exec: "s"}]}"#, Some(&["payload"]));
+    let side = pid_of(&m, "side");
+    m.on_exit(pid_of(&m, MAIN_JOB), ExitStatus::Code(42));
+    assert_eq!(m.fx.kills, vec![(side, libc::SIGTERM)]);
+    m.on_exit(side, ExitStatus::Signaled(libc::SIGTERM));
+    assert!(m.finished);
+    assert_eq!(m.exit_code(), 42);
+}
+
+#[test]
+fn payload_gets_the_signal_that_started_shutdown() {
+    let mut m = machine("{}", Some(&["payload"]));
+    let pid = pid_of(&m, MAIN_JOB);
+    m.on_signal(libc::SIGINT);
+    assert_eq!(m.fx.kills, vec![(pid, libc::SIGINT)]);
+    m.on_exit(pid, ExitStatus::Signaled(libc::SIGINT));
+    assert_eq!(m.exit_code(), 130);
+}
+
+#[test]
+fn other_signals_are_forwarded_to_the_payload() {
+    let mut m = machine("{}", Some(&["payload"]));
+    let pid = pid_of(&m, MAIN_JOB);
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGWINCH, libc::SIGRTMIN() + 2] {
+        m.on_signal(sig);
+    }
+    assert_eq!(m.fx.kills, vec![(pid, libc::SIGHUP), (pid, libc::SIGUSR1), (pid, libc::SIGWINCH), (pid, libc::SIGRTMIN() + 2)]);
+    assert!(!m.shutting_down);
+}
+
+#[test]
+fn second_sigterm_hurries_with_sigkill() {
+    let mut m = machine(r#"{jobs: [{name: "a", exec: "x"}]}"#, None);
+    let pid = pid_of(&m, "a");
+    m.on_signal(libc::SIGTERM);
+    m.on_signal(libc::SIGTERM);
+    assert_eq!(m.fx.kills, vec![(pid, libc::SIGTERM), (pid, libc::SIGKILL)]);
+}
+
+#[test]
+fn health_results_become_events_and_timeouts_kill_the_check() {
+    let mut m = machine(r#"{jobs: [{name: "a", exec: "x", health: {exec: "chk", interval: 1, ttl: 3, timeout: "500ms"}}]}"#, None);
+    m.on_timer(TimerKey::Health(0));
+    let check = pid_of(&m, "check.a");
+    m.on_timer(TimerKey::CheckTimeout(0, 1));
+    assert_eq!(m.fx.kills, vec![(check, libc::SIGKILL)]);
+    m.on_exit(check, ExitStatus::Signaled(libc::SIGKILL));
+    assert_eq!(m.jobs[0].health, Health::Unhealthy);
+    assert!(m.fx.events.contains(&"unhealthy:a".to_string()));
+    m.on_timer(TimerKey::Health(0));
+    m.on_exit(pid_of(&m, "check.a"), ExitStatus::Code(0));
+    assert_eq!(m.jobs[0].health, Health::Healthy);
+    assert!(m.fx.events.contains(&"healthy:a".to_string()));
+}
+
+#[test]
+fn a_running_check_is_not_started_twice() {
+    let mut m = machine(r#"{jobs: [{name: "a", exec: "x", health: {exec: "chk", interval: 1, ttl: 3}}]}"#, None);
+    m.on_timer(TimerKey::Health(0));
+    m.on_timer(TimerKey::Health(0));
+    assert_eq!(spawns(&m, "check.a"), 1);
+}
+
+#[test]
+fn interval_job_runs_restarts_plus_one_times() {
+    let mut m = machine(r#"{jobs: [{name: "t", exec: "x", when: {interval: "1s"}, restarts: 2}]}"#, None);
+    for _ in 0..5 {
+        if let Some(pid) = m.jobs[0].pid {
+            m.on_exit(pid, ExitStatus::Code(0));
+        }
+        m.on_timer(TimerKey::Interval(0));
+    }
+    assert_eq!(spawns(&m, "t"), 3);
+}
+
+#[test]
+fn when_timeout_publishes_timer_expired_and_halts() {
+    let mut m = machine(
+        r#"{jobs: [{name: "late", exec: "x", when: {source: "never-there", once: "healthy", timeout: "1s"}},
+                  {name: "watcher", exec: "y", when: {source: "late", once: "timerExpired"}}]}"#,
+        None,
+    );
+    m.on_timer(TimerKey::WhenTimeout(0));
+    assert!(m.fx.events.contains(&"timerExpired:late".to_string()));
+    assert_eq!(m.jobs[0].phase, Phase::Done);
+    assert_eq!(spawns(&m, "watcher"), 1);
+}
+
+#[test]
+fn sighup_source_runs_on_each_signal() {
+    let mut m = machine(r#"{jobs: [{name: "main", exec: "x"}, {name: "hup", exec: "y", when: {source: "SIGHUP"}}]}"#, None);
+    m.on_signal(libc::SIGHUP);
+    m.on_exit(pid_of(&m, "hup"), ExitStatus::Code(0));
+    m.on_signal(libc::SIGHUP);
+    assert_eq!(spawns(&m, "hup"), 2);
+}
+
+#[test]
+fn jobs_can_run_on_shutdown() {
+    let mut m = machine(r#"{jobs: [{name: "a", exec: "x"}, {name: "ship-logs", exec: "y", when: {source: "global", once: "shutdown"}}]}"#, None);
+    m.on_signal(libc::SIGTERM);
+    assert_eq!(spawns(&m, "ship-logs"), 1);
+    m.on_exit(pid_of(&m, "a"), ExitStatus::Code(0));
+    assert!(!m.finished, "waits for the shutdown job");
+    m.on_exit(pid_of(&m, "ship-logs"), ExitStatus::Code(0));
+    assert!(m.finished);
+}
+
+#[test]
+fn spawn_failure_of_payload_exits_127() {
+    let mut fx = Fake::default();
+    fx.fail.push(MAIN_JOB.into());
+    let mut m = Machine::new(&config("{}"), Some(vec!["nope".into()]), Duration::from_secs(5), fx);
+    m.start();
+    assert!(m.finished);
+    assert_eq!(m.exit_code(), 127);
+}
+
+#[test]
+fn orphans_are_counted_not_confused_with_jobs() {
+    let mut m = machine(r#"{jobs: [{name: "a", exec: "x"}]}"#, None);
+    m.on_exit(9999, ExitStatus::Code(0));
+    assert_eq!(m.orphans_reaped, 1);
+    assert!(m.jobs[0].pid.is_some(), "the job's own state is untouched");
+}
