@@ -1,0 +1,148 @@
+//! Helpers for black-box tests: run the real pilot binary, with timeouts, and insist on
+//! the components a test needs (a missing one fails the test with how to install it).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn pilot() -> &'static str {
+    env!("CARGO_BIN_EXE_pilot")
+}
+
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fail (never skip) when a needed program is missing.
+pub fn require(program: &str, how: &str) {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(found, "this test needs `{program}`, which is not installed: {how}");
+}
+
+pub fn require_python() {
+    require("python3", "run scripts/setup-test-deps.sh (installs Debian's python3)");
+}
+
+/// A scratch directory unique to this test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pilot-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn write_config(dir: &PathBuf, text: &str) -> String {
+    let path = dir.join("pilot.json5");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Run to completion, killing it if it takes longer than `limit` (then the test fails).
+pub fn run_limited(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    wait_limited(&mut child, limit)
+}
+
+pub fn wait_limited(child: &mut Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    let out_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(p) = out_pipe.as_mut() {
+            let _ = p.read_to_end(&mut s);
+        }
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(p) = err_pipe.as_mut() {
+            let _ = p.read_to_end(&mut s);
+        }
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("timed out after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Start pilot with piped stdout and wait for the payload's "ready" line.
+pub struct Running {
+    pub child: Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    pub fn start(cmd: &mut Command) -> Running {
+        use std::os::unix::process::CommandExt;
+        // Own process group, so Drop can kill pilot even under `unshare --fork`.
+        let mut child = cmd.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn pilot");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines: rx }
+    }
+
+    pub fn expect_line(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if pred(&l) => return l,
+                Ok(_) => continue,
+                Err(_) => panic!("no line {what} within 10s"),
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        assert_eq!(unsafe { libc_kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    pub fn wait(mut self, limit: Duration) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            if start.elapsed() > limit {
+                panic!("pilot did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A failed test must not leave pilot (or a PID namespace) behind holding pipes.
+        unsafe { libc_kill(-(self.child.id() as i32), 9) };
+        let _ = self.child.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
