@@ -1,0 +1,137 @@
+//! `pilot check-config` and `pilot template` on good and bad files, with exact messages:
+//! the 15 ContainerPilot configs are the compatibility set.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/containerpilot-examples");
+
+fn check(args: &[&str]) -> (i32, String) {
+    let out = run_limited(Command::new(pilot()).arg("check-config").args(args).env("CONSUL", "consul").env("APP_PORT", "8000"), Duration::from_secs(10));
+    (out.status.code().unwrap(), text(&out.stdout) + &text(&out.stderr))
+}
+
+fn example(n: &str) -> String {
+    let dir = std::fs::read_dir(EXAMPLES).unwrap_or_else(|_| panic!("{EXAMPLES} missing: tests need ../shared beside the checkout"));
+    dir.flatten().map(|e| e.path().display().to_string()).find(|p| p.contains(&format!("/{n}-"))).unwrap()
+}
+
+#[test]
+fn valid_containerpilot_configs_pass() {
+    for n in ["07", "08", "09", "10", "11", "12", "13", "14", "15"] {
+        let (code, out) = check(&["-c", &example(n)]);
+        assert_eq!(code, 0, "{n}: {out}");
+        assert!(out.contains(": valid: "), "{out}");
+    }
+}
+
+#[test]
+fn broken_documentation_examples_are_rejected_precisely() {
+    let cases: &[(&str, &[&str])] = &[
+        ("01", &["01-docs-consul-agent.json5:50:5: error: JSON5 syntax: expected comma"]),
+        ("03", &["03-docs-nginx-upstreams.json5:58:9: error: JSON5 syntax: expected comma"]),
+        ("04", &["04-docs-periodic-tasks.json5:11:7: error: JSON5 syntax: expected comma"]),
+        ("02", &["02-docs-database-config.json5: error: jobs[0].health.interval: is required"]),
+        ("05", &["05-docs-service-reg-only.json5: error: jobs[0].health.ttl: is required"]),
+        (
+            "06",
+            &[
+                "06-docs-stopping.json5: error: jobs[0].health.tll: unknown key 'tll'; did you mean 'ttl'?",
+                "06-docs-stopping.json5: error: jobs[1].restart: unknown key 'restart'; did you mean 'restarts'?",
+            ],
+        ),
+    ];
+    for (n, expected) in cases {
+        let (code, out) = check(&["-c", &example(n)]);
+        assert_eq!(code, 1, "{n}: {out}");
+        for e in *expected {
+            assert!(out.contains(e), "{n}: expected `{e}` in:\n{out}");
+        }
+    }
+}
+
+#[test]
+fn field_errors_name_the_path_and_what_was_expected() {
+    let dir = scratch("fields");
+    let cfg = write_config(
+        &dir,
+        r#"{
+          jobs: [
+            { name: "ok", exec: "true" },
+            { name: "svc", exec: "true", port: 80, health: { exec: "true", interval: 5, ttl: "soon" },
+              restarts: -1, when: { once: "exitSucess", source: "ok" } },
+          ],
+          logging: { level: "LOUD" },
+        }"#,
+    );
+    let (code, out) = check(&["-c", &cfg]);
+    assert_eq!(code, 1);
+    for e in [
+        "error: jobs[1].health.ttl: invalid duration 'soon'",
+        "error: jobs[1].restarts: '-1' invalid: number must be positive integer",
+        "error: jobs[1].when.once: 'exitSucess' is not a valid event; did you mean 'exitSuccess'?",
+        "error: logging.level: unknown log level 'LOUD'",
+    ] {
+        assert!(out.contains(e), "expected `{e}` in:\n{out}");
+    }
+}
+
+#[test]
+fn missing_programs_warn_and_strict_makes_them_errors() {
+    let dir = scratch("strict");
+    let cfg = write_config(&dir, r#"{ jobs: [{ name: "a", exec: "no-such-program-xyz --flag" }] }"#);
+    let (code, out) = check(&["-c", &cfg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("warning: jobs[0].exec: program 'no-such-program-xyz' not found on PATH"), "{out}");
+    let (code, out) = check(&["-c", &cfg, "--strict"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error: jobs[0].exec: program 'no-such-program-xyz' not found on PATH"), "{out}");
+}
+
+#[test]
+fn json_format_and_env_file() {
+    let dir = scratch("json");
+    let cfg = write_config(&dir, r#"{ jobs: [{ name: "{{ .SVC | default "fallback" }}", exec: "true", port: {{ .PORT }}, health: { interval: 1, ttl: 2 } }] }"#);
+    let env = dir.join("env");
+    std::fs::write(&env, "# the container's environment\nexport SVC=web\nPORT=8080\n").unwrap();
+    let (code, out) = check(&["-c", &cfg, "--env", env.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["valid"], true);
+    let rendered = run_limited(Command::new(pilot()).args(["template", "-c", &cfg, "--env", env.to_str().unwrap()]), Duration::from_secs(5));
+    assert!(text(&rendered.stdout).contains(r#"name: "web", exec: "true", port: 8080"#), "{}", text(&rendered.stdout));
+    // Without the env file PORT is empty: a JSON5 syntax error pointing at the line.
+    let (code, out) = check(&["-c", &cfg, "--format", "json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["diagnostics"][0]["line"], 1, "{out}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _) = check(&[]);
+    assert_eq!(code, 2, "no config given");
+    let (code, _) = check(&["--format", "yaml", "-c", "x"]);
+    assert_eq!(code, 2);
+    let out = run_limited(Command::new(pilot()).arg("run"), Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("nothing to run"));
+}
+
+#[test]
+fn containerpilot_variable_may_be_a_file_url() {
+    let dir = scratch("cpvar");
+    let cfg = write_config(&dir, r#"{ jobs: [{ name: "a", exec: "true" }] }"#);
+    let out = run_limited(Command::new(pilot()).arg("check-config").env_remove("PILOT_CONFIG").env("CONTAINERPILOT", format!("file://{cfg}")), Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["run", "check-config", "template", "version"] {
+        let out = run_limited(Command::new(pilot()).args([sub, "--help"]), Duration::from_secs(5));
+        assert!(out.status.success() && text(&out.stdout).contains("Usage: pilot"), "{sub}");
+    }
+}

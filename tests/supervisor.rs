@@ -1,0 +1,193 @@
+//! Jobs as ContainerPilot runs them, with the real binary and real processes: restarts,
+//! periodic jobs, ordering, health-check timeouts, shutdown order and SIGKILL escalation,
+//! and ContainerPilot's own integration-test configs run unchanged.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/containerpilot-examples");
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+fn run_config(cfg: &str) -> std::process::Output {
+    run_limited(Command::new(pilot()).args(["run", "-c", cfg]), LIMIT)
+}
+
+#[test]
+fn job_is_restarted_n_times_then_given_up() {
+    let dir = scratch("restarts");
+    let log = dir.join("runs");
+    let cfg = write_config(&dir, &format!(r#"{{ jobs: [{{ name: "flaky", exec: ["sh", "-c", "echo run >> {}; exit 1"], restarts: 3 }}] }}"#, log.display()));
+    let out = run_config(&cfg);
+    assert_eq!(lines(&log).len(), 4, "restarts: 3 means four runs");
+    assert_eq!(out.status.code(), Some(0), "natural termination with no payload exits 0");
+}
+
+#[test]
+fn periodic_job_runs_on_its_interval() {
+    let dir = scratch("periodic");
+    let log = dir.join("ticks");
+    let cfg = write_config(
+        &dir,
+        &format!(r#"{{ jobs: [{{ name: "tick", exec: ["sh", "-c", "date +%s.%N >> {}"], when: {{ interval: "300ms" }}, restarts: 4 }}] }}"#, log.display()),
+    );
+    let start = std::time::Instant::now();
+    run_config(&cfg);
+    let ticks = lines(&log);
+    assert_eq!(ticks.len(), 5, "restarts: 4 on an interval job means five runs: {ticks:?}");
+    assert!(start.elapsed() >= Duration::from_millis(1100), "runs were spaced by the interval, took {:?}", start.elapsed());
+}
+
+#[test]
+fn dependency_order_is_respected() {
+    let dir = scratch("order");
+    let log = dir.join("order");
+    let l = log.display();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ jobs: [
+                {{ name: "third", exec: ["sh", "-c", "echo third >> {l}"], when: {{ source: "second", once: "exitSuccess" }} }},
+                {{ name: "second", exec: ["sh", "-c", "echo second >> {l}"], when: {{ source: "first", once: "healthy" }} }},
+                {{ name: "first", exec: ["sh", "-c", "echo first >> {l}; sleep 2"],
+                   health: {{ exec: "true", interval: "200ms", ttl: 5 }} }},
+            ] }}"#
+        ),
+    );
+    run_config(&cfg);
+    assert_eq!(lines(&log), vec!["first", "second", "third"]);
+}
+
+#[test]
+fn health_check_that_times_out_is_unhealthy() {
+    let dir = scratch("health-timeout");
+    let log = dir.join("events");
+    let l = log.display();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ jobs: [
+                {{ name: "svc", exec: "sleep 3", health: {{ exec: "sleep 10", interval: 1, ttl: 5, timeout: "200ms" }} }},
+                {{ name: "alarm", exec: ["sh", "-c", "echo unhealthy >> {l}"], when: {{ source: "svc", once: "unhealthy" }} }},
+            ] }}"#
+        ),
+    );
+    let start = std::time::Instant::now();
+    let out = run_config(&cfg);
+    assert_eq!(lines(&log), vec!["unhealthy"], "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("health check for svc timed out"), "{}", text(&out.stdout));
+    assert!(start.elapsed() < Duration::from_secs(8), "a hung check (sleep 10) never blocks pilot");
+}
+
+#[test]
+fn shutdown_stops_in_reverse_dependency_order_and_escalates_to_sigkill() {
+    let dir = scratch("shutdown");
+    let log = dir.join("log");
+    let l = log.display();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ stopTimeout: 1, jobs: [
+                {{ name: "db", exec: ["sh", "-c", "trap 'echo db-term >> {l}; exit 0' TERM; echo db-up >> {l}; while :; do sleep 0.1; done"],
+                   health: {{ exec: "true", interval: "100ms", ttl: 5 }} }},
+                {{ name: "app", exec: ["sh", "-c", "trap 'echo app-term-ignored >> {l}' TERM; echo app-up >> {l}; while :; do sleep 0.1; done"],
+                   when: {{ source: "db", once: "healthy" }}, stopTimeout: "700ms" }},
+                {{ name: "post", exec: ["sh", "-c", "echo post-stop >> {l}"], when: {{ source: "db", once: "stopped" }} }},
+            ] }}"#
+        ),
+    );
+    let running = Running::start(Command::new(pilot()).args(["run", "-c", &cfg]));
+    for _ in 0..100 {
+        if lines(&log).contains(&"app-up".to_string()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = std::time::Instant::now();
+    running.signal(15);
+    assert_eq!(running.wait(LIMIT), 0);
+    let took = started.elapsed();
+    assert_eq!(lines(&log), vec!["db-up", "app-up", "app-term-ignored", "db-term", "post-stop"]);
+    assert!(took >= Duration::from_millis(700), "app got its stopTimeout before SIGKILL ({took:?})");
+    assert!(took < Duration::from_secs(4), "and no more: stop timeouts are upper bounds ({took:?})");
+}
+
+#[test]
+fn payload_exit_stops_jobs_and_sets_the_status() {
+    let dir = scratch("payload");
+    let log = dir.join("log");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ jobs: [
+                {{ name: "sidecar", exec: "sleep 300" }},
+                {{ name: "ship-logs", exec: ["sh", "-c", "echo shipped >> {}"], when: {{ source: "main", once: "stopped" }} }},
+            ] }}"#,
+            log.display()
+        ),
+    );
+    let start = std::time::Instant::now();
+    let out = run_limited(Command::new(pilot()).args(["run", "-c", &cfg, "--", "sh", "-c", "exit 9"]), LIMIT);
+    assert_eq!(out.status.code(), Some(9));
+    assert_eq!(lines(&log), vec!["shipped"]);
+    assert!(start.elapsed() < Duration::from_secs(3), "sidecar stopped with SIGTERM, no waiting out timeouts");
+}
+
+fn example(name: &str) -> String {
+    let path = format!("{EXAMPLES}/{name}");
+    assert!(std::path::Path::new(&path).exists(), "missing {path}: tests need ../shared beside the checkout");
+    path
+}
+
+#[test]
+fn containerpilot_sigterm_test_runs_unchanged() {
+    // ContainerPilot's integration_tests/tests/test_sigterm: preStop on app's stopping,
+    // postStop on its stopped, in that order.
+    let running = Running::start(Command::new(pilot()).args(["run", "-c", &example("12-itest-sigterm-prestop-poststop.json5")]));
+    running.expect_line(|l| l.contains("job main") || l.contains("job app started") || l.contains("event {startup"), "startup");
+    std::thread::sleep(Duration::from_millis(300));
+    running.signal(15);
+    let pre = running.expect_line(|l| l.contains("preStop fired on app stopping"), "preStop output");
+    assert!(pre.contains("job=preStop") && pre.contains("msg=\"'preStop fired"), "text format with job field: {pre}");
+    running.expect_line(|l| l.contains("postStop fired on app stopped"), "postStop output");
+    assert_eq!(running.wait(LIMIT), 0);
+}
+
+#[test]
+fn containerpilot_sighup_test_runs_unchanged() {
+    let running = Running::start(Command::new(pilot()).args(["run", "-c", &example("13-itest-sighup-signal-events.json5")]));
+    running.expect_line(|l| l.contains("event {startup"), "startup");
+    running.signal(1);
+    running.expect_line(|l| l.contains("'on-sighup job fired on SIGHUP"), "on-sighup output");
+    running.signal(12);
+    running.expect_line(|l| l.contains("'on-sigusr2 job fired on SIGUSR2"), "on-sigusr2 output");
+    running.signal(15);
+    assert_eq!(running.wait(LIMIT), 0);
+}
+
+#[test]
+fn containerpilot_tasks_test_counts() {
+    // test_tasks: task1 and task2 run 6 times with no timeouts, task3 6 times all timed
+    // out, task4 (no restarts given: unlimited) more than once.
+    let dir = scratch("tasks");
+    let task = dir.join("task.sh");
+    std::fs::write(&task, "#!/bin/sh\necho start >> \"$2\"\nsleep \"$1\"\necho end >> \"$2\"\n").unwrap();
+    Command::new("chmod").arg("+x").arg(&task).status().unwrap();
+    let text_cfg = std::fs::read_to_string(example("14-itest-tasks-intervals.json5")).unwrap();
+    let text_cfg = text_cfg.replace("\"/task.sh\"", &format!("\"{}\"", task.display())).replace("\"/task", &format!("\"{}/task", dir.display()));
+    let cfg = write_config(&dir, &text_cfg);
+    let running = Running::start(Command::new(pilot()).args(["run", "-c", &cfg]));
+    std::thread::sleep(Duration::from_millis(4500));
+    running.signal(15);
+    running.wait(LIMIT);
+    let count = |n: &str, what: &str| lines(&dir.join(format!("task{n}.txt"))).iter().filter(|l| *l == what).count();
+    assert_eq!((count("1", "start"), count("1", "end")), (6, 6), "task1");
+    assert_eq!((count("2", "start"), count("2", "end")), (6, 6), "task2");
+    assert_eq!((count("3", "start"), count("3", "end")), (6, 0), "task3: every run timed out");
+    assert!(count("4", "start") >= 2, "task4 ran more than once");
+}
