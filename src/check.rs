@@ -3,7 +3,13 @@
 
 use crate::config::{self, Diagnostic, Severity};
 use crate::pathsearch::{self, Lookup};
-use crate::Format;
+
+/// Output format of `check-config`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
 
 /// Read `--env FILE`: KEY=VALUE lines; blank lines, `#` comments and `export ` allowed.
 fn read_env_file(path: &str) -> Result<Vec<(String, String)>, String> {

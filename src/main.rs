@@ -1,14 +1,8 @@
 //! pilot: the Autopilot pattern for Apptainer containers. One function per subcommand.
 
-mod check;
-mod config;
-mod events;
-mod init;
-mod logging;
-mod pathsearch;
-mod supervisor;
-
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use pilot::check::{self, Format};
+use pilot::{config, init, logging, supervisor};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,12 +11,6 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]

@@ -135,3 +135,20 @@ fn every_subcommand_has_help() {
         assert!(out.status.success() && text(&out.stdout).contains("Usage: pilot"), "{sub}");
     }
 }
+
+#[test]
+fn the_papers_figure_2_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/apptainer/examples/figure2-worker-node.json5");
+    let (code, out) = check(&["-c", path]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("valid: 2 job(s)"), "{out}");
+}
+
+#[test]
+fn exec_strings_with_double_spaces_warn() {
+    let dir = scratch("spaces");
+    let cfg = write_config(&dir, r#"{ jobs: [{ name: "a", exec: "true  x" }] }"#);
+    let (code, out) = check(&["-c", &cfg]);
+    assert_eq!(code, 0);
+    assert!(out.contains("warning: jobs[0].exec: has several spaces in a row"), "{out}");
+}

@@ -164,7 +164,12 @@ impl Decoder {
     /// an array whose first element is the program.
     pub fn exec(&mut self, path: &str, v: &Value) -> Option<Vec<String>> {
         let argv: Vec<String> = match v {
-            Value::String(s) => s.trim().split(' ').map(str::to_string).collect(),
+            Value::String(s) => {
+                if s.trim().contains("  ") {
+                    self.warning(path, "has several spaces in a row: ContainerPilot splits exec strings on single spaces, so this passes empty arguments; use an array");
+                }
+                s.trim().split(' ').map(str::to_string).collect()
+            }
             Value::Array(items) => items
                 .iter()
                 .map(|item| match item {

@@ -76,6 +76,23 @@ pub fn load(path: PathBuf, env: &HashMap<String, String>) -> Loaded {
     finish(loaded, &file)
 }
 
+/// Render, parse and validate config text; the whole pipeline minus the file, for the
+/// fuzz target. Must never panic, whatever the input.
+pub fn check_text(text: &str, env: &HashMap<String, String>) -> Vec<Diagnostic> {
+    let rendered = match template::render(text, env) {
+        Ok(r) => r,
+        Err(d) => return vec![d],
+    };
+    match parse_json5(&rendered) {
+        Err(d) => vec![d],
+        Ok(value) => {
+            let mut decoder = decode::Decoder::default();
+            Config::decode(&value, &mut decoder);
+            decoder.diags
+        }
+    }
+}
+
 fn finish(mut loaded: Loaded, file: &str) -> Loaded {
     for d in &mut loaded.diags {
         d.file = file.to_string();

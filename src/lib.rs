@@ -1,0 +1,10 @@
+//! pilot as a library: the binary (`main.rs`) is a thin CLI over these modules, and the
+//! fuzz target reaches the config parser through here.
+
+pub mod check;
+pub mod config;
+pub mod events;
+pub mod init;
+pub mod logging;
+pub mod pathsearch;
+pub mod supervisor;

@@ -1,0 +1,50 @@
+//! A deterministic slice of the fuzz target in the normal suite: thousands of mutations of
+//! the real ContainerPilot configs must produce diagnostics, never a panic.
+
+use std::collections::HashMap;
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/containerpilot-examples");
+
+#[test]
+fn mutated_configs_never_panic() {
+    let mut seeds: Vec<String> = std::fs::read_dir(EXAMPLES)
+        .expect("tests need ../shared beside the checkout")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json5"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    seeds.push("{{ range loop 3 }}{{ . }}{{ end }}{{ .X | split \",\" | join }}{{ loop }}".into());
+    assert!(seeds.len() >= 15);
+    let env: HashMap<String, String> = [("CONSUL".to_string(), "consul".to_string())].into_iter().collect();
+    let pieces = ["{", "}", "[", "]", ",", ":", "\"", "{{", "}}", "\\", "/*", "//", "0x", "-1", "1e999", "interval", "once", "null", "\u{0}", "é"];
+    let mut state: u64 = 0x9e3779b97f4a7c15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut diagnosed = 0;
+    for round in 0..4000 {
+        let mut text: Vec<char> = seeds[round % seeds.len()].chars().collect();
+        for _ in 0..(1 + next() % 4) {
+            let at = (next() as usize) % (text.len() + 1);
+            match next() % 3 {
+                0 if at < text.len() => {
+                    text.remove(at);
+                }
+                _ => {
+                    let p = pieces[(next() as usize) % pieces.len()];
+                    for (i, c) in p.chars().enumerate() {
+                        text.insert(at + i, c);
+                    }
+                }
+            }
+        }
+        let s: String = text.into_iter().collect();
+        if !pilot::config::check_text(&s, &env).is_empty() {
+            diagnosed += 1;
+        }
+    }
+    assert!(diagnosed > 1000, "mutations should mostly be diagnosed, got {diagnosed}");
+}
