@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what pilot's tests need on a fresh Debian machine (Rust itself comes by rustup):
+#   python3     - test payloads (signal printer, pty runner, launcher with a signal mask)
+#   util-linux  - unshare, to run pilot as PID 1 in a new PID (and user) namespace
+#   mandoc      - lints man/pilot.1
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+need=()
+command -v python3 >/dev/null || need+=(python3)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v mandoc  >/dev/null || need+=(mandoc)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  echo "setup-test-deps: installing ${need[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "setup-test-deps: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
