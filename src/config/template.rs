@@ -111,6 +111,10 @@ fn int_arg(v: &Value) -> Result<i64, FuncError> {
     }
 }
 
+/// Longest sequence `loop` makes: a typo such as `loop 100000000` would otherwise make
+/// rendering (and so `check-config` in an image's `%test`) take minutes.
+pub const MAX_LOOP: i64 = 10_000;
+
 /// `loop N` is 0..N; `loop A B` counts from A towards B (exclusive), downwards if B < A.
 fn loop_(a: &[Value]) -> Result<Value, FuncError> {
     let (start, stop) = match a {
@@ -118,6 +122,10 @@ fn loop_(a: &[Value]) -> Result<Value, FuncError> {
         [s, e] => (int_arg(s)?, int_arg(e)?),
         _ => return Err(FuncError::Generic("loop: expected 1 or 2 arguments".into())),
     };
+    let len = (i128::from(stop) - i128::from(start)).abs();
+    if len > i128::from(MAX_LOOP) {
+        return Err(FuncError::Generic(format!("loop: {len} items is more than the limit of {MAX_LOOP}")));
+    }
     let seq: Vec<i64> = if stop >= start { (start..stop).collect() } else { ((stop + 1)..=start).rev().collect() };
     Ok(Value::Array(seq.into_iter().map(|i| Value::Number(Number::from(i))).collect()))
 }
@@ -147,6 +155,13 @@ mod tests {
         assert_eq!(r("{{ range loop 3 }}{{.}}{{ end }}", &[]), "012");
         assert_eq!(r("{{ range loop 5 1 }}{{.}}{{ end }}", &[]), "5432");
         assert_eq!(r("{{ range loop 1 .N }}{{.}}{{ end }}", &[("N", "3")]), "12");
+    }
+
+    #[test]
+    fn huge_loops_are_refused_quickly() {
+        let e = render("{{ range loop 100000000 }}{{ end }}", &HashMap::new()).unwrap_err();
+        assert!(e.message.contains("more than the limit of 10000"), "{}", e.message);
+        assert!(render("{{ range loop -9223372036854775807 9223372036854775807 }}{{ end }}", &HashMap::new()).is_err());
     }
 
     #[test]
