@@ -48,3 +48,21 @@ fn mutated_configs_never_panic() {
     }
     assert!(diagnosed > 1000, "mutations should mostly be diagnosed, got {diagnosed}");
 }
+
+/// Inputs the fuzzer once crashed or hung on.
+#[test]
+fn fuzz_regressions_are_diagnosed() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fuzz-regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let text = String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap()).into_owned();
+        let diags = pilot::config::check_text(&text, &HashMap::new());
+        assert!(!diags.is_empty(), "{}: expected a diagnostic", entry.path().display());
+        n += 1;
+    }
+    let slow = "{ jobs: [ {{ range loop 100000000 }}{{ end }} ] }";
+    let start = std::time::Instant::now();
+    assert!(!pilot::config::check_text(slow, &HashMap::new()).is_empty());
+    assert!(start.elapsed() < std::time::Duration::from_secs(2), "a huge loop is refused, not run");
+    assert!(n >= 1);
+}

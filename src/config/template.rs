@@ -27,8 +27,41 @@ pub fn render(text: &str, env: &HashMap<String, String>) -> Result<String, Diagn
     // reads a process-wide copy set just before rendering.
     ENV.with(|e| *e.borrow_mut() = env_for_fn);
     tmpl.add_func("env", env_fn as Func);
-    tmpl.parse(text).map_err(|e| template_error(&e.to_string()))?;
-    tmpl.render(&Context::from(data)).map_err(|e| template_error(&e.to_string()))
+    check_actions_are_ascii(text)?;
+    // gtmpl has panicked on malformed input (see check_actions_are_ascii); a config must
+    // get a diagnostic, never a crash, so a panic in the engine becomes an error too.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tmpl.parse(text).map_err(|e| template_error(&e.to_string()))?;
+        tmpl.render(&Context::from(data)).map_err(|e| template_error(&e.to_string()))
+    }));
+    outcome.unwrap_or_else(|_| Err(Diagnostic::error("", "template: the template engine failed on this input")))
+}
+
+/// gtmpl 0.7.1's lexer slices inside a multi-byte character, and panics, when one appears
+/// inside `{{ }}` outside a string (found by fuzzing). Go's templates have no use for
+/// non-ASCII there except in string literals, and the likely cause is a typographic quote
+/// pasted from a web page, so say so with the position.
+fn check_actions_are_ascii(text: &str) -> Result<(), Diagnostic> {
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(open) = rest.find("{{") {
+        let action_start = offset + open + 2;
+        let action = &text[action_start..];
+        let end = action.find("}}").unwrap_or(action.len());
+        if let Some((i, c)) = action[..end].char_indices().find(|(_, c)| !c.is_ascii()) {
+            let at = action_start + i;
+            let line = text[..at].matches('\n').count() + 1;
+            let column = text[..at].rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            return Err(Diagnostic::error(
+                "",
+                format!("template: non-ASCII character '{c}' inside {{{{ }}}}: use plain ASCII quotes and names"),
+            )
+            .at(line, column));
+        }
+        offset = action_start + end;
+        rest = &text[offset..];
+    }
+    Ok(())
 }
 
 thread_local! {
@@ -155,6 +188,16 @@ mod tests {
         assert_eq!(r("{{ range loop 3 }}{{.}}{{ end }}", &[]), "012");
         assert_eq!(r("{{ range loop 5 1 }}{{.}}{{ end }}", &[]), "5432");
         assert_eq!(r("{{ range loop 1 .N }}{{.}}{{ end }}", &[("N", "3")]), "12");
+    }
+
+    #[test]
+    fn non_ascii_in_actions_is_an_error_not_a_panic() {
+        let e = render("a\n  {{ \u{23e}PP }}", &HashMap::new()).unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(6)));
+        assert!(e.message.contains("non-ASCII character"), "{}", e.message);
+        let e = render("{{ .X | default \u{201c}a\u{201d} }}", &HashMap::new()).unwrap_err();
+        assert!(e.message.contains('\u{201c}'), "{}", e.message);
+        assert_eq!(render("caf\u{e9} {{ .X }}", &HashMap::new()).unwrap(), "caf\u{e9} ");
     }
 
     #[test]
