@@ -151,7 +151,9 @@ impl Config {
     /// the root is unusable. Callers check `d` for errors before using the result.
     pub fn decode(root: &Value, d: &mut Decoder) -> Option<Config> {
         let top = d.object("", root, TOP_KEYS).or_else(|| {
-            d.diags.last_mut().map(|x| x.message = "the config must be a JSON5 object at the top level".into());
+            if let Some(x) = d.diags.last_mut() {
+                x.message = "the config must be a JSON5 object at the top level".into();
+            }
             None
         })?;
         let consul = top.get("consul").and_then(|v| decode_consul(d, "consul", v));
@@ -190,8 +192,8 @@ impl Config {
         }
         sources.extend(self.watches.iter().map(|w| format!("watch.{}", w.name)));
         for (i, job) in self.jobs.iter().enumerate() {
-            if let Trigger::Event { source, .. } = &job.trigger {
-                if !sources.contains(source) {
+            if let Trigger::Event { source, .. } = &job.trigger
+                && !sources.contains(source) {
                     let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
                     let hint = super::diagnostic::did_you_mean(source, &refs)
                         .map(|s| format!("; did you mean '{s}'?"))
@@ -201,7 +203,6 @@ impl Config {
                         format!("no job, health check or watch named '{source}': this job will never start{hint}"),
                     );
                 }
-            }
         }
         let registers = self.jobs.iter().any(|j| j.port != 0) || !self.watches.is_empty() || self.telemetry.is_some();
         if registers && self.consul.is_none() {
@@ -400,11 +401,10 @@ fn decode_when(d: &mut Decoder, path: &str, v: Option<&Value>) -> (Trigger, Opti
     } else {
         startup
     };
-    if let Trigger::Event { source, .. } = &trigger {
-        if source.is_empty() {
+    if let Trigger::Event { source, .. } = &trigger
+        && source.is_empty() {
             d.error(o.field("source"), "is required for this event: name the job, 'check.<job>', 'watch.<name>' or 'global' it comes from");
         }
-    }
     o.finish(d);
     (trigger, timeout)
 }
@@ -488,19 +488,17 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
     let initial_status = opt_string(d, &o, "initial_status");
     let (enable_tag_override, deregister_critical_after) = decode_job_consul(d, &o);
     if port != 0 {
-        if let Some(n) = &name {
-            if !service_name_ok(n) {
+        if let Some(n) = &name
+            && !service_name_ok(n) {
                 d.error(o.field("name"), format!("'{n}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$ when 'port' is set"));
             }
-        }
         if o.get("health").is_none() {
             d.error(o.field("health"), "must be set if 'port' is set (it sets the TTL of the Consul check)");
         }
-        if let Some(s) = &initial_status {
-            if !matches!(s.as_str(), "passing" | "warning" | "critical") {
+        if let Some(s) = &initial_status
+            && !matches!(s.as_str(), "passing" | "warning" | "critical") {
                 d.error(o.field("initial_status"), format!("'{s}' must be one of 'passing', 'warning' or 'critical'"));
             }
-        }
     }
     o.finish(d);
     Some(Job {

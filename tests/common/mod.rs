@@ -33,7 +33,7 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-pub fn write_config(dir: &PathBuf, text: &str) -> String {
+pub fn write_config(dir: &std::path::Path, text: &str) -> String {
     let path = dir.join("pilot.json5");
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
