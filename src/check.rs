@@ -31,7 +31,7 @@ fn read_env_file(path: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-fn load(config_flag: Option<&str>, env_file: Option<&str>) -> Result<config::Loaded, i32> {
+fn load(config_flag: Option<&str>, env_file: Option<&str>, kv: Option<config::KvFetch>) -> Result<config::Loaded, i32> {
     let extra = match env_file.map(read_env_file).transpose() {
         Ok(e) => e.unwrap_or_default(),
         Err(e) => {
@@ -43,7 +43,7 @@ fn load(config_flag: Option<&str>, env_file: Option<&str>) -> Result<config::Loa
         eprintln!("pilot: no config given: use -c FILE, $PILOT_CONFIG or $CONTAINERPILOT");
         return Err(2);
     };
-    Ok(config::load(path, &config::environment(&extra)))
+    Ok(config::load_with(path, &config::environment(&extra), kv))
 }
 
 /// Warn about (or, strictly, reject) programs that are not where the config says.
@@ -69,7 +69,7 @@ fn check_programs(loaded: &mut config::Loaded, env_path: Option<&str>, strict: b
 }
 
 pub fn check_config(config_flag: Option<&str>, env_file: Option<&str>, format: Format, strict: bool) -> i32 {
-    let mut loaded = match load(config_flag, env_file) {
+    let mut loaded = match load(config_flag, env_file, None) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -107,13 +107,13 @@ pub fn check_config(config_flag: Option<&str>, env_file: Option<&str>, format: F
 }
 
 pub fn template(config_flag: Option<&str>, env_file: Option<&str>) -> i32 {
-    let loaded = match load(config_flag, env_file) {
+    let loaded = match load(config_flag, env_file, Some(&crate::consul::kv::fetch)) {
         Ok(l) => l,
         Err(code) => return code,
     };
     match &loaded.rendered {
         Some(text) => {
-            print!("{text}");
+            print!("{}", redact_token(text, loaded.config.as_ref()));
             0
         }
         None => {
@@ -122,5 +122,13 @@ pub fn template(config_flag: Option<&str>, env_file: Option<&str>) -> i32 {
             }
             1
         }
+    }
+}
+
+/// The Consul token must never be printed, even when the template put it in the config.
+fn redact_token(text: &str, config: Option<&config::Config>) -> String {
+    match config.and_then(|c| c.consul.as_ref()).and_then(|c| c.token.as_deref()) {
+        Some(token) if !token.is_empty() => text.replace(token, "<redacted>"),
+        _ => text.to_string(),
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod config;
+pub mod consul;
 pub mod events;
 pub mod init;
 pub mod logging;

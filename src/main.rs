@@ -83,7 +83,7 @@ fn run(config_flag: Option<&str>, grace: Duration, cmd: Vec<String>, inherited: 
     let main = (!cmd.is_empty()).then_some(cmd);
     let config = match config::locate(config_flag) {
         Some(path) => {
-            let loaded = config::load(path, &config::environment(&[]));
+            let loaded = config::load_with(path, &config::environment(&[]), Some(&pilot::consul::kv::fetch));
             for d in &loaded.diags {
                 eprintln!("pilot: {d}");
             }

@@ -47,7 +47,17 @@ pub fn environment(extra: &[(String, String)]) -> HashMap<String, String> {
     env
 }
 
+/// Reads Consul KV keys for `{{ kv }}` given the config's `consul` stanza (see consul::kv).
+pub type KvFetch<'a> = &'a dyn Fn(Option<&Consul>, &[String]) -> Result<HashMap<String, Option<String>>, String>;
+
+/// Load without reaching Consul: `kv` renders as its default (check-config is offline).
 pub fn load(path: PathBuf, env: &HashMap<String, String>) -> Loaded {
+    load_with(path, env, None)
+}
+
+/// Load; a template that uses `kv` is rendered twice: once offline to learn the keys and
+/// the `consul` stanza, then with the values read from that agent.
+pub fn load_with(path: PathBuf, env: &HashMap<String, String>, fetch: Option<KvFetch>) -> Loaded {
     let file = path.display().to_string();
     let mut loaded = Loaded { path, rendered: None, config: None, diags: Vec::new() };
     let text = match std::fs::read_to_string(&loaded.path) {
@@ -57,8 +67,16 @@ pub fn load(path: PathBuf, env: &HashMap<String, String>) -> Loaded {
             return finish(loaded, &file);
         }
     };
-    let rendered = match template::render(&text, env) {
-        Ok(r) => r,
+    let mut rendered = template::render_with_kv(&text, env, &template::Kv::Offline);
+    if let (Ok((first, keys)), Some(fetch)) = (&rendered, fetch)
+        && !keys.is_empty()
+    {
+        let stanza = parse_json5(first).ok().and_then(|v| Config::decode(&v, &mut decode::Decoder::default())).and_then(|c| c.consul);
+        let values = fetch(stanza.as_ref(), keys);
+        rendered = template::render_with_kv(&text, env, &template::Kv::Fetched(values));
+    }
+    let rendered = match rendered {
+        Ok((r, _)) => r,
         Err(d) => {
             loaded.diags.push(d);
             return finish(loaded, &file);

@@ -12,14 +12,32 @@ use std::collections::HashMap;
 /// (found by fuzzing); a config must get a diagnostic, never hang `check-config` or `run`.
 const RENDER_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Consul KV values for `{{ kv "key" ["default"] }}`. Offline (check-config, or before
+/// the keys are known), `kv` gives its default or "" and only notes the key.
+#[derive(Debug, Clone, Default)]
+pub enum Kv {
+    #[default]
+    Offline,
+    /// Each key's value (None: not in Consul), or why they could not be read.
+    Fetched(Result<HashMap<String, Option<String>>, String>),
+}
+
 pub fn render(text: &str, env: &HashMap<String, String>) -> Result<String, Diagnostic> {
+    render_with_kv(text, env, &Kv::Offline).map(|(t, _)| t)
+}
+
+/// Render, also returning the KV keys the template asked for, in order.
+pub fn render_with_kv(text: &str, env: &HashMap<String, String>, kv: &Kv) -> Result<(String, Vec<String>), Diagnostic> {
     check_actions_are_ascii(text)?;
     let (tx, rx) = std::sync::mpsc::channel();
-    let (text, env) = (text.to_string(), env.clone());
+    let (text, env, kv) = (text.to_string(), env.clone(), kv.clone());
     std::thread::Builder::new()
         .name("template".into())
         .spawn(move || {
-            let _ = tx.send(render_now(&text, &env));
+            KV.with(|k| *k.borrow_mut() = (kv, Vec::new()));
+            let out = render_now(&text, &env);
+            let keys = KV.with(|k| std::mem::take(&mut k.borrow_mut().1));
+            let _ = tx.send(out.map(|t| (t, keys)));
         })
         .map_err(|e| Diagnostic::error("", format!("template: cannot start rendering: {e}")))?;
     rx.recv_timeout(RENDER_LIMIT).unwrap_or_else(|_| {
@@ -46,6 +64,7 @@ fn render_now(text: &str, env: &HashMap<String, String>) -> Result<String, Diagn
     // reads a process-wide copy set just before rendering.
     ENV.with(|e| *e.borrow_mut() = env_for_fn);
     tmpl.add_func("env", env_fn as Func);
+    tmpl.add_func("kv", kv_fn as Func);
     // gtmpl has panicked on malformed input (see check_actions_are_ascii); a config must
     // get a diagnostic, never a crash, so a panic in the engine becomes an error too.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -85,6 +104,29 @@ fn check_actions_are_ascii(text: &str) -> Result<(), Diagnostic> {
 
 thread_local! {
     static ENV: std::cell::RefCell<HashMap<String, String>> = Default::default();
+    static KV: std::cell::RefCell<(Kv, Vec<String>)> = Default::default();
+}
+
+fn kv_fn(a: &[Value]) -> Result<Value, FuncError> {
+    let (key, default) = match a {
+        [k] => (text(k), None),
+        [k, d] => (text(k), Some(text(d))),
+        _ => return Err(FuncError::Generic("kv: expected a key and an optional default".into())),
+    };
+    KV.with(|state| {
+        let mut state = state.borrow_mut();
+        state.1.push(key.clone());
+        let value = match &state.0 {
+            Kv::Offline => Some(default.clone().unwrap_or_default()),
+            Kv::Fetched(Ok(values)) => values.get(&key).cloned().flatten().or(default.clone()),
+            Kv::Fetched(Err(_)) => default.clone(),
+        };
+        match (value, &state.0) {
+            (Some(v), _) => Ok(Value::String(v)),
+            (None, Kv::Fetched(Err(why))) => Err(FuncError::Generic(format!("kv \"{key}\": {why} (give a default: kv \"{key}\" \"value\")"))),
+            (None, _) => Err(FuncError::Generic(format!("kv: key \"{key}\" is not in Consul (give a default: kv \"{key}\" \"value\")"))),
+        }
+    })
 }
 
 fn template_error(msg: &str) -> Diagnostic {
@@ -230,6 +272,21 @@ mod tests {
     fn documented_loop_idiom() {
         let t = "{{ range $i := loop 0 3 -}}{{ if (env (printf \"S_%d\" $i)) -}}[{{$i}}]{{- end }}{{- end }}";
         assert_eq!(r(t, &[("S_1", "x")]), "[1]");
+    }
+
+    #[test]
+    fn kv_offline_fetched_and_missing() {
+        let env = HashMap::new();
+        let t = "a={{ kv \"cfg/a\" }} b={{ kv \"cfg/b\" \"B\" }}";
+        let (out, keys) = render_with_kv(t, &env, &Kv::Offline).unwrap();
+        assert_eq!((out.as_str(), keys), ("a= b=B", vec!["cfg/a".to_string(), "cfg/b".to_string()]));
+        let values = HashMap::from([("cfg/a".to_string(), Some("1".to_string())), ("cfg/b".to_string(), None)]);
+        let (out, _) = render_with_kv(t, &env, &Kv::Fetched(Ok(values))).unwrap();
+        assert_eq!(out, "a=1 b=B");
+        let e = render_with_kv(t, &env, &Kv::Fetched(Ok(HashMap::new()))).unwrap_err();
+        assert!(e.message.contains("\"cfg/a\" is not in Consul"), "{}", e.message);
+        let e = render_with_kv(t, &env, &Kv::Fetched(Err("agent down".into()))).unwrap_err();
+        assert!(e.message.contains("agent down"), "{}", e.message);
     }
 
     #[test]

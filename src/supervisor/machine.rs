@@ -26,6 +26,8 @@ pub enum TimerKey {
     HooksDone(usize),
     StopKill(usize, u64),
     Restart(usize),
+    /// A stopped job's deregistration had its time.
+    Deregistered(usize),
     Grace,
 }
 
@@ -57,7 +59,20 @@ pub trait Effects {
     fn set_timer(&mut self, after: Duration, key: TimerKey);
     /// Every published event, for logging, telemetry and tests.
     fn published(&mut self, _ev: &Event) {}
+    /// A health result (or the heartbeat of an exec-less health) for a job's service.
+    fn health_reported(&mut self, _job: &str, _passing: bool, _detail: &str) {}
+    /// The job ran for the first time (services with `initial_status` register now).
+    fn service_started(&mut self, _job: &str) {}
+    /// The job is stopped: deregister its service. True if there is one; the machine then
+    /// waits for `on_deregistered` (or the `Deregistered` timer) before `stopped`.
+    fn service_stopped(&mut self, _job: &str) -> bool {
+        false
+    }
+    fn maintenance(&mut self, _on: bool) {}
 }
+
+/// How long a stopping job waits for its service's deregistration before `stopped`.
+pub const DEREGISTER_WAIT: Duration = Duration::from_secs(6);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -71,6 +86,8 @@ pub enum Phase {
     Active,
     /// Shutting down: `stopping` published; waiting for hooks, then for the process.
     Stopping { term_sent: bool },
+    /// The process is gone; its service is being deregistered before `stopped`.
+    Deregistering,
     Done,
 }
 
@@ -215,6 +232,9 @@ impl<E: Effects> Machine<E> {
 
     fn publish(&mut self, ev: Event) {
         debug!("event {ev}");
+        if ev.source == GLOBAL && matches!(ev.code, Code::EnterMaintenance | Code::ExitMaintenance) {
+            self.fx.maintenance(ev.code == Code::EnterMaintenance);
+        }
         self.fx.published(&ev);
         self.queue.push_back(ev);
     }
@@ -249,7 +269,7 @@ impl<E: Effects> Machine<E> {
     }
 
     fn deliver(&mut self, j: usize, ev: &Event) {
-        if self.jobs[j].phase == Phase::Done {
+        if matches!(self.jobs[j].phase, Phase::Done | Phase::Deregistering) {
             return;
         }
         if ev.source == GLOBAL {
@@ -286,6 +306,9 @@ impl<E: Effects> Machine<E> {
         let first = !job.started;
         job.started = true;
         if first {
+            let name = job.cfg.name.clone();
+            self.fx.service_started(&name);
+            let job = &self.jobs[j];
             if let Trigger::Interval(i) = job.cfg.trigger {
                 self.fx.set_timer(i, TimerKey::Interval(j));
             }
@@ -317,6 +340,28 @@ impl<E: Effects> Machine<E> {
                 warn!("job {}: {}", job.cfg.name, f.message);
                 self.exited(j, ExitStatus::Code(f.code), true);
             }
+        }
+    }
+
+    /// An event from outside the machine: a watch, or the control plane.
+    pub fn on_event(&mut self, ev: Event) {
+        self.publish(ev);
+        self.settle();
+    }
+
+    /// The Consul worker finished (or gave up) deregistering a job's service.
+    pub fn on_deregistered(&mut self, job: &str) {
+        if let Some(j) = self.jobs.iter().position(|s| s.cfg.name == job) {
+            self.deregistered(j);
+        }
+        self.settle();
+    }
+
+    fn deregistered(&mut self, j: usize) {
+        if self.jobs[j].phase == Phase::Deregistering {
+            self.jobs[j].phase = Phase::Done;
+            let name = self.jobs[j].cfg.name.clone();
+            self.publish(Event::new(Code::Stopped, &name));
         }
     }
 
@@ -357,7 +402,7 @@ impl<E: Effects> Machine<E> {
         let job = &mut self.jobs[j];
         match job.phase {
             Phase::Stopping { .. } => return self.finish_stop(j),
-            Phase::Done => return,
+            Phase::Done | Phase::Deregistering => return,
             Phase::Active => {}
         }
         if job.is_main {
@@ -417,12 +462,14 @@ impl<E: Effects> Machine<E> {
         if !status.success() {
             debug!("health check for {name} failed: {status}");
         }
+        self.fx.health_reported(&name, status.success(), &status.to_string());
         self.publish(Event::new(code, &name));
     }
 
     /// A job that finished for good on its own (not during a shutdown).
     fn halt(&mut self, j: usize) {
         let name = self.jobs[j].cfg.name.clone();
+        self.fx.service_stopped(&name);
         self.publish(Event::new(Code::Stopping, &name));
         self.publish(Event::new(Code::Stopped, &name));
         self.jobs[j].phase = Phase::Done;
@@ -473,6 +520,12 @@ impl<E: Effects> Machine<E> {
                     self.run(j);
                 }
             }
+            TimerKey::Deregistered(j) => {
+                if self.jobs[j].phase == Phase::Deregistering {
+                    warn!("job {}: deregistration from Consul did not finish in time", self.jobs[j].cfg.name);
+                    self.deregistered(j);
+                }
+            }
             TimerKey::Grace => {
                 if !self.finished {
                     warn!("shutdown grace of {:?} is over: killing what is left", self.grace);
@@ -508,14 +561,19 @@ impl<E: Effects> Machine<E> {
     fn health_tick(&mut self, j: usize) {
         let job = &self.jobs[j];
         let Some(health) = job.cfg.health.clone() else { return };
-        if job.phase == Phase::Done {
+        if matches!(job.phase, Phase::Done | Phase::Deregistering) {
             return;
         }
         self.fx.set_timer(health.interval, TimerKey::Health(j));
         if job.maintenance || job.check_pid.is_some() || job.phase != Phase::Active {
             return;
         }
-        let Some(argv) = health.exec.as_ref() else { return };
+        let Some(argv) = health.exec.as_ref() else {
+            // No check to run: the heartbeat itself says the job is alive (as ContainerPilot).
+            let name = job.cfg.name.clone();
+            self.fx.health_reported(&name, true, "heartbeat");
+            return;
+        };
         let check = format!("check.{}", job.cfg.name);
         let req = RunRequest { job: &check, argv, raw: health.raw, kind: RunKind::Check, main: false };
         match self.fx.spawn(&req) {
@@ -661,9 +719,16 @@ impl<E: Effects> Machine<E> {
         }
     }
 
+    /// The process is gone: deregister its service (post-stop jobs run after that), then
+    /// `stopped`.
     fn finish_stop(&mut self, j: usize) {
-        self.jobs[j].phase = Phase::Done;
         let name = self.jobs[j].cfg.name.clone();
+        if self.fx.service_stopped(&name) {
+            self.jobs[j].phase = Phase::Deregistering;
+            self.fx.set_timer(DEREGISTER_WAIT, TimerKey::Deregistered(j));
+            return;
+        }
+        self.jobs[j].phase = Phase::Done;
         self.publish(Event::new(Code::Stopped, &name));
     }
 

@@ -6,20 +6,27 @@ pub mod machine;
 pub mod timers;
 
 use crate::config::Config;
+use crate::consul::{self, Command, Output};
+use crate::events::Event;
 use crate::init::signals::{self, Inherited, Report};
 use crate::init::spawn::{self, Spec, Stdio};
 use crate::init;
 use crate::pathsearch::{self, Lookup};
 use log::{debug, info, warn};
-use machine::{Effects, Machine, RunRequest, SpawnFailure, TimerKey};
+use machine::{Effects, Machine, RunKind, RunRequest, SpawnFailure, TimerKey};
 use std::io::BufRead;
 use std::os::fd::AsRawFd;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 enum Msg {
     Report(Report),
     Timer(TimerKey),
+    /// From a watch thread.
+    Event(Event),
+    /// The Consul worker is done deregistering this job's service.
+    Deregistered(String),
 }
 
 /// The real effects: fork/exec, kill(2) and the timer thread.
@@ -28,7 +35,15 @@ struct Driver {
     timers: timers::Timers,
     env: Vec<(String, String)>,
     path: Option<String>,
+    consul: Option<consul::Handle>,
+    /// Sends the deregistration acks back into the supervisor's channel.
+    acks: std::sync::mpsc::Sender<Msg>,
+    /// The output of each running health check, delivered when its pipe closes.
+    check_output: HashMap<String, Receiver<String>>,
 }
+
+/// A health check's note in Consul keeps its last few KB of output.
+const OUTPUT_TAIL: usize = 4096;
 
 impl Effects for Driver {
     fn spawn(&mut self, req: &RunRequest) -> Result<i32, SpawnFailure> {
@@ -61,9 +76,30 @@ impl Effects for Driver {
         if let Some((reader, writer)) = pipe {
             drop(writer);
             let target = format!("job:{}", req.job);
+            // A health check's output also becomes its Consul note.
+            let keep = if req.kind == RunKind::Check && result.is_ok() {
+                let (tx, rx) = channel();
+                self.check_output.insert(req.job.to_string(), rx);
+                Some(tx)
+            } else {
+                None
+            };
             let _ = std::thread::Builder::new().name(format!("log {}", req.job)).spawn(move || {
+                let mut tail = String::new();
                 for line in std::io::BufReader::new(reader).lines().map_while(Result::ok) {
                     log::info!(target: &target, "{line}");
+                    if keep.is_some() {
+                        tail.push_str(&line);
+                        tail.push('\n');
+                        if tail.len() > 2 * OUTPUT_TAIL {
+                            let cut = tail.len() - OUTPUT_TAIL;
+                            let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(tail.len());
+                            tail.drain(..cut);
+                        }
+                    }
+                }
+                if let Some(tx) = keep {
+                    let _ = tx.send(tail);
                 }
             });
         }
@@ -85,6 +121,38 @@ impl Effects for Driver {
     fn set_timer(&mut self, after: Duration, key: TimerKey) {
         self.timers.set(after, key);
     }
+
+    fn health_reported(&mut self, job: &str, passing: bool, detail: &str) {
+        let pending = self.check_output.remove(&format!("check.{job}"));
+        let Some(c) = &self.consul else { return };
+        let output = match pending {
+            Some(rx) => Output::Pending(rx, detail.to_string()),
+            None => Output::Text(detail.to_string()),
+        };
+        let _ = c.tx.send(Command::Health { job: job.into(), passing, output });
+    }
+
+    fn service_started(&mut self, job: &str) {
+        if let Some(c) = &self.consul {
+            let _ = c.tx.send(Command::Started { job: job.into() });
+        }
+    }
+
+    fn service_stopped(&mut self, job: &str) -> bool {
+        let Some(c) = self.consul.as_ref().filter(|c| c.services.contains(job)) else { return false };
+        let acks = self.acks.clone();
+        let name = job.to_string();
+        let ack = Box::new(move || {
+            let _ = acks.send(Msg::Deregistered(name));
+        });
+        c.tx.send(Command::Stopped { job: job.into(), ack: Some(ack) }).is_ok()
+    }
+
+    fn maintenance(&mut self, on: bool) {
+        if let Some(c) = &self.consul {
+            let _ = c.tx.send(Command::Maintenance { on });
+        }
+    }
 }
 
 /// Run until every job is done; returns pilot's exit status.
@@ -100,14 +168,15 @@ pub fn run(config: &Config, main: Option<Vec<String>>, grace: Duration, inherite
         .expect("spawn signal thread");
     let timer_tx = tx.clone();
     let timers = timers::Timers::start(move |k| timer_tx.send(Msg::Timer(k)).is_ok());
-    drop(tx);
+    let event_tx = tx.clone();
+    let consul = consul::start(config, &BTreeMap::new(), move |ev| event_tx.send(Msg::Event(ev)).is_ok());
 
     let pid = std::process::id().to_string();
     let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != "CONTAINERPILOT_PID" && k != "PILOT_PID").collect();
     env.push(("CONTAINERPILOT_PID".into(), pid.clone()));
     env.push(("PILOT_PID".into(), pid));
     let path = std::env::var("PATH").ok();
-    let driver = Driver { inherited, timers, env, path };
+    let driver = Driver { inherited, timers, env, path, consul, acks: tx, check_output: HashMap::new() };
     let mut m = Machine::new(config, main, grace, driver);
     m.start();
     let deadline_after_shutdown = config.stop_timeout.min(grace);
@@ -122,6 +191,8 @@ pub fn run(config: &Config, main: Option<Vec<String>>, grace: Duration, inherite
             }
             Msg::Report(Report::Exited { pid, status }) => m.on_exit(pid, status),
             Msg::Timer(k) => m.on_timer(k),
+            Msg::Event(ev) => m.on_event(ev),
+            Msg::Deregistered(job) => m.on_deregistered(&job),
         }
     }
     let code = m.exit_code();

@@ -1,0 +1,70 @@
+//! pilot as a Consul citizen: where the agent is (`address`), how to talk to it (`http`),
+//! what to register (`service`, `interfaces`), the worker thread that registers, reports
+//! health and deregisters (`worker`), the watch threads (`watch`) and KV reads for
+//! templates (`kv`). Nothing here runs unless the config has a job with a `port` or a watch.
+
+pub mod address;
+pub mod http;
+pub mod interfaces;
+pub mod kv;
+pub mod service;
+pub mod watch;
+pub mod worker;
+
+use crate::config::Config;
+use crate::events::Event;
+use log::{debug, error, info};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::Sender;
+
+pub use worker::{Command, Output};
+
+/// The supervisor's side of the Consul worker.
+pub struct Handle {
+    pub tx: Sender<Command>,
+    /// Jobs that have a service: their stop waits for the deregistration.
+    pub services: BTreeSet<String>,
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+/// The client for the configured agent, or why there is none.
+pub fn client(config: &Config) -> Result<http::Client, String> {
+    let address = address::AgentAddress::resolve(config.consul.as_ref(), &env)?;
+    http::Client::new(&address)
+}
+
+/// Start the worker and the watches. `publish` feeds watch events into the supervisor and
+/// returns false once it is gone. Consul trouble is logged and never stops the payload.
+pub fn start(config: &Config, extra_meta: &BTreeMap<String, String>, publish: impl Fn(Event) -> bool + Clone + Send + 'static) -> Option<Handle> {
+    let with_port: Vec<_> = config.jobs.iter().filter(|j| j.port != 0).collect();
+    if with_port.is_empty() && config.watches.is_empty() {
+        return None;
+    }
+    let client = match client(config) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("consul: {e}: running without Consul (no registrations, no watches)");
+            return None;
+        }
+    };
+    info!("consul: agent at {}", client.address.display());
+    let identity = service::Identity::detect(&env);
+    debug!("consul: container identity {identity:?}");
+    let addrs = interfaces::local_addresses();
+    let mut defs = Vec::new();
+    for job in with_port {
+        match interfaces::choose(&job.interfaces, &addrs) {
+            Ok(ip) => defs.extend(service::ServiceDef::for_job(job, &identity, ip, extra_meta)),
+            Err(e) => error!("job {}: {e}: its service is not registered", job.name),
+        }
+    }
+    let services = defs.iter().map(|d| d.job.clone()).collect();
+    let tx = worker::start(client.clone(), defs);
+    for w in &config.watches {
+        watch::spawn(client.clone(), w.clone(), publish.clone());
+    }
+    Some(Handle { tx, services })
+}

@@ -1,0 +1,183 @@
+//! `watches`: follow a service's passing instances and publish `changed`, then `healthy` or
+//! `unhealthy`, from `watch.<name>` — ContainerPilot's events (containerpilot-notes §2.5).
+//!
+//! ContainerPilot polls every `interval`. pilot uses Consul's blocking queries instead, so a
+//! change is seen at once, and keeps `interval` as the least time between two queries so a
+//! busy service cannot make it hammer the agent. Reads use `?stale`: any server may answer,
+//! so watches keep working while the cluster elects a new leader.
+
+use super::http::Client;
+use super::worker::explain;
+use crate::config::Watch;
+use crate::events::{Code, Event};
+use log::{debug, info, warn};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// How long one blocking query may wait on the agent; the agent adds up to 1/16 of jitter.
+const BLOCK: Duration = Duration::from_secs(60);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// One instance as ContainerPilot compares them (tags and meta changes are not changes).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Instance {
+    pub id: String,
+    pub address: String,
+    pub port: u64,
+}
+
+pub fn parse_instances(body: &str) -> Result<Vec<Instance>, String> {
+    let v: Value = serde_json::from_str(body).map_err(|e| format!("unexpected answer: {e}"))?;
+    let list = v.as_array().ok_or("unexpected answer: not a list")?;
+    let mut out: Vec<Instance> = list
+        .iter()
+        .map(|e| {
+            let svc = &e["Service"];
+            let mut address = svc["Address"].as_str().unwrap_or_default().to_string();
+            if address.is_empty() {
+                address = e["Node"]["Address"].as_str().unwrap_or_default().to_string();
+            }
+            Instance { id: svc["ID"].as_str().unwrap_or_default().into(), address, port: svc["Port"].as_u64().unwrap_or(0) }
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// What a new answer means: the events to publish, given the last known instances (None
+/// before the first answer: an empty service at start-up gives no event, as in CP).
+pub fn events_for(source: &str, last: Option<&[Instance]>, now: &[Instance]) -> Vec<Event> {
+    let changed = match last {
+        None => !now.is_empty(),
+        Some(l) => l != now,
+    };
+    if !changed {
+        return Vec::new();
+    }
+    let health = if now.is_empty() { Code::Unhealthy } else { Code::Healthy };
+    vec![Event::new(Code::Changed, source), Event::new(health, source)]
+}
+
+/// The next index for a blocking query, as Consul's docs ask: start over if it went
+/// backwards (the servers' state was reset), never 0.
+pub fn next_index(last: u64, got: Option<u64>) -> u64 {
+    match got {
+        Some(i) if i < last => 0,
+        Some(i) => i.max(1),
+        None => 0,
+    }
+}
+
+fn query(w: &Watch, index: u64) -> String {
+    let mut q = format!("/v1/health/service/{}?passing=1&stale", w.name);
+    if let Some(t) = &w.tag {
+        q.push_str(&format!("&tag={}", urlencode(t)));
+    }
+    if let Some(dc) = &w.dc {
+        q.push_str(&format!("&dc={}", urlencode(dc)));
+    }
+    if index > 0 {
+        q.push_str(&format!("&index={index}&wait={}s", BLOCK.as_secs()));
+    }
+    q
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// Run one watch on its own thread for the life of pilot.
+pub fn spawn(client: Client, w: Watch, publish: impl Fn(Event) -> bool + Send + 'static) {
+    let name = format!("watch.{}", w.name);
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let mut last: Option<Vec<Instance>> = None;
+            let mut index = 0u64;
+            let mut backoff = w.interval;
+            let mut failing = false;
+            loop {
+                let started = Instant::now();
+                let timeout = if index > 0 { BLOCK + BLOCK / 16 + Duration::from_secs(5) } else { super::http::CALL_TIMEOUT };
+                let what = format!("watching {}", w.name);
+                let result = client.get(&query(&w, index), Some(timeout));
+                let outcome = match result {
+                    Err(e) => Err(e.to_string()),
+                    Ok(r) if !r.ok() => {
+                        explain(&what, &w.name, &r);
+                        Err(format!("HTTP {}", r.status))
+                    }
+                    Ok(r) => parse_instances(&r.body).map(|now| (now, r.index)),
+                };
+                match outcome {
+                    Ok((now, got)) => {
+                        if failing {
+                            info!("consul: {what}: answering again");
+                            failing = false;
+                        }
+                        backoff = w.interval;
+                        index = next_index(index, got);
+                        debug!("{name}: {} passing instance(s), index {index}", now.len());
+                        for ev in events_for(&name, last.as_deref(), &now) {
+                            if !publish(ev) {
+                                return;
+                            }
+                        }
+                        last = Some(now);
+                        // At most one query per interval.
+                        std::thread::sleep(w.interval.saturating_sub(started.elapsed()));
+                    }
+                    Err(e) => {
+                        if !failing {
+                            warn!("consul: {what}: {e}; no events until it answers (retrying with backoff)");
+                            failing = true;
+                        }
+                        index = 0;
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(BACKOFF_MAX.max(w.interval));
+                    }
+                }
+            }
+        })
+        .expect("spawn watch thread");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(id: &str, port: u64) -> Instance {
+        Instance { id: id.into(), address: "10.0.0.1".into(), port }
+    }
+
+    #[test]
+    fn first_answer_and_changes() {
+        assert!(events_for("watch.x", None, &[]).is_empty(), "no event for an empty service at start-up");
+        let ev = events_for("watch.x", None, &[inst("a", 1)]);
+        assert_eq!(ev.iter().map(|e| e.code).collect::<Vec<_>>(), [Code::Changed, Code::Healthy]);
+        assert!(events_for("watch.x", Some(&[inst("a", 1)]), &[inst("a", 1)]).is_empty());
+        let ev = events_for("watch.x", Some(&[inst("a", 1)]), &[]);
+        assert_eq!(ev.iter().map(|e| e.code).collect::<Vec<_>>(), [Code::Changed, Code::Unhealthy]);
+        let ev = events_for("watch.x", Some(&[inst("a", 1)]), &[inst("a", 2)]);
+        assert_eq!(ev[0].code, Code::Changed);
+    }
+
+    #[test]
+    fn index_resets_when_it_goes_backwards() {
+        assert_eq!(next_index(0, Some(10)), 10);
+        assert_eq!(next_index(10, Some(5)), 0);
+        assert_eq!(next_index(0, Some(0)), 1);
+        assert_eq!(next_index(10, None), 0);
+    }
+
+    #[test]
+    fn parses_health_answers() {
+        let body = r#"[{"Node":{"Address":"10.0.0.9"},"Service":{"ID":"b","Address":"","Port":80}},
+                      {"Node":{"Address":"10.0.0.9"},"Service":{"ID":"a","Address":"10.0.0.2","Port":81}}]"#;
+        let v = parse_instances(body).unwrap();
+        assert_eq!(v[0], Instance { id: "a".into(), address: "10.0.0.2".into(), port: 81 });
+        assert_eq!(v[1].address, "10.0.0.9", "empty service address means the node's");
+    }
+}

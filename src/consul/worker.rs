@@ -1,0 +1,334 @@
+//! The Consul worker thread: the only place service registrations talk to the agent. The
+//! supervisor hands it commands over a channel and never waits on it (except, bounded, for
+//! the deregistration ack at shutdown), so a slow or dead agent cannot delay reaping,
+//! signals, health checks or shutdown.
+//!
+//! It keeps the state each service *should* have and reconciles the agent towards it:
+//! failures are retried with capped exponential backoff and logged once per change of
+//! state; a TTL update the agent does not know (404: it restarted or reaped the service)
+//! means register again.
+
+use super::http::{Client, Failure, Reply};
+use super::service::ServiceDef;
+use log::{debug, error, info, warn};
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a failing health check's output may take to arrive from its log pipe.
+const OUTPUT_WAIT: Duration = Duration::from_millis(300);
+const NOTE_LIMIT: usize = 4096;
+
+/// A health check's output: known, or still being read from the check's pipe.
+pub enum Output {
+    Text(String),
+    Pending(Receiver<String>, String),
+}
+
+impl Output {
+    fn resolve(self) -> String {
+        match self {
+            Output::Text(t) => t,
+            Output::Pending(rx, detail) => {
+                let text = rx.recv_timeout(OUTPUT_WAIT).unwrap_or_default();
+                let text = text.trim_end();
+                if text.is_empty() { detail } else { format!("{text}\n({detail})") }
+            }
+        }
+    }
+}
+
+pub enum Command {
+    /// A health result: register if needed, then set the TTL check to passing or critical.
+    Health { job: String, passing: bool, output: Output },
+    /// The job started and has `initial_status`: register now.
+    Started { job: String },
+    /// The job stopped: deregister; `ack` is called when that is done or has failed.
+    Stopped { job: String, ack: Option<Box<dyn FnOnce() + Send>> },
+    Maintenance { on: bool },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Want {
+    Nothing,
+    Registered,
+    Gone,
+}
+
+struct Service {
+    def: ServiceDef,
+    want: Want,
+    registered: bool,
+    /// The status to send next, with its output; None when the agent is up to date.
+    pending: Option<(String, String)>,
+    last_status: String,
+    maintenance_sent: bool,
+}
+
+pub struct Worker {
+    client: Client,
+    services: BTreeMap<String, Service>,
+    maintenance: bool,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    /// Whether the last call reached the agent; None before the first call.
+    link_ok: Option<bool>,
+}
+
+impl Worker {
+    pub fn new(client: Client, defs: Vec<ServiceDef>) -> Worker {
+        let services = defs
+            .into_iter()
+            .map(|def| {
+                let last_status = def.initial_status.clone().unwrap_or_else(|| "critical".into());
+                (def.job.clone(), Service { def, want: Want::Nothing, registered: false, pending: None, last_status, maintenance_sent: false })
+            })
+            .collect();
+        Worker { client, services, maintenance: false, backoff: BACKOFF_MIN, retry_at: None, link_ok: None }
+    }
+
+    pub fn spawn(self, rx: Receiver<Command>) {
+        std::thread::Builder::new().name("consul".into()).spawn(move || self.run(rx)).expect("spawn consul worker");
+    }
+
+    fn run(mut self, rx: Receiver<Command>) {
+        loop {
+            let cmd = match self.retry_at {
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+                None => match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return,
+                },
+            };
+            let urgent = matches!(cmd, Some(Command::Stopped { .. }));
+            let mut acks = Vec::new();
+            if let Some(c) = cmd {
+                self.apply(c, &mut acks);
+            }
+            // Within a backoff, only shutdown work goes out at once; the rest waits its turn.
+            let due = self.retry_at.is_none_or(|at| Instant::now() >= at);
+            if due || urgent {
+                self.sync(urgent && !due);
+            }
+            for ack in acks {
+                ack();
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: Command, acks: &mut Vec<Box<dyn FnOnce() + Send>>) {
+        match cmd {
+            Command::Health { job, passing, output } => {
+                let Some(s) = self.services.get_mut(&job) else { return };
+                if s.want == Want::Gone {
+                    return;
+                }
+                let status = if passing { "passing" } else { "critical" };
+                let output = if passing { "ok".to_string() } else { output.resolve() };
+                s.want = Want::Registered;
+                s.pending = Some((status.into(), truncate(output)));
+            }
+            Command::Started { job } => {
+                if let Some(s) = self.services.get_mut(&job)
+                    && s.want == Want::Nothing
+                    && let Some(st) = s.def.initial_status.clone()
+                {
+                    s.want = Want::Registered;
+                    s.pending.get_or_insert((st, String::new()));
+                }
+            }
+            Command::Stopped { job, ack } => {
+                if let Some(s) = self.services.get_mut(&job) {
+                    s.want = Want::Gone;
+                    s.pending = None;
+                }
+                if let Some(a) = ack {
+                    acks.push(a);
+                }
+            }
+            Command::Maintenance { on } => {
+                self.maintenance = on;
+            }
+        }
+    }
+
+    /// Bring the agent to the wanted state. `only_gone`: deregistrations only (inside a backoff).
+    fn sync(&mut self, only_gone: bool) {
+        let mut failed = false;
+        let jobs: Vec<String> = self.services.keys().cloned().collect();
+        for job in jobs {
+            let want = self.services[&job].want.clone();
+            let ok = match want {
+                Want::Gone => self.deregister(&job),
+                Want::Registered if !only_gone => self.reconcile(&job),
+                _ => true,
+            };
+            failed |= !ok;
+        }
+        if only_gone {
+            return;
+        }
+        if failed {
+            self.retry_at = Some(Instant::now() + self.backoff);
+            debug!("consul: retrying in {:?}", self.backoff);
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        } else {
+            self.retry_at = None;
+            self.backoff = BACKOFF_MIN;
+        }
+    }
+
+    fn reconcile(&mut self, job: &str) -> bool {
+        if !self.services[job].registered && !self.register(job) {
+            return false;
+        }
+        if !self.sync_maintenance(job) {
+            return false;
+        }
+        let Some((status, output)) = self.services[job].pending.clone() else { return true };
+        let s = &self.services[job];
+        let path = format!("/v1/agent/check/update/{}", s.def.check_id);
+        let body = serde_json::json!({ "Status": status, "Output": output });
+        let what = format!("updating the TTL check of {}", s.def.id);
+        match self.call(&what, &s.def.name.clone(), |c| c.put(&path, Some(&body))) {
+            Some(r) if r.ok() => {
+                let s = self.services.get_mut(job).unwrap();
+                if s.last_status != status {
+                    info!("consul: service {} is now {status}", s.def.id);
+                }
+                s.last_status = status;
+                s.pending = None;
+                true
+            }
+            Some(r) if r.status == 404 || (r.status == 500 && r.body.contains("nknown check")) => {
+                let s = self.services.get_mut(job).unwrap();
+                warn!("consul: the agent no longer knows service {} (it restarted or reaped it): registering again", s.def.id);
+                s.registered = false;
+                s.maintenance_sent = false;
+                self.reconcile(job)
+            }
+            _ => false,
+        }
+    }
+
+    fn register(&mut self, job: &str) -> bool {
+        let s = &self.services[job];
+        let (status, output) = s.pending.clone().unwrap_or_else(|| (s.last_status.clone(), String::new()));
+        let body = s.def.registration(&status, &output);
+        let what = format!("registering service {}", s.def.id);
+        match self.call(&what, &s.def.name.clone(), |c| c.put("/v1/agent/service/register", Some(&body))) {
+            Some(r) if r.ok() => {
+                let s = self.services.get_mut(job).unwrap();
+                info!("consul: registered service {} as {}:{} ({status})", s.def.id, s.def.address, s.def.port);
+                s.registered = true;
+                s.last_status = status;
+                s.pending = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn sync_maintenance(&mut self, job: &str) -> bool {
+        let s = &self.services[job];
+        if s.maintenance_sent == self.maintenance {
+            return true;
+        }
+        let on = self.maintenance;
+        let path = format!("/v1/agent/service/maintenance/{}?enable={on}&reason=pilot+maintenance+mode", s.def.id);
+        let what = format!("turning maintenance {} for {}", if on { "on" } else { "off" }, s.def.id);
+        let id = s.def.id.clone();
+        match self.call(&what, &s.def.name.clone(), |c| c.put(&path, None)) {
+            Some(r) if r.ok() => {
+                info!("consul: service {id} maintenance {}", if on { "on" } else { "off" });
+                self.services.get_mut(job).unwrap().maintenance_sent = on;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn deregister(&mut self, job: &str) -> bool {
+        let s = &self.services[job];
+        if !s.registered {
+            return true;
+        }
+        let path = format!("/v1/agent/service/deregister/{}", s.def.id);
+        let what = format!("deregistering service {}", s.def.id);
+        let id = s.def.id.clone();
+        match self.call(&what, &s.def.name.clone(), |c| c.put(&path, None)) {
+            Some(r) if r.ok() || r.status == 404 => {
+                info!("consul: deregistered service {id}");
+                let s = self.services.get_mut(job).unwrap();
+                s.registered = false;
+                s.want = Want::Nothing;
+                true
+            }
+            _ => {
+                warn!("consul: service {id} stays registered; the agent removes it once its check has been critical for deregisterCriticalServiceAfter");
+                let s = self.services.get_mut(job).unwrap();
+                s.want = Want::Nothing;
+                false
+            }
+        }
+    }
+
+    /// One call, with the logging policy: connection trouble is logged when it starts and
+    /// when it ends; HTTP errors are logged each time, with what they mean.
+    fn call(&mut self, what: &str, service: &str, f: impl FnOnce(&Client) -> Result<Reply, Failure>) -> Option<Reply> {
+        match f(&self.client) {
+            Err(e) => {
+                if self.link_ok != Some(false) {
+                    warn!("consul: {what}: {e}; retrying with backoff (payload unaffected)");
+                }
+                self.link_ok = Some(false);
+                None
+            }
+            Ok(r) => {
+                if self.link_ok == Some(false) {
+                    info!("consul: agent at {} reachable again", self.client.address.display());
+                }
+                self.link_ok = Some(true);
+                if !r.ok() && r.status != 404 {
+                    explain(what, service, &r);
+                }
+                Some(r)
+            }
+        }
+    }
+}
+
+/// Log an HTTP error from the agent with what to do about it.
+pub fn explain(what: &str, service: &str, r: &Reply) {
+    let body = r.body.trim();
+    if r.status == 403 {
+        let need = if what.starts_with("watching") { format!("service:read on \"{service}\" and node:read") } else { format!("service:write on \"{service}\"") };
+        error!("consul: {what}: permission denied (403: {body}); the ACL token needs {need}");
+    } else {
+        warn!("consul: {what}: HTTP {}: {body}", r.status);
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > NOTE_LIMIT {
+        let mut cut = s.len() - NOTE_LIMIT;
+        while !s.is_char_boundary(cut) {
+            cut += 1;
+        }
+        s = format!("...{}", &s[cut..]);
+    }
+    s
+}
+
+/// Start the worker; the returned sender is how the supervisor talks to it.
+pub fn start(client: Client, defs: Vec<ServiceDef>) -> Sender<Command> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    Worker::new(client, defs).spawn(rx);
+    tx
+}
