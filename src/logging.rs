@@ -46,6 +46,10 @@ pub fn reopen() {
 pub fn init(cfg: &Logging) -> Result<(), String> {
     let mut b = env_logger::Builder::new();
     b.filter_level(cfg.level);
+    // Libraries' own debug chatter (ureq's connection steps, rustls) is not pilot's log.
+    for noisy in ["ureq", "ureq_proto", "rustls"] {
+        b.filter_module(noisy, log::LevelFilter::Warn.min(cfg.level));
+    }
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }

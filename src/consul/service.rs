@@ -126,17 +126,15 @@ impl ServiceDef {
         })
     }
 
-    /// The body of `PUT /v1/agent/service/register`.
-    pub fn registration(&self, status: &str, output: &str) -> Value {
+    /// The body of `PUT /v1/agent/service/register`. (The agent rejects an `Output` here:
+    /// a check's output is sent with the TTL update that follows.)
+    pub fn registration(&self, status: &str) -> Value {
         let mut check = Map::new();
         check.insert("CheckID".into(), json!(self.check_id));
         check.insert("Name".into(), json!(format!("{} TTL", self.name)));
         check.insert("TTL".into(), json!(go_duration(self.ttl)));
         check.insert("Status".into(), json!(status));
         check.insert("Notes".into(), json!(format!("TTL for {} set by pilot", self.name)));
-        if !output.is_empty() {
-            check.insert("Output".into(), json!(output));
-        }
         if !self.deregister_critical_after.is_zero() {
             check.insert("DeregisterCriticalServiceAfter".into(), json!(go_duration(self.deregister_critical_after)));
         }

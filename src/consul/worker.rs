@@ -219,8 +219,8 @@ impl Worker {
 
     fn register(&mut self, job: &str) -> bool {
         let s = &self.services[job];
-        let (status, output) = s.pending.clone().unwrap_or_else(|| (s.last_status.clone(), String::new()));
-        let body = s.def.registration(&status, &output);
+        let status = s.pending.as_ref().map_or_else(|| s.last_status.clone(), |p| p.0.clone());
+        let body = s.def.registration(&status);
         let what = format!("registering service {}", s.def.id);
         match self.call(&what, &s.def.name.clone(), |c| c.put("/v1/agent/service/register", Some(&body))) {
             Some(r) if r.ok() => {
@@ -228,7 +228,7 @@ impl Worker {
                 info!("consul: registered service {} as {}:{} ({status})", s.def.id, s.def.address, s.def.port);
                 s.registered = true;
                 s.last_status = status;
-                s.pending = None;
+                // `pending` stays: the TTL update that follows carries the check's output.
                 true
             }
             _ => false,

@@ -2,6 +2,8 @@
 //! the components a test needs (a missing one fails the test with how to install it).
 #![allow(dead_code)]
 
+pub mod consul;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -105,13 +107,17 @@ impl Running {
     }
 
     pub fn expect_line(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.expect_line_within(pred, what, Duration::from_secs(10))
+    }
+
+    pub fn expect_line_within(&self, pred: impl Fn(&str) -> bool, what: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(l) if pred(&l) => return l,
                 Ok(_) => continue,
-                Err(_) => panic!("no line {what} within 10s"),
+                Err(_) => panic!("no line {what} within {limit:?}"),
             }
         }
     }
@@ -139,6 +145,18 @@ impl Drop for Running {
         // A failed test must not leave pilot (or a PID namespace) behind holding pipes.
         unsafe { libc_kill(-(self.child.id() as i32), 9) };
         let _ = self.child.wait();
+    }
+}
+
+/// Poll `f` until it gives a value; fail with `what` after `limit`.
+pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
