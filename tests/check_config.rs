@@ -152,3 +152,22 @@ fn exec_strings_with_double_spaces_warn() {
     assert_eq!(code, 0);
     assert!(out.contains("warning: jobs[0].exec: has several spaces in a row"), "{out}");
 }
+
+#[test]
+fn consul_settings_are_checked_offline() {
+    let dir = scratch("consul-settings");
+    let cfg = write_config(
+        &dir,
+        r#"{ consul: "unix:///run/consul.sock",
+             jobs: [{ name: "app", exec: "true", port: 80, interfaces: ["eth0", "eth0:inet5"],
+                      health: { exec: "true", interval: 5, ttl: 10 } }] }"#,
+    );
+    let (code, out) = check(&["-c", &cfg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("jobs[0].interfaces[1]: 'eth0:inet5' is not an interface spec"), "{out}");
+    assert!(!out.contains("consul:"), "unix:// is a valid agent address: {out}");
+    // `kv` is not fetched offline: check-config renders its default and needs no agent.
+    let cfg = write_config(&dir, r#"{ jobs: [{ name: "a", exec: ["echo", "{{ kv "x/y" "d" }}"] }] }"#);
+    let (code, out) = check(&["-c", &cfg]);
+    assert_eq!(code, 0, "{out}");
+}

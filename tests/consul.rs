@@ -384,3 +384,14 @@ fn figure2_config_runs_with_stand_in_programs() {
     wait_status(&agent, "condor-master", "passing");
     drop(p);
 }
+
+#[test]
+fn agent_on_a_unix_socket_via_consul_http_addr() {
+    let dir = scratch("unix");
+    let sock = dir.join("consul.sock");
+    let hcl = format!(r#"addresses {{ http = "127.0.0.1 unix://{}" }}"#, sock.display());
+    let agent = Agent::dev_with(&[&hcl]);
+    let cfg = write_config(&dir, &app_config(&dir, "", "").replace("consul: \"\",", ""));
+    let _p = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &format!("unix://{}", sock.display()))]);
+    wait_status(&agent, "app", "passing");
+}

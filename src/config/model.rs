@@ -140,7 +140,14 @@ const JOB_KEYS: &[&str] = &[
     "name", "exec", "logging", "when", "timeout", "stopTimeout", "restarts", "health", "port",
     "interfaces", "tags", "meta", "initial_status", "consul",
 ];
-const DEFAULT_INTERFACES: &[&str] = &["eth0:inet", "inet"];
+/// Interface specs must parse now, not when the service is first registered.
+fn check_interfaces(d: &mut Decoder, path: &str, specs: &[String]) {
+    for (k, spec) in specs.iter().enumerate() {
+        if let Err(e) = crate::consul::interfaces::parse(spec) {
+            d.error(format!("{path}[{k}]"), e);
+        }
+    }
+}
 
 fn service_name_ok(name: &str) -> bool {
     regex::Regex::new(r"^[a-z][a-zA-Z0-9\-]+$").expect("static regex").is_match(name)
@@ -240,8 +247,10 @@ fn decode_consul(d: &mut Decoder, path: &str, v: &Value) -> Option<Consul> {
         Value::String(s) => {
             let (scheme, addr) = match s.split_once("://") {
                 Some((scheme @ ("http" | "https"), rest)) => (scheme, rest),
+                // The agent's Unix socket; the scheme stays in the address for consul::address.
+                Some(("unix", _)) => ("http", s.as_str()),
                 Some((other, _)) => {
-                    d.error(path, format!("unsupported scheme '{other}://': expected http:// or https://"));
+                    d.error(path, format!("unsupported scheme '{other}://': expected http://, https:// or unix://"));
                     return None;
                 }
                 None => ("http", s.as_str()),
@@ -482,7 +491,9 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
     let interfaces = o
         .get("interfaces")
         .map(|v| d.string_list(&o.field("interfaces"), v))
-        .unwrap_or_else(|| DEFAULT_INTERFACES.iter().map(|s| s.to_string()).collect());
+        // Empty: pilot's default (see consul::interfaces), not ContainerPilot's eth0 first.
+        .unwrap_or_default();
+    check_interfaces(d, &o.field("interfaces"), &interfaces);
     let tags = o.get("tags").map(|v| d.string_list(&o.field("tags"), v)).unwrap_or_default();
     let meta = o.get("meta").map(|v| decode_meta(d, &o.field("meta"), v)).unwrap_or_default();
     let initial_status = opt_string(d, &o, "initial_status");
@@ -570,6 +581,7 @@ fn decode_telemetry(d: &mut Decoder, v: &Value) -> Option<Telemetry> {
         }
     };
     let interfaces = o.get("interfaces").map(|v| d.string_list("telemetry.interfaces", v)).unwrap_or_default();
+    check_interfaces(d, "telemetry.interfaces", &interfaces);
     let tags = o.get("tags").map(|v| d.string_list("telemetry.tags", v)).unwrap_or_default();
     let mut metrics = Vec::new();
     if let Some(v) = o.get("metrics") {

@@ -45,10 +45,9 @@ pub struct Client {
 impl Client {
     pub fn new(address: &AgentAddress) -> Result<Client, String> {
         let (https, host_port, prefix) = match &address.endpoint {
-            Endpoint::Tcp { https, host_port, prefix } => (*https, host_port, prefix),
-            Endpoint::Unix(p) => {
-                return Err(format!("unix://{}: a Consul agent on a Unix socket is not supported yet; give its HTTP address (host:port)", p.display()))
-            }
+            Endpoint::Tcp { https, host_port, prefix } => (*https, host_port.as_str(), prefix.as_str()),
+            // Over the socket the URL's host is only a placeholder for the Host header.
+            Endpoint::Unix(_) => (false, "localhost", ""),
         };
         let mut tls = TlsConfig::builder().disable_verification(!address.tls.verify);
         if https {
@@ -62,7 +61,7 @@ impl Client {
                 log::warn!("consul: TLS server name '{name}' is not supported; the agent's certificate must name {host_port}");
             }
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // A site's HTTP proxy must never carry node-local agent traffic.
             .proxy(None)
@@ -70,8 +69,15 @@ impl Client {
             .max_idle_connections_per_host(4)
             .user_agent(concat!("pilot/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
-            .build()
-            .into();
+            .build();
+        let agent = match &address.endpoint {
+            Endpoint::Unix(path) => ureq::Agent::with_parts(
+                config,
+                super::unix::UnixConnector(path.clone()),
+                ureq::unversioned::resolver::DefaultResolver::default(),
+            ),
+            Endpoint::Tcp { .. } => config.into(),
+        };
         let scheme = if https { "https" } else { "http" };
         Ok(Client { agent, base: format!("{scheme}://{host_port}{prefix}"), token: address.token.clone(), address: address.clone() })
     }

@@ -8,6 +8,7 @@ pub mod http;
 pub mod interfaces;
 pub mod kv;
 pub mod service;
+pub mod unix;
 pub mod watch;
 pub mod worker;
 

@@ -13,6 +13,10 @@ struct Fake {
     timers: Vec<TimerKey>,
     events: Vec<String>,
     fail: Vec<String>,
+    /// Consul calls, in order: "health:app:true", "started:app", "stopped:app", "maint:true".
+    consul: Vec<String>,
+    /// Jobs that have a service (their stop waits for deregistration).
+    services: Vec<String>,
 }
 
 impl Effects for Fake {
@@ -33,6 +37,19 @@ impl Effects for Fake {
     }
     fn published(&mut self, ev: &Event) {
         self.events.push(format!("{}:{}", ev.code.name(), ev.source));
+    }
+    fn health_reported(&mut self, job: &str, passing: bool, _detail: &str) {
+        self.consul.push(format!("health:{job}:{passing}"));
+    }
+    fn service_started(&mut self, job: &str) {
+        self.consul.push(format!("started:{job}"));
+    }
+    fn service_stopped(&mut self, job: &str) -> bool {
+        self.consul.push(format!("stopped:{job}"));
+        self.services.iter().any(|s| s == job)
+    }
+    fn maintenance(&mut self, on: bool) {
+        self.consul.push(format!("maint:{on}"));
     }
 }
 
@@ -288,4 +305,76 @@ fn orphans_are_counted_not_confused_with_jobs() {
     m.on_exit(9999, ExitStatus::Code(0));
     assert_eq!(m.orphans_reaped, 1);
     assert!(m.jobs[0].pid.is_some(), "the job's own state is untouched");
+}
+
+const SERVICE: &str = r#"{ jobs: [
+    { name: "app", exec: "app", port: 80, health: { exec: "check", interval: 5, ttl: 10 } },
+    { name: "post", exec: "post", when: { source: "app", once: "stopped" } } ] }"#;
+
+fn service_machine() -> Machine<Fake> {
+    let fx = Fake { services: vec!["app".into()], ..Fake::default() };
+    let mut m = Machine::new(&config(SERVICE), None, Duration::from_secs(30), fx);
+    m.start();
+    m
+}
+
+#[test]
+fn health_results_are_reported_to_consul() {
+    let mut m = service_machine();
+    assert_eq!(m.fx.consul, ["started:app"]);
+    m.on_timer(TimerKey::Health(0));
+    let check = pid_of(&m, "check.app");
+    m.on_exit(check, ExitStatus::Code(1));
+    m.on_timer(TimerKey::Health(0));
+    let check = pid_of(&m, "check.app");
+    m.on_exit(check, ExitStatus::Code(0));
+    assert_eq!(m.fx.consul, ["started:app", "health:app:false", "health:app:true"]);
+}
+
+#[test]
+fn post_stop_jobs_wait_for_deregistration() {
+    let mut m = service_machine();
+    let app = pid_of(&m, "app");
+    m.on_signal(libc::SIGTERM);
+    m.on_exit(app, ExitStatus::Signaled(libc::SIGTERM));
+    assert!(m.fx.consul.contains(&"stopped:app".to_string()));
+    assert_eq!(spawns(&m, "post"), 0, "post-stop waits for the deregistration");
+    assert!(!m.fx.events.contains(&"stopped:app".to_string()));
+    m.on_deregistered("app");
+    assert!(m.fx.events.contains(&"stopped:app".to_string()));
+    assert_eq!(spawns(&m, "post"), 1);
+}
+
+#[test]
+fn a_deregistration_that_hangs_is_given_up_on() {
+    let mut m = service_machine();
+    let app = pid_of(&m, "app");
+    m.on_signal(libc::SIGTERM);
+    m.on_exit(app, ExitStatus::Signaled(libc::SIGTERM));
+    assert!(m.fx.timers.contains(&TimerKey::Deregistered(0)));
+    m.on_timer(TimerKey::Deregistered(0));
+    assert_eq!(spawns(&m, "post"), 1, "post-stop runs after the deregistration wait");
+    let post = pid_of(&m, "post");
+    m.on_exit(post, ExitStatus::Code(0));
+    assert!(m.finished);
+}
+
+#[test]
+fn maintenance_events_reach_consul_and_pause_checks() {
+    let mut m = service_machine();
+    m.on_event(Event::global(Code::EnterMaintenance));
+    m.on_timer(TimerKey::Health(0));
+    assert_eq!(spawns(&m, "check.app"), 0, "no health checks in maintenance");
+    m.on_event(Event::global(Code::ExitMaintenance));
+    m.on_timer(TimerKey::Health(0));
+    assert_eq!(spawns(&m, "check.app"), 1);
+    assert_eq!(m.fx.consul, ["started:app", "maint:true", "maint:false"]);
+}
+
+#[test]
+fn exec_less_health_is_a_heartbeat() {
+    let text = r#"{ jobs: [ { name: "app", exec: "app", port: 80, health: { interval: 5, ttl: 10 } } ] }"#;
+    let mut m = machine(text, None);
+    m.on_timer(TimerKey::Health(0));
+    assert!(m.fx.consul.contains(&"health:app:true".to_string()));
 }
