@@ -395,3 +395,32 @@ fn agent_on_a_unix_socket_via_consul_http_addr() {
     let _p = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &format!("unix://{}", sock.display()))]);
     wait_status(&agent, "app", "passing");
 }
+
+#[test]
+fn https_agent_with_a_ca_file() {
+    let dir = scratch("tls");
+    // Consul makes its own CA and server certificate (SANs include 127.0.0.1).
+    for args in [&["tls", "ca", "create"][..], &["tls", "cert", "create", "-server", "-dc", "dc1"][..]] {
+        let out = run_limited(Command::new(common::consul::consul_bin()).args(args).current_dir(&dir), Duration::from_secs(20));
+        assert!(out.status.success(), "consul {args:?}: {}", text_of(&out.stderr));
+    }
+    let pem = |f: &str| dir.join(f).display().to_string();
+    let tls = format!(
+        r#"tls {{ defaults {{ ca_file = "{}" cert_file = "{}" key_file = "{}" verify_incoming = false }} }}"#,
+        pem("consul-agent-ca.pem"),
+        pem("dc1-server-consul-0.pem"),
+        pem("dc1-server-consul-0-key.pem")
+    );
+    let https = common::consul::free_port();
+    let agent = Agent::dev_tls(https, &tls);
+    let cfg = write_config(&dir, &app_config(&dir, "", "").replace("consul: \"\",", ""));
+    let url = format!("https://127.0.0.1:{https}");
+
+    // The agent's CA is not a public one: without CONSUL_CACERT the certificate is refused.
+    let refused = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &url)]);
+    refused.expect_line_within(|l| l.contains("consul:") && l.to_lowercase().contains("certificate"), "a certificate error", Duration::from_secs(20));
+    drop(refused);
+
+    let _p = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &url), ("CONSUL_CACERT", &pem("consul-agent-ca.pem"))]);
+    wait_status(&agent, "app", "passing");
+}

@@ -137,9 +137,8 @@ fn certs_in(path: &std::path::Path, what: &str) -> Result<Vec<Certificate<'stati
     let pem = read(path, what)?;
     let mut out = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
-        match item.map_err(|e| format!("{} ({what}): {e}", path.display()))? {
-            PemItem::Certificate(c) => out.push(c),
-            _ => {}
+        if let PemItem::Certificate(c) = item.map_err(|e| format!("{} ({what}): {e}", path.display()))? {
+            out.push(c);
         }
     }
     if out.is_empty() {

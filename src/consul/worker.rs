@@ -75,6 +75,8 @@ pub struct Worker {
     retry_at: Option<Instant>,
     /// Whether the last call reached the agent; None before the first call.
     link_ok: Option<bool>,
+    /// The last HTTP error logged, so a retried refusal is not logged again and again.
+    last_refusal: Option<(String, u16)>,
 }
 
 impl Worker {
@@ -86,7 +88,7 @@ impl Worker {
                 (def.job.clone(), Service { def, want: Want::Nothing, registered: false, pending: None, last_status, maintenance_sent: false })
             })
             .collect();
-        Worker { client, services, maintenance: false, backoff: BACKOFF_MIN, retry_at: None, link_ok: None }
+        Worker { client, services, maintenance: false, backoff: BACKOFF_MIN, retry_at: None, link_ok: None, last_refusal: None }
     }
 
     pub fn spawn(self, rx: Receiver<Command>) {
@@ -295,8 +297,12 @@ impl Worker {
                     info!("consul: agent at {} reachable again", self.client.address.display());
                 }
                 self.link_ok = Some(true);
-                if !r.ok() && r.status != 404 {
+                let refusal = (!r.ok() && r.status != 404).then(|| (what.to_string(), r.status));
+                if refusal.is_some() && refusal != self.last_refusal {
                     explain(what, service, &r);
+                }
+                if refusal.is_some() || r.ok() {
+                    self.last_refusal = refusal;
                 }
                 Some(r)
             }

@@ -74,9 +74,22 @@ impl Agent {
     }
 
     fn dev_full(http: u16, hcl: &[&str]) -> Agent {
+        Agent::launch(http, None, hcl)
+    }
+
+    /// A dev agent that also serves HTTPS on `https`, with TLS settings in `tls_hcl`.
+    pub fn dev_tls(https: u16, tls_hcl: &str) -> Agent {
+        Agent::launch(free_port(), Some(https), &[tls_hcl])
+    }
+
+    fn launch(http: u16, https: Option<u16>, hcl: &[&str]) -> Agent {
         let name = format!("dev-{http}");
         let mut args: Vec<String> = vec!["agent".into(), "-dev".into(), "-node".into(), name.clone(), "-bind".into(), "127.0.0.1".into(), "-client".into(), "127.0.0.1".into()];
         args.extend(ports(http, free_port(), free_port()));
+        if let Some(p) = https {
+            let at = args.iter().position(|a| a == "-https-port").expect("ports() sets -https-port");
+            args[at + 1] = p.to_string();
+        }
         for h in hcl {
             args.extend(["-hcl".to_string(), h.to_string()]);
         }
