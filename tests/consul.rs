@@ -58,8 +58,10 @@ fn wait_status(agent: &Agent, service: &str, want: &str) -> (String, String, Str
 fn registers_with_ttl_check_and_reports_health() {
     let agent = Agent::dev();
     let dir = scratch("register");
-    let cfg = write_config(&dir, &app_config(&dir, &agent.addr(), ""));
+    let show_ip = r#"{ name: "show-ip", exec: ["sh", "-c", "echo ip=$CONTAINERPILOT_APP_IP"] }"#;
+    let cfg = write_config(&dir, &app_config(&dir, &agent.addr(), show_ip));
     let pilot = start_pilot(&cfg, &[]);
+    pilot.expect_line(|l| l.ends_with("ip=127.0.0.1"), "CONTAINERPILOT_APP_IP in the jobs' environment");
 
     let (check_id, _, _) = wait_status(&agent, "app", "passing");
     let services = agent.services("app");

@@ -25,6 +25,19 @@ pub struct Handle {
     pub tx: Sender<Command>,
     /// Jobs that have a service: their stop waits for the deregistration.
     pub services: BTreeSet<String>,
+    /// Each service's job and address, for ContainerPilot's `CONTAINERPILOT_<JOB>_IP`.
+    pub addresses: Vec<(String, std::net::IpAddr)>,
+}
+
+impl Handle {
+    /// `CONTAINERPILOT_<JOB>_IP` for every registered job (upper case, `-` as `_`), which
+    /// ContainerPilot sets in its jobs' environment.
+    pub fn ip_env(&self) -> Vec<(String, String)> {
+        self.addresses
+            .iter()
+            .map(|(job, ip)| (format!("CONTAINERPILOT_{}_IP", job.to_uppercase().replace('-', "_")), ip.to_string()))
+            .collect()
+    }
 }
 
 fn env(k: &str) -> Option<String> {
@@ -63,9 +76,10 @@ pub fn start(config: &Config, extra_meta: &BTreeMap<String, String>, publish: im
         }
     }
     let services = defs.iter().map(|d| d.job.clone()).collect();
+    let addresses = defs.iter().map(|d| (d.job.clone(), d.address)).collect();
     let tx = worker::start(client.clone(), defs);
     for w in &config.watches {
         watch::spawn(client.clone(), w.clone(), publish.clone());
     }
-    Some(Handle { tx, services })
+    Some(Handle { tx, services, addresses })
 }

@@ -175,6 +175,9 @@ pub fn run(config: &Config, main: Option<Vec<String>>, grace: Duration, inherite
     let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != "CONTAINERPILOT_PID" && k != "PILOT_PID").collect();
     env.push(("CONTAINERPILOT_PID".into(), pid.clone()));
     env.push(("PILOT_PID".into(), pid));
+    if let Some(c) = &consul {
+        env.extend(c.ip_env());
+    }
     let path = std::env::var("PATH").ok();
     let driver = Driver { inherited, timers, env, path, consul, acks: tx, check_output: HashMap::new() };
     let mut m = Machine::new(config, main, grace, driver);
