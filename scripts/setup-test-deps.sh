@@ -3,6 +3,8 @@
 #   python3     - test payloads (signal printer, pty runner, launcher with a signal mask)
 #   util-linux  - unshare, to run pilot as PID 1 in a new PID (and user) namespace
 #   mandoc      - lints man/pilot.1
+#   prometheus  - promtool checks the metrics exposition; a real Prometheus scrapes pilot
+#                 through consul_sd_configs
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -10,6 +12,7 @@ need=()
 command -v python3 >/dev/null || need+=(python3)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v mandoc  >/dev/null || need+=(mandoc)
+command -v promtool >/dev/null || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -4,8 +4,10 @@
 pub mod check;
 pub mod config;
 pub mod consul;
+pub mod control;
 pub mod events;
 pub mod init;
 pub mod logging;
 pub mod pathsearch;
 pub mod supervisor;
+pub mod telemetry;

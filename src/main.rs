@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use pilot::check::{self, Format};
+use pilot::control::client;
 use pilot::{config, init, logging, supervisor};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -56,6 +57,109 @@ enum Command {
     },
     /// Print pilot's version.
     Version,
+    /// Ask a running pilot to re-read its config (an invalid one is refused; the old keeps running).
+    Reload {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Turn maintenance mode on or off: health checks pause, services are marked in Consul.
+    Maintenance {
+        #[arg(value_enum)]
+        action: OnOff,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Set environment variables for the jobs a running pilot starts from now on.
+    Putenv {
+        /// NAME=VALUE pairs.
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Set telemetry metrics of a running pilot (counters add, gauges set, others observe).
+    Putmetric {
+        /// name=value pairs, names as exported (namespace_subsystem_name).
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        metrics: Vec<String>,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Check that a pilot answers on its control socket.
+    Ping {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Show a running pilot's jobs: state, pid, restarts, health, Consul registration.
+    Status {
+        /// Print the JSON of GET /v3/status.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+}
+
+#[derive(clap::Args)]
+struct SocketArg {
+    /// The control socket (else $PILOT_SOCKET, else the running pilot's default socket).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    Enable,
+    Disable,
+}
+
+fn usage(e: &str) -> i32 {
+    eprintln!("pilot: {e}");
+    2
+}
+
+/// One request to a running pilot: its answer on stdout (or stderr on failure); exit 0 for
+/// 2xx, 1 otherwise.
+fn control(socket: SocketArg, method: &str, path: &str, body: Option<serde_json::Value>) -> i32 {
+    match client::socket(socket.socket.as_deref()).and_then(|s| client::call(&s, method, path, body.as_ref())) {
+        Ok((code, text)) if (200..300).contains(&code) => {
+            print!("{text}");
+            0
+        }
+        Ok((code, text)) => {
+            eprint!("pilot: {code}: {text}");
+            1
+        }
+        Err(e) => {
+            eprintln!("pilot: {e}");
+            1
+        }
+    }
+}
+
+fn status(socket: SocketArg, json: bool) -> i32 {
+    let answer = client::socket(socket.socket.as_deref()).and_then(|s| client::call(&s, "GET", "/v3/status", None));
+    match answer {
+        Ok((200, text)) if json => {
+            print!("{text}");
+            0
+        }
+        Ok((200, text)) => match serde_json::from_str(&text) {
+            Ok(v) => {
+                print!("{}", client::status_table(&v));
+                0
+            }
+            Err(e) => usage(&format!("unexpected answer: {e}")) - 1,
+        },
+        Ok((code, text)) => {
+            eprint!("pilot: {code}: {text}");
+            1
+        }
+        Err(e) => {
+            eprintln!("pilot: {e}");
+            1
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -63,12 +167,32 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    // First thing, before any thread exists: every thread inherits the blocked mask, and
-    // only the signal thread ever receives a signal.
-    let inherited = init::signals::block_all();
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { config, grace, cmd } => run(config.as_deref(), grace, cmd, inherited),
+        Command::Run { config, grace, cmd } => {
+            // Before any thread exists: every thread inherits the blocked mask, and only
+            // the signal thread ever receives a signal.
+            let inherited = init::signals::block_all();
+            run(config.as_deref(), grace, cmd, inherited)
+        }
+        Command::Reload { socket } => control(socket, "POST", "/v3/reload", None),
+        Command::Maintenance { action, socket } => {
+            let path = match action {
+                OnOff::Enable => "/v3/maintenance/enable",
+                OnOff::Disable => "/v3/maintenance/disable",
+            };
+            control(socket, "POST", path, None)
+        }
+        Command::Putenv { vars, socket } => match client::pairs(&vars, false) {
+            Ok(body) => control(socket, "POST", "/v3/environ", Some(body)),
+            Err(e) => usage(&e),
+        },
+        Command::Putmetric { metrics, socket } => match client::pairs(&metrics, true) {
+            Ok(body) => control(socket, "POST", "/v3/metric", Some(body)),
+            Err(e) => usage(&e),
+        },
+        Command::Ping { socket } => control(socket, "GET", "/v3/ping", None),
+        Command::Status { json, socket } => status(socket, json),
         Command::CheckConfig { config, env, format, strict } => check::check_config(config.as_deref(), env.as_deref(), format, strict),
         Command::Template { config, env } => check::template(config.as_deref(), env.as_deref()),
         Command::Version => {
@@ -81,7 +205,8 @@ fn main() -> ExitCode {
 
 fn run(config_flag: Option<&str>, grace: Duration, cmd: Vec<String>, inherited: init::signals::Inherited) -> i32 {
     let main = (!cmd.is_empty()).then_some(cmd);
-    let config = match config::locate(config_flag) {
+    let path = config::locate(config_flag);
+    let config = match path.clone() {
         Some(path) => {
             let loaded = config::load_with(path, &config::environment(&[]), Some(&pilot::consul::kv::fetch));
             for d in &loaded.diags {
@@ -102,5 +227,5 @@ fn run(config_flag: Option<&str>, grace: Duration, cmd: Vec<String>, inherited: 
         eprintln!("pilot: {e}");
         return 1;
     }
-    supervisor::run(&config, main, grace, inherited)
+    supervisor::run(&config, path, main, grace, inherited)
 }

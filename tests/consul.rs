@@ -216,7 +216,8 @@ fn maintenance_mode_toggles_the_agent_service_maintenance() {
     let ident = service::Identity::detect(&|_| None);
     let def = service::ServiceDef::for_job(&config.jobs[0], &ident, "127.0.0.1".parse().unwrap(), &Default::default()).unwrap();
     let id = def.id.clone();
-    let tx = worker::start(Client::new(&address).unwrap(), vec![def]);
+    let states: worker::States = Default::default();
+    let tx = worker::start(Client::new(&address).unwrap(), vec![def], None, states.clone());
     tx.send(C::Health { job: "app".into(), passing: true, output: Output::Text(String::new()) }).unwrap();
     wait_status(&agent, "app", "passing");
     tx.send(C::Maintenance { on: true }).unwrap();
@@ -227,6 +228,8 @@ fn maintenance_mode_toggles_the_agent_service_maintenance() {
     tx.send(C::Maintenance { on: false }).unwrap();
     tx.send(C::Health { job: "app".into(), passing: true, output: Output::Text(String::new()) }).unwrap();
     eventually(Duration::from_secs(10), "maintenance off", || agent.check_status("app").iter().all(|(c, _, _)| *c != maint).then_some(()));
+    let state = states.lock().unwrap().get("app").cloned().unwrap_or_default();
+    assert!(state.starts_with(&format!("registered as {id} (passing)")), "pilot status shows it: {state}");
     assert_eq!(agent.get("/v1/health/service/app?passing=1").as_array().unwrap().len(), 1);
 }
 

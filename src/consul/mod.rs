@@ -14,8 +14,11 @@ pub mod worker;
 
 use crate::config::Config;
 use crate::events::Event;
-use log::{debug, error, info};
+use crate::telemetry::Metrics;
+use log::{error, info};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
 pub use worker::{Command, Output};
@@ -50,11 +53,22 @@ pub fn client(config: &Config) -> Result<http::Client, String> {
     http::Client::new(&address)
 }
 
+/// What the rest of pilot gives the Consul side when it starts.
+pub struct Setup<'a> {
+    pub identity: &'a service::Identity,
+    /// Added to every service's meta (e.g. the HTCondor job ad's fields).
+    pub extra_meta: &'a BTreeMap<String, String>,
+    pub metrics: Arc<Metrics>,
+    /// Where telemetry is served, to register as the `containerpilot` service.
+    pub telemetry: Option<(SocketAddr, Vec<String>)>,
+    pub states: worker::States,
+}
+
 /// Start the worker and the watches. `publish` feeds watch events into the supervisor and
 /// returns false once it is gone. Consul trouble is logged and never stops the payload.
-pub fn start(config: &Config, extra_meta: &BTreeMap<String, String>, publish: impl Fn(Event) -> bool + Clone + Send + 'static) -> Option<Handle> {
+pub fn start(config: &Config, setup: &Setup, publish: impl Fn(Event) -> bool + Clone + Send + 'static) -> Option<Handle> {
     let with_port: Vec<_> = config.jobs.iter().filter(|j| j.port != 0).collect();
-    if with_port.is_empty() && config.watches.is_empty() {
+    if with_port.is_empty() && config.watches.is_empty() && setup.telemetry.is_none() {
         return None;
     }
     let client = match client(config) {
@@ -65,21 +79,26 @@ pub fn start(config: &Config, extra_meta: &BTreeMap<String, String>, publish: im
         }
     };
     info!("consul: agent at {}", client.address.display());
-    let identity = service::Identity::detect(&env);
-    debug!("consul: container identity {identity:?}");
     let addrs = interfaces::local_addresses();
     let mut defs = Vec::new();
     for job in with_port {
         match interfaces::choose(&job.interfaces, &addrs) {
-            Ok(ip) => defs.extend(service::ServiceDef::for_job(job, &identity, ip, extra_meta)),
+            Ok(ip) => defs.extend(service::ServiceDef::for_job(job, setup.identity, ip, setup.extra_meta)),
             Err(e) => error!("job {}: {e}: its service is not registered", job.name),
         }
     }
-    let services = defs.iter().map(|d| d.job.clone()).collect();
     let addresses = defs.iter().map(|d| (d.job.clone(), d.address)).collect();
-    let tx = worker::start(client.clone(), defs);
+    if let Some((addr, tags)) = &setup.telemetry {
+        defs.push(service::ServiceDef::for_telemetry(tags, setup.identity, *addr, setup.extra_meta));
+    }
+    let services = defs.iter().map(|d| d.job.clone()).collect();
+    let tx = worker::start(client.clone(), defs, Some(setup.metrics.clone()), setup.states.clone());
+    // The telemetry service has no job to start it.
+    if setup.telemetry.is_some() {
+        let _ = tx.send(Command::Started { job: service::TELEMETRY_JOB.into() });
+    }
     for w in &config.watches {
-        watch::spawn(client.clone(), w.clone(), publish.clone());
+        watch::spawn(client.clone(), w.clone(), setup.metrics.clone(), publish.clone());
     }
     Some(Handle { tx, services, addresses })
 }

@@ -15,6 +15,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+pub const TELEMETRY_SERVICE: &str = "containerpilot";
+/// The worker's key for the telemetry service (not a valid job name, so never a job's).
+pub const TELEMETRY_JOB: &str = "<telemetry>";
+
 /// Without a per-job setting, a service whose check stays critical this long is removed by
 /// Consul itself: so a container that was SIGKILLed (no chance to deregister) disappears.
 /// Long enough that a live but failing service stays visible for a while (and pilot
@@ -99,6 +103,8 @@ pub struct ServiceDef {
     pub deregister_critical_after: Duration,
     /// `initial_status`: register at once with this status instead of at the first check.
     pub initial_status: Option<String>,
+    /// Passing every this often while pilot lives (the telemetry endpoint has no check).
+    pub heartbeat: Option<Duration>,
 }
 
 impl ServiceDef {
@@ -123,7 +129,31 @@ impl ServiceDef {
             enable_tag_override: job.enable_tag_override,
             deregister_critical_after: job.deregister_critical_after.unwrap_or(DEFAULT_DEREGISTER_CRITICAL_AFTER),
             initial_status: job.initial_status.clone(),
+            heartbeat: None,
         })
+    }
+
+    /// The telemetry endpoint as ContainerPilot registers it: service `containerpilot`, so
+    /// Prometheus' `consul_sd_configs` finds every container's metrics.
+    pub fn for_telemetry(tags: &[String], identity: &Identity, addr: std::net::SocketAddr, extra_meta: &BTreeMap<String, String>) -> ServiceDef {
+        let id = identity.service_id(TELEMETRY_SERVICE);
+        let mut meta = identity.meta();
+        meta.extend(extra_meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+        ServiceDef {
+            job: TELEMETRY_JOB.into(),
+            check_id: format!("service:{id}"),
+            id,
+            name: TELEMETRY_SERVICE.into(),
+            address: addr.ip(),
+            port: addr.port(),
+            tags: tags.to_vec(),
+            meta,
+            ttl: Duration::from_secs(15),
+            enable_tag_override: false,
+            deregister_critical_after: DEFAULT_DEREGISTER_CRITICAL_AFTER,
+            initial_status: Some("passing".into()),
+            heartbeat: Some(Duration::from_secs(5)),
+        }
     }
 
     /// The body of `PUT /v1/agent/service/register`. (The agent rejects an `Output` here:

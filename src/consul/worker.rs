@@ -11,7 +11,9 @@
 use super::http::{Client, Failure, Reply};
 use super::service::ServiceDef;
 use log::{debug, error, info, warn};
+use crate::telemetry::Metrics;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -77,10 +79,18 @@ pub struct Worker {
     link_ok: Option<bool>,
     /// The last HTTP error logged, so a retried refusal is not logged again and again.
     last_refusal: Option<(String, u16)>,
+    next_heartbeat: Option<Instant>,
+    metrics: Option<Arc<Metrics>>,
+    /// Each service's registration state, for `pilot status`.
+    states: States,
 }
 
+/// job → what the agent knows of its service, e.g. "registered (passing)".
+pub type States = Arc<Mutex<BTreeMap<String, String>>>;
+
 impl Worker {
-    pub fn new(client: Client, defs: Vec<ServiceDef>) -> Worker {
+    pub fn new(client: Client, defs: Vec<ServiceDef>, metrics: Option<Arc<Metrics>>, states: States) -> Worker {
+        let next_heartbeat = defs.iter().any(|d| d.heartbeat.is_some()).then(Instant::now);
         let services = defs
             .into_iter()
             .map(|def| {
@@ -88,7 +98,7 @@ impl Worker {
                 (def.job.clone(), Service { def, want: Want::Nothing, registered: false, pending: None, last_status, maintenance_sent: false })
             })
             .collect();
-        Worker { client, services, maintenance: false, backoff: BACKOFF_MIN, retry_at: None, link_ok: None, last_refusal: None }
+        Worker { client, services, maintenance: false, backoff: BACKOFF_MIN, retry_at: None, link_ok: None, last_refusal: None, next_heartbeat, metrics, states }
     }
 
     pub fn spawn(self, rx: Receiver<Command>) {
@@ -97,7 +107,11 @@ impl Worker {
 
     fn run(mut self, rx: Receiver<Command>) {
         loop {
-            let cmd = match self.retry_at {
+            let wake = match (self.retry_at, self.next_heartbeat) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let cmd = match wake {
                 Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(c) => Some(c),
                     Err(RecvTimeoutError::Timeout) => None,
@@ -109,6 +123,7 @@ impl Worker {
                 },
             };
             let urgent = matches!(cmd, Some(Command::Stopped { .. }));
+            self.heartbeat();
             let mut acks = Vec::new();
             if let Some(c) = cmd {
                 self.apply(c, &mut acks);
@@ -122,6 +137,23 @@ impl Worker {
                 ack();
             }
         }
+    }
+
+    /// Services with a heartbeat (the telemetry endpoint) are passing while pilot lives.
+    fn heartbeat(&mut self) {
+        let Some(at) = self.next_heartbeat else { return };
+        if Instant::now() < at {
+            return;
+        }
+        let mut every = None;
+        for s in self.services.values_mut() {
+            if let (Some(h), true) = (s.def.heartbeat, s.want != Want::Gone) {
+                s.want = Want::Registered;
+                s.pending = Some(("passing".into(), "ok".into()));
+                every = Some(h);
+            }
+        }
+        self.next_heartbeat = every.map(|h| Instant::now() + h);
     }
 
     fn apply(&mut self, cmd: Command, acks: &mut Vec<Box<dyn FnOnce() + Send>>) {
@@ -204,8 +236,10 @@ impl Worker {
                 if s.last_status != status {
                     info!("consul: service {} is now {status}", s.def.id);
                 }
+                let state = format!("registered as {} ({status})", s.def.id);
                 s.last_status = status;
                 s.pending = None;
+                self.set_state(job, state);
                 true
             }
             Some(r) if r.status == 404 || (r.status == 500 && r.body.contains("nknown check")) => {
@@ -270,6 +304,7 @@ impl Worker {
                 let s = self.services.get_mut(job).unwrap();
                 s.registered = false;
                 s.want = Want::Nothing;
+                self.set_state(job, "deregistered".into());
                 true
             }
             _ => {
@@ -283,8 +318,26 @@ impl Worker {
 
     /// One call, with the logging policy: connection trouble is logged when it starts and
     /// when it ends; HTTP errors are logged each time, with what they mean.
+    fn set_state(&self, job: &str, state: String) {
+        self.states.lock().unwrap_or_else(|e| e.into_inner()).insert(job.to_string(), state);
+    }
+
     fn call(&mut self, what: &str, service: &str, f: impl FnOnce(&Client) -> Result<Reply, Failure>) -> Option<Reply> {
-        match f(&self.client) {
+        let result = f(&self.client);
+        let failed = match &result {
+            Err(e) => Some(e.to_string()),
+            Ok(r) if !r.ok() && r.status != 404 => Some(format!("HTTP {}: {}", r.status, r.body.trim())),
+            Ok(_) => None,
+        };
+        if let Some(why) = failed {
+            if let Some(m) = &self.metrics {
+                m.consul_errors.inc();
+            }
+            if let Some((job, _)) = self.services.iter().find(|(_, s)| s.def.name == service) {
+                self.set_state(job, format!("{what} failed: {why}"));
+            }
+        }
+        match result {
             Err(e) => {
                 if self.link_ok != Some(false) {
                     warn!("consul: {what}: {e}; retrying with backoff (payload unaffected)");
@@ -333,8 +386,8 @@ fn truncate(mut s: String) -> String {
 }
 
 /// Start the worker; the returned sender is how the supervisor talks to it.
-pub fn start(client: Client, defs: Vec<ServiceDef>) -> Sender<Command> {
+pub fn start(client: Client, defs: Vec<ServiceDef>, metrics: Option<Arc<Metrics>>, states: States) -> Sender<Command> {
     let (tx, rx) = std::sync::mpsc::channel();
-    Worker::new(client, defs).spawn(rx);
+    Worker::new(client, defs, metrics, states).spawn(rx);
     tx
 }

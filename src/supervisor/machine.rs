@@ -69,6 +69,11 @@ pub trait Effects {
         false
     }
     fn maintenance(&mut self, _on: bool) {}
+    /// A job is run again after it exited (for the restarts metric).
+    fn restarted(&mut self, _job: &str) {}
+    fn orphan_reaped(&mut self) {}
+    /// A reload swapped in a new config: restart Consul registrations and watches for it.
+    fn reconfigured(&mut self, _config: &Config) {}
 }
 
 /// How long a stopping job waits for its service's deregistration before `stopped`.
@@ -108,6 +113,8 @@ pub struct JobState {
     pub phase: Phase,
     pub runs: u32,
     pub last_exit: Option<ExitStatus>,
+    /// Replaced by a reload: kept (as Done) only so old timers find nothing to do.
+    pub retired: bool,
 }
 
 impl JobState {
@@ -137,6 +144,7 @@ impl JobState {
             phase: Phase::Active,
             runs: 0,
             last_exit: None,
+            retired: false,
         }
     }
 
@@ -172,6 +180,10 @@ pub struct Machine<E: Effects> {
     grace: Duration,
     pub orphans_reaped: u64,
     pub finished: bool,
+    /// A valid new config waiting for the old jobs to stop (`POST /v3/reload`).
+    reloading: Option<Box<Config>>,
+    /// Maintenance mode (global enter/exitMaintenance), carried over to reloaded jobs.
+    pub maintenance: bool,
 }
 
 impl<E: Effects> Machine<E> {
@@ -212,6 +224,8 @@ impl<E: Effects> Machine<E> {
             grace,
             orphans_reaped: 0,
             finished: false,
+            reloading: None,
+            maintenance: false,
         }
     }
 
@@ -233,7 +247,8 @@ impl<E: Effects> Machine<E> {
     fn publish(&mut self, ev: Event) {
         debug!("event {ev}");
         if ev.source == GLOBAL && matches!(ev.code, Code::EnterMaintenance | Code::ExitMaintenance) {
-            self.fx.maintenance(ev.code == Code::EnterMaintenance);
+            self.maintenance = ev.code == Code::EnterMaintenance;
+            self.fx.maintenance(self.maintenance);
         }
         self.fx.published(&ev);
         self.queue.push_back(ev);
@@ -351,7 +366,7 @@ impl<E: Effects> Machine<E> {
 
     /// The Consul worker finished (or gave up) deregistering a job's service.
     pub fn on_deregistered(&mut self, job: &str) {
-        if let Some(j) = self.jobs.iter().position(|s| s.cfg.name == job) {
+        if let Some(j) = self.jobs.iter().rposition(|s| s.cfg.name == job) {
             self.deregistered(j);
         }
         self.settle();
@@ -377,6 +392,7 @@ impl<E: Effects> Machine<E> {
             self.check_exited(j, status);
         } else {
             self.orphans_reaped += 1;
+            self.fx.orphan_reaped();
             debug!("reaped orphan pid {pid} ({status})");
         }
         self.settle();
@@ -427,6 +443,8 @@ impl<E: Effects> Machine<E> {
             if let Some(n) = &mut job.restarts_left {
                 *n -= 1;
             }
+            let name = job.cfg.name.clone();
+            self.fx.restarted(&name);
             if spawn_failed {
                 // A program that cannot be exec'd would fail again at once: don't spin.
                 self.fx.set_timer(Duration::from_secs(1), TimerKey::Restart(j));
@@ -598,7 +616,7 @@ impl<E: Effects> Machine<E> {
         let main_pid = self.main.and_then(|m| self.jobs[m].pid);
         match sig {
             libc::SIGTERM | libc::SIGINT => {
-                if self.shutting_down {
+                if self.shutting_down && self.reloading.is_none() {
                     info!("{} during shutdown: hurrying", crate::init::signals::name(sig));
                     self.hurry();
                 } else {
@@ -623,7 +641,9 @@ impl<E: Effects> Machine<E> {
     }
 
     fn begin_shutdown(&mut self, signal: Option<i32>) {
-        if self.shutting_down {
+        if self.reloading.take().is_some() {
+            info!("shutdown during a reload: the new config is dropped");
+        } else if self.shutting_down {
             return;
         }
         self.shutting_down = true;
@@ -632,6 +652,40 @@ impl<E: Effects> Machine<E> {
         }
         self.fx.set_timer(self.grace, TimerKey::Grace);
         self.publish(Event::global(Code::Shutdown));
+    }
+
+    /// `POST /v3/reload` with a valid config: stop every job but the payload in order (as a
+    /// shutdown would, without the `shutdown` event), then start the new config's jobs.
+    pub fn reload(&mut self, config: Config) {
+        if self.shutting_down {
+            warn!("reload ignored: pilot is already stopping");
+            return;
+        }
+        info!("reload: stopping the current jobs");
+        self.reloading = Some(Box::new(config));
+        self.shutting_down = true;
+        self.settle();
+    }
+
+    fn swap_in(&mut self, config: Config) {
+        for job in self.jobs.iter_mut().filter(|j| !j.is_main) {
+            job.phase = Phase::Done;
+            job.retired = true;
+        }
+        let first = self.jobs.len();
+        let maintenance = self.maintenance;
+        self.jobs.extend(config.jobs.iter().cloned().map(|j| JobState { maintenance, ..JobState::new(j, false) }));
+        self.stop_timeout = config.stop_timeout;
+        self.shutting_down = false;
+        self.hurried = false;
+        self.fx.reconfigured(&config);
+        for j in first..self.jobs.len() {
+            if let Some(t) = self.jobs[j].cfg.when_timeout {
+                self.fx.set_timer(t, TimerKey::WhenTimeout(j));
+            }
+        }
+        info!("reload: starting {} job(s) of the new config", self.jobs.len() - first);
+        self.publish(Event::global(Code::Startup));
     }
 
     /// Second SIGTERM, SIGQUIT in shutdown, or grace over: SIGKILL everything now.
@@ -654,7 +708,7 @@ impl<E: Effects> Machine<E> {
     fn stop_ready_jobs(&mut self) {
         for j in 0..self.jobs.len() {
             let job = &self.jobs[j];
-            if job.phase != Phase::Active || job.is_hook() {
+            if job.phase != Phase::Active || job.is_hook() || (job.is_main && self.reloading.is_some()) {
                 continue;
             }
             let name = job.cfg.name.as_str();
@@ -739,10 +793,16 @@ impl<E: Effects> Machine<E> {
             return;
         }
         let idle_hook = |job: &JobState| job.is_hook() && job.pid.is_none() && !job.pending_run;
-        let settled = self.jobs.iter().all(|job| job.phase == Phase::Done || idle_hook(job));
-        let any_process = self.jobs.iter().any(|job| job.pid.is_some() || job.check_pid.is_some());
+        // A reload waits for every job but the payload, which keeps running.
+        let reloading = self.reloading.is_some();
+        let counts = |job: &&JobState| !(reloading && job.is_main);
+        let settled = self.jobs.iter().filter(counts).all(|job| job.phase == Phase::Done || idle_hook(job));
+        let any_process = self.jobs.iter().filter(counts).any(|job| job.pid.is_some() || job.check_pid.is_some());
         if !settled || any_process {
             return;
+        }
+        if let Some(config) = self.reloading.take() {
+            return self.swap_in(*config);
         }
         if !self.shutting_down {
             info!("every job has finished");

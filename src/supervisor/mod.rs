@@ -6,13 +6,20 @@ pub mod machine;
 pub mod timers;
 
 use crate::config::Config;
-use crate::consul::{self, Command, Output};
-use crate::events::Event;
+use crate::consul::{self, service::Identity, Command, Output};
+use crate::control::{self, Request};
+use crate::events::{Code, Event};
+use crate::telemetry::{self, Metrics};
+use machine::Phase;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use crate::init::signals::{self, Inherited, Report};
 use crate::init::spawn::{self, Spec, Stdio};
 use crate::init;
 use crate::pathsearch::{self, Lookup};
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use machine::{Effects, Machine, RunKind, RunRequest, SpawnFailure, TimerKey};
 use std::io::BufRead;
 use std::os::fd::AsRawFd;
@@ -23,8 +30,9 @@ use std::time::{Duration, Instant};
 enum Msg {
     Report(Report),
     Timer(TimerKey),
-    /// From a watch thread.
-    Event(Event),
+    /// From a watch thread of the given config epoch (events of replaced watches are dropped).
+    Event(u64, Event),
+    Control(Request),
     /// The Consul worker is done deregistering this job's service.
     Deregistered(String),
 }
@@ -40,6 +48,14 @@ struct Driver {
     acks: std::sync::mpsc::Sender<Msg>,
     /// The output of each running health check, delivered when its pipe closes.
     check_output: HashMap<String, Receiver<String>>,
+    check_started: HashMap<String, Instant>,
+    identity: Identity,
+    metrics: Arc<Metrics>,
+    telemetry: Option<(SocketAddr, Vec<String>)>,
+    states: consul::worker::States,
+    /// Bumped by each reload; watch threads of an older epoch stop.
+    epoch: Arc<AtomicU64>,
+    maintenance: bool,
 }
 
 /// A health check's note in Consul keeps its last few KB of output.
@@ -77,6 +93,9 @@ impl Effects for Driver {
             drop(writer);
             let target = format!("job:{}", req.job);
             // A health check's output also becomes its Consul note.
+            if req.kind == RunKind::Check && result.is_ok() {
+                self.check_started.insert(req.job.to_string(), Instant::now());
+            }
             let keep = if req.kind == RunKind::Check && result.is_ok() {
                 let (tx, rx) = channel();
                 self.check_output.insert(req.job.to_string(), rx);
@@ -123,6 +142,9 @@ impl Effects for Driver {
     }
 
     fn health_reported(&mut self, job: &str, passing: bool, detail: &str) {
+        if let Some(t) = self.check_started.remove(&format!("check.{job}")) {
+            self.metrics.check_seconds.with_label_values(&[job]).observe(t.elapsed().as_secs_f64());
+        }
         let pending = self.check_output.remove(&format!("check.{job}"));
         let Some(c) = &self.consul else { return };
         let output = match pending {
@@ -149,14 +171,53 @@ impl Effects for Driver {
     }
 
     fn maintenance(&mut self, on: bool) {
+        self.maintenance = on;
         if let Some(c) = &self.consul {
             let _ = c.tx.send(Command::Maintenance { on });
         }
     }
+
+    fn published(&mut self, ev: &Event) {
+        self.metrics.events.with_label_values(&[ev.code.name(), ev.source.as_str()]).inc();
+    }
+
+    fn restarted(&mut self, job: &str) {
+        self.metrics.restarts.with_label_values(&[job]).inc();
+    }
+
+    fn orphan_reaped(&mut self) {
+        self.metrics.orphans_reaped.inc();
+    }
+
+    /// (Re)start the Consul side for `config`: the old worker ends when its channel is
+    /// dropped, old watches when they see the epoch move on.
+    fn reconfigured(&mut self, config: &Config) {
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        let (tx, current) = (self.acks.clone(), self.epoch.clone());
+        let publish = move |ev| current.load(Ordering::SeqCst) == epoch && tx.send(Msg::Event(epoch, ev)).is_ok();
+        let setup = consul::Setup {
+            identity: &self.identity,
+            extra_meta: &BTreeMap::new(),
+            metrics: self.metrics.clone(),
+            telemetry: self.telemetry.clone(),
+            states: self.states.clone(),
+        };
+        if let Some(old) = self.consul.take() {
+            self.env.retain(|(k, _)| !old.ip_env().iter().any(|(n, _)| n == k));
+        }
+        self.consul = consul::start(config, &setup, publish);
+        if let Some(c) = &self.consul {
+            self.env.extend(c.ip_env());
+            if self.maintenance {
+                let _ = c.tx.send(Command::Maintenance { on: true });
+            }
+        }
+    }
 }
 
-/// Run until every job is done; returns pilot's exit status.
-pub fn run(config: &Config, main: Option<Vec<String>>, grace: Duration, inherited: Inherited) -> i32 {
+/// Run until every job is done; returns pilot's exit status. `config_path` is re-read by a
+/// reload (None: the embedded default).
+pub fn run(config: &Config, config_path: Option<PathBuf>, main: Option<Vec<String>>, grace: Duration, inherited: Inherited) -> i32 {
     if let Err(e) = init::become_reaper() {
         warn!("{e}: orphans of jobs will be reaped by the real init instead");
     }
@@ -168,18 +229,75 @@ pub fn run(config: &Config, main: Option<Vec<String>>, grace: Duration, inherite
         .expect("spawn signal thread");
     let timer_tx = tx.clone();
     let timers = timers::Timers::start(move |k| timer_tx.send(Msg::Timer(k)).is_ok());
-    let event_tx = tx.clone();
-    let consul = consul::start(config, &BTreeMap::new(), move |ev| event_tx.send(Msg::Event(ev)).is_ok());
+
+    let identity = Identity::detect(&|k| std::env::var(k).ok());
+    debug!("container identity {identity:?}");
+    let metrics = Arc::new(match Metrics::new(config.telemetry.as_ref().map_or(&[][..], |t| &t.metrics)) {
+        Ok(m) => m,
+        Err(e) => {
+            error!("telemetry: {e}: serving the built-in metrics only");
+            Metrics::new(&[]).expect("built-in metrics")
+        }
+    });
+    let telemetry = config.telemetry.as_ref().and_then(|t| {
+        let ip = match consul::interfaces::choose(&t.interfaces, &consul::interfaces::local_addresses()) {
+            Ok(ip) => ip,
+            Err(e) => {
+                error!("telemetry: {e}: no metrics endpoint");
+                return None;
+            }
+        };
+        match telemetry::serve(t, ip, metrics.clone()) {
+            Ok(addr) => Some((addr, t.tags.clone())),
+            Err(e) => {
+                error!("{e}; the jobs run on without a metrics endpoint");
+                None
+            }
+        }
+    });
 
     let pid = std::process::id().to_string();
-    let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != "CONTAINERPILOT_PID" && k != "PILOT_PID").collect();
+    let mut env: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| !matches!(k.as_str(), "CONTAINERPILOT_PID" | "PILOT_PID" | "PILOT_SOCKET")).collect();
     env.push(("CONTAINERPILOT_PID".into(), pid.clone()));
     env.push(("PILOT_PID".into(), pid));
-    if let Some(c) = &consul {
-        env.extend(c.ip_env());
+
+    // The embedded default is a minimal init: no socket to leave lying around.
+    let socket = if config_path.is_some() { control_socket(config, &identity) } else { None };
+    if let Some(path) = &socket {
+        let ctl_tx = tx.clone();
+        let server = control::server::Server {
+            socket: path.clone(),
+            config: config_path,
+            metrics: metrics.clone(),
+            has_telemetry: config.telemetry.is_some(),
+            send: Box::new(move |r| ctl_tx.send(Msg::Control(r)).is_ok()),
+            overlay: Vec::new(),
+        };
+        match server.start() {
+            Ok(()) => env.push(("PILOT_SOCKET".into(), path.display().to_string())),
+            Err(e) => error!("{e}; the jobs run on without a control socket"),
+        }
     }
+
     let path = std::env::var("PATH").ok();
-    let driver = Driver { inherited, timers, env, path, consul, acks: tx, check_output: HashMap::new() };
+    let mut driver = Driver {
+        inherited,
+        timers,
+        env,
+        path,
+        consul: None,
+        acks: tx,
+        check_output: HashMap::new(),
+        check_started: HashMap::new(),
+        identity,
+        metrics,
+        telemetry,
+        states: Default::default(),
+        epoch: Arc::new(AtomicU64::new(0)),
+        maintenance: false,
+    };
+    driver.reconfigured(config);
     let mut m = Machine::new(config, main, grace, driver);
     m.start();
     let deadline_after_shutdown = config.stop_timeout.min(grace);
@@ -194,14 +312,91 @@ pub fn run(config: &Config, main: Option<Vec<String>>, grace: Duration, inherite
             }
             Msg::Report(Report::Exited { pid, status }) => m.on_exit(pid, status),
             Msg::Timer(k) => m.on_timer(k),
-            Msg::Event(ev) => m.on_event(ev),
+            Msg::Event(epoch, ev) => {
+                if epoch == m.fx.epoch.load(Ordering::SeqCst) {
+                    m.on_event(ev)
+                }
+            }
             Msg::Deregistered(job) => m.on_deregistered(&job),
+            Msg::Control(Request::Status(reply)) => {
+                let _ = reply.send(status(&m));
+            }
+            Msg::Control(Request::Maintenance(on)) => {
+                m.on_event(Event::global(if on { Code::EnterMaintenance } else { Code::ExitMaintenance }))
+            }
+            Msg::Control(Request::PutEnv(vars)) => {
+                m.fx.env.retain(|(k, _)| !vars.iter().any(|(n, _)| n == k));
+                m.fx.env.extend(vars);
+            }
+            Msg::Control(Request::Reload(config)) => m.reload(*config),
         }
     }
     let code = m.exit_code();
+    if let Some(path) = socket {
+        let _ = std::fs::remove_file(path);
+    }
     tidy_orphans(&rx, deadline_after_shutdown);
     debug!("reaped {} orphans in all", m.orphans_reaped);
     code
+}
+
+/// The control socket's path: `control.socket`, else a per-container default.
+fn control_socket(config: &Config, identity: &Identity) -> Option<PathBuf> {
+    if let Some(s) = &config.control.socket {
+        return Some(PathBuf::from(s));
+    }
+    match control::socket::default_path(identity, &|k| std::env::var(k).ok()) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warn!("{e}; no control socket");
+            None
+        }
+    }
+}
+
+/// `GET /v3/status`: every current job, its state, pid, restarts, health and Consul state.
+fn status(m: &Machine<Driver>) -> serde_json::Value {
+    let states = m.fx.states.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let jobs: Vec<serde_json::Value> = m
+        .jobs
+        .iter()
+        .filter(|j| !j.retired)
+        .map(|j| {
+            let state = match (j.phase, j.pid) {
+                (Phase::Active, Some(_)) => "running",
+                (Phase::Active, None) if j.started => "waiting",
+                (Phase::Active, None) => "not started",
+                (Phase::Stopping { .. }, _) => "stopping",
+                (Phase::Deregistering, _) => "deregistering",
+                (Phase::Done, _) => "done",
+            };
+            let health = match (j.cfg.health.is_some(), j.health) {
+                (false, _) => None,
+                (true, machine::Health::Unknown) => Some("unknown"),
+                (true, machine::Health::Healthy) => Some("healthy"),
+                (true, machine::Health::Unhealthy) => Some("unhealthy"),
+            };
+            serde_json::json!({
+                "name": j.cfg.name,
+                "state": state,
+                "pid": j.pid,
+                "runs": j.runs,
+                "restarts": j.runs.saturating_sub(1),
+                "last_exit": j.last_exit.map(|e| e.to_string()),
+                "health": health,
+                "consul": states.get(&j.cfg.name),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "maintenance": m.maintenance,
+        "shutting_down": m.shutting_down,
+        "jobs": jobs,
+        "telemetry": states.get(consul::service::TELEMETRY_JOB),
+        "orphans_reaped": m.orphans_reaped,
+    })
 }
 
 /// Processes that escaped their job's process group (double-forked daemons) are still our

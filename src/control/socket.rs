@@ -1,0 +1,103 @@
+//! Where the control socket lives. ContainerPilot's `/var/run/containerpilot.socket` is on a
+//! read-only image root under Apptainer, and one fixed path would be shared by every
+//! container of a host. pilot's default is in the first writable per-job or per-user
+//! runtime directory: `$_CONDOR_SCRATCH_DIR/pilot.sock` (unique per HTCondor job), else
+//! `pilot-<instance>.sock` in `$XDG_RUNTIME_DIR`, `$TMPDIR` or `/tmp`, where the instance
+//! is the one in service IDs (slot, Apptainer instance, PILOT_INSTANCE, else random). Jobs
+//! find it in `$PILOT_SOCKET`; `pilot status` and friends derive it the same way, else use
+//! the one live `pilot*.sock` they find.
+
+use crate::consul::service::Identity;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+/// A Unix socket path must fit `sun_path` (108 bytes with its NUL).
+pub const MAX_PATH: usize = 107;
+
+fn writable(dir: &Path) -> bool {
+    dir.is_dir() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+/// The candidate runtime directories, best first, with whether each is per-job.
+pub fn runtime_dirs(env: &dyn Fn(&str) -> Option<String>) -> Vec<(PathBuf, bool)> {
+    let mut v = Vec::new();
+    if let Some(d) = env("_CONDOR_SCRATCH_DIR").filter(|d| !d.is_empty()) {
+        v.push((PathBuf::from(d), true));
+    }
+    for k in ["XDG_RUNTIME_DIR", "TMPDIR"] {
+        if let Some(d) = env(k).filter(|d| !d.is_empty()) {
+            v.push((PathBuf::from(d), false));
+        }
+    }
+    v.push((PathBuf::from("/tmp"), false));
+    v
+}
+
+/// The socket path for this pilot.
+pub fn default_path(identity: &Identity, env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
+    let name = format!("pilot-{}.sock", identity.instance);
+    let mut tried = Vec::new();
+    for (dir, per_job) in runtime_dirs(env) {
+        let path = dir.join(if per_job { "pilot.sock" } else { name.as_str() });
+        if !writable(&dir) {
+            tried.push(format!("{} (not writable)", dir.display()));
+        } else if path.as_os_str().len() > MAX_PATH {
+            tried.push(format!("{} (path longer than {MAX_PATH} bytes)", path.display()));
+        } else {
+            return Ok(path);
+        }
+    }
+    Err(format!("no place for the control socket: {}", tried.join(", ")))
+}
+
+/// Clear the way for binding `path`: a stale socket of a dead pilot is removed; a live one
+/// is never taken over.
+pub fn claim(path: &Path) -> Result<(), String> {
+    if path.as_os_str().len() > MAX_PATH {
+        return Err(format!("control socket {}: longer than {MAX_PATH} bytes, the limit for a Unix socket path", path.display()));
+    }
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(format!("control socket {}: another pilot is running and listening on it; give this one its own (control.socket or PILOT_INSTANCE)", path.display()));
+    }
+    std::fs::remove_file(path).map_err(|e| format!("control socket {}: a stale socket is in the way and cannot be removed: {e}", path.display()))
+}
+
+/// For the CLI clients: `$PILOT_SOCKET`, else this environment's default path if a pilot
+/// listens there, else the one live `pilot*.sock` in the runtime directories.
+pub fn find(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
+    if let Some(p) = env("PILOT_SOCKET").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let identity = Identity::detect(env);
+    if identity.source != "random"
+        && let Ok(p) = default_path(&identity, env)
+        && UnixStream::connect(&p).is_ok()
+    {
+        return Ok(p);
+    }
+    let mut live = Vec::new();
+    let dirs = runtime_dirs(env);
+    for (dir, _) in &dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("pilot") && name.ends_with(".sock") && UnixStream::connect(e.path()).is_ok() && !live.contains(&e.path()) {
+                live.push(e.path());
+            }
+        }
+    }
+    match live.len() {
+        1 => Ok(live.remove(0)),
+        0 => Err(format!(
+            "no running pilot found (looked for pilot*.sock in {}); give --socket PATH or set PILOT_SOCKET",
+            dirs.iter().map(|(d, _)| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        )),
+        _ => Err(format!(
+            "several pilots are running here: {}; choose one with --socket PATH",
+            live.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
