@@ -231,7 +231,8 @@ fn a_taken_telemetry_port_is_an_error_not_a_crash() {
 
 #[test]
 fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
-    require("prometheus", "run scripts/setup-test-deps.sh (installs Debian's prometheus package)");
+    // Not Debian's prometheus: it is built without Consul service discovery.
+    let prometheus = built_tool("prometheus", "PILOT_PROMETHEUS", "prometheus-build", "github.com/prometheus/prometheus", "install-prometheus.sh", false);
     let agent = Agent::dev();
     let dir = scratch("prometheus");
     let socket = dir.join("ctl.sock");
@@ -251,7 +252,7 @@ fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
         ),
     )
     .unwrap();
-    let mut prom = std::process::Command::new("prometheus")
+    let mut prom = std::process::Command::new(&prometheus)
         .args([
             format!("--config.file={}", prom_cfg.display()),
             format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
@@ -270,6 +271,7 @@ fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
     };
     let up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         eventually(Duration::from_secs(60), "pilot's target up in Prometheus", || {
+            assert!(prom.try_wait().unwrap().is_none(), "prometheus exited");
             let t = api("/api/v1/targets")?;
             t["data"]["activeTargets"].as_array()?.iter().find(|t| t["health"] == "up").cloned()
         });

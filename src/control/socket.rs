@@ -101,3 +101,36 @@ pub fn find(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(instance: &str, source: &'static str) -> Identity {
+        Identity { hostname: "h".into(), instance: instance.into(), source, slot: None }
+    }
+
+    #[test]
+    fn per_job_dir_first_then_named_by_instance() {
+        let tmp = std::env::temp_dir();
+        let t = tmp.display().to_string();
+        let env = |k: &str| (k == "_CONDOR_SCRATCH_DIR" || k == "TMPDIR").then(|| t.clone());
+        assert_eq!(default_path(&ident("slot1_2", "htcondor-slot"), &env).unwrap(), tmp.join("pilot.sock"));
+        let env = |k: &str| (k == "TMPDIR").then(|| t.clone());
+        assert_eq!(default_path(&ident("ab12cd34", "random"), &env).unwrap(), tmp.join("pilot-ab12cd34.sock"));
+    }
+
+    #[test]
+    fn too_long_or_unwritable_dirs_are_skipped() {
+        let long = format!("/tmp/{}", "x".repeat(120));
+        let env = |k: &str| (k == "XDG_RUNTIME_DIR").then(|| long.clone()).or_else(|| (k == "TMPDIR").then(|| "/nonexistent".into()));
+        let p = default_path(&ident("i", "random"), &env).unwrap();
+        assert_eq!(p, PathBuf::from("/tmp/pilot-i.sock"));
+    }
+
+    #[test]
+    fn claim_refuses_paths_over_the_limit() {
+        let long = PathBuf::from(format!("/tmp/{}.sock", "y".repeat(110)));
+        assert!(claim(&long).unwrap_err().contains("longer than 107 bytes"));
+    }
+}

@@ -13,32 +13,7 @@ use std::time::{Duration, Instant};
 
 /// The consul binary: $PILOT_CONSUL, else the one scripts/install-consul.sh caches, else PATH.
 pub fn consul_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("PILOT_CONSUL") {
-        return PathBuf::from(p);
-    }
-    let gomod = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/consul-build/go.mod")).unwrap();
-    let version = gomod
-        .lines()
-        .find_map(|l| l.strip_prefix("require github.com/hashicorp/consul "))
-        .expect("consul version in scripts/consul-build/go.mod")
-        .trim();
-    let cache = std::env::var("PILOT_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-        let base = std::env::var("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
-        base.join("pilot")
-    });
-    let cached = cache.join(format!("consul-{version}")).join("consul");
-    if cached.exists() {
-        return cached;
-    }
-    let on_path = Command::new("sh").args(["-c", "command -v consul"]).output().ok().filter(|o| o.status.success());
-    match on_path {
-        Some(o) => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
-        None => panic!(
-            "this test needs HashiCorp's consul, which was not found ($PILOT_CONSUL, {}, PATH): \
-             run scripts/install-consul.sh (builds it with go from the Go module proxy; scripts/test does this)",
-            cached.display()
-        ),
-    }
+    super::built_tool("consul", "PILOT_CONSUL", "consul-build", "github.com/hashicorp/consul", "install-consul.sh", true)
 }
 
 pub fn free_port() -> u16 {

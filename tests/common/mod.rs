@@ -148,6 +148,39 @@ impl Drop for Running {
     }
 }
 
+/// A tool a project script builds with go and caches: `$env_var`, else the cached build
+/// (version from `scripts/<module_dir>/go.mod`), else (if `path_ok`) PATH; else the test
+/// fails saying which script installs it.
+pub fn built_tool(name: &str, env_var: &str, module_dir: &str, module: &str, script: &str, path_ok: bool) -> PathBuf {
+    if let Ok(p) = std::env::var(env_var) {
+        return PathBuf::from(p);
+    }
+    let gomod = std::fs::read_to_string(format!("{}/scripts/{module_dir}/go.mod", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let version = gomod
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("require {module} ")))
+        .unwrap_or_else(|| panic!("{module} version in scripts/{module_dir}/go.mod"))
+        .trim()
+        .to_string();
+    let cache = std::env::var("PILOT_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+        let base = std::env::var("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
+        base.join("pilot")
+    });
+    let cached = cache.join(format!("{name}-{version}")).join(name);
+    if cached.exists() {
+        return cached;
+    }
+    let on_path = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().ok().filter(|o| o.status.success() && path_ok);
+    match on_path {
+        Some(o) => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+        None => panic!(
+            "this test needs {name} {version}, which was not found (${env_var}, {}): run scripts/{script} \
+             (builds it with go from the Go module proxy; scripts/test does this)",
+            cached.display()
+        ),
+    }
+}
+
 /// Poll `f` until it gives a value; fail with `what` after `limit`.
 pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
