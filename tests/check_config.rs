@@ -171,3 +171,12 @@ fn consul_settings_are_checked_offline() {
     let (code, out) = check(&["-c", &cfg]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn a_control_socket_path_must_fit_sun_path() {
+    let dir = scratch("long-socket");
+    let cfg = write_config(&dir, &format!(r#"{{ control: {{ socket: "/tmp/{}.sock" }}, jobs: [{{ name: "a", exec: "true" }}] }}"#, "s".repeat(110)));
+    let (code, out) = check(&["-c", &cfg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("control.socket: 120 bytes is longer than a Unix socket path may be (107 bytes)"), "{out}");
+}

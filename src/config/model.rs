@@ -331,6 +331,11 @@ fn decode_logging(d: &mut Decoder, v: Option<&Value>) -> Logging {
 fn decode_control(d: &mut Decoder, v: &Value) -> Control {
     let Some(o) = d.object("control", v, &["socket"]) else { return Control::default() };
     let socket = opt_string(d, &o, "socket");
+    if let Some(s) = &socket
+        && s.len() > crate::control::socket::MAX_PATH
+    {
+        d.error("control.socket", format!("{} bytes is longer than a Unix socket path may be ({} bytes)", s.len(), crate::control::socket::MAX_PATH));
+    }
     o.finish(d);
     Control { socket }
 }
