@@ -23,13 +23,16 @@ fn config_text(socket: &Path, telemetry_port: u16, job_exec: &str) -> String {
       {{ namespace: "app", name: "jobs_done_total", help: "jobs done", type: "counter" }},
       {{ namespace: "app", name: "queue", help: "queue length", type: "gauge" }},
       {{ namespace: "app", name: "latency", help: "latency", type: "histogram" }},
-      {{ namespace: "app", name: "size", help: "sizes", type: "summary" }} ] }},
+      {{ namespace: "app", name: "size", help: "sizes", type: "summary" }},
+      {{ namespace: "app", name: "sensed", help: "set by the sensor job", type: "gauge" }} ] }},
   jobs: [
     {{ name: "app", exec: "{job_exec}", health: {{ exec: "true", interval: 1, ttl: 5 }} }},
     {{ name: "show-env", exec: ["sh", "-c", "echo GREETING=$GREETING"], when: {{ source: "SIGHUP", each: "signal" }} }},
+    {{ name: "sensor", exec: ["{pilot}", "putmetric", "app_sensed=5"], when: {{ interval: "1s" }} }},
   ]
 }}"#,
-        socket.display()
+        socket.display(),
+        pilot = pilot()
     )
 }
 
@@ -103,6 +106,7 @@ fn every_endpoint_and_command_against_a_running_pilot() {
     assert!(exposition.contains("app_jobs_done_total 3"), "{exposition}");
     assert!(exposition.contains("app_queue 7"), "the refused request changed nothing: {exposition}");
     assert!(exposition.contains("app_size_count 1"), "{exposition}");
+    eventually(LIMIT, "a sensor job (pilot putmetric via $PILOT_SOCKET) sets its gauge", || http_get(&url).contains("app_sensed 5").then_some(()));
     assert!(exposition.contains("containerpilot_control_http_requests{code=\"422\",path=\"/v3/metric\"} 1"), "{exposition}");
     assert!(exposition.contains("containerpilot_events{code=\"startup\",source=\"global\"} 1"), "{exposition}");
 
