@@ -378,3 +378,40 @@ fn exec_less_health_is_a_heartbeat() {
     m.on_timer(TimerKey::Health(0));
     assert!(m.fx.consul.contains(&"health:app:true".to_string()));
 }
+
+const OLD: &str = r#"{ jobs: [ { name: "a", exec: "a" }, { name: "b", exec: "b", when: { source: "a", once: "exitSuccess" } } ] }"#;
+const NEW: &str = r#"{ jobs: [ { name: "c", exec: "c" } ] }"#;
+
+#[test]
+fn reload_replaces_jobs_but_not_the_payload() {
+    let mut m = machine(OLD, Some(&["payload"]));
+    let (a, payload) = (pid_of(&m, "a"), pid_of(&m, MAIN_JOB));
+    m.reload(config(NEW));
+    assert!(m.fx.kills.contains(&(a, libc::SIGTERM)), "old jobs are stopped");
+    assert!(!m.fx.kills.iter().any(|(p, _)| *p == payload), "the payload is not");
+    assert_eq!(spawns(&m, "c"), 0, "new jobs wait for the old ones to be gone");
+    m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
+    assert_eq!(spawns(&m, "c"), 1);
+    assert!(!m.shutting_down);
+    assert!(m.jobs.iter().filter(|j| j.retired).all(|j| j.cfg.name != "c"));
+    // The payload's exit still ends everything, with its status.
+    let c = pid_of(&m, "c");
+    m.on_exit(payload, ExitStatus::Code(3));
+    m.on_exit(c, ExitStatus::Signaled(libc::SIGTERM));
+    assert!(m.finished);
+    assert_eq!(m.exit_code(), 3);
+}
+
+#[test]
+fn sigterm_during_a_reload_is_an_orderly_shutdown() {
+    let mut m = machine(OLD, Some(&["payload"]));
+    let (a, payload) = (pid_of(&m, "a"), pid_of(&m, MAIN_JOB));
+    m.reload(config(NEW));
+    m.on_signal(libc::SIGTERM);
+    assert!(m.fx.kills.contains(&(payload, libc::SIGTERM)), "the payload gets SIGTERM, not SIGKILL");
+    assert!(!m.fx.kills.iter().any(|(_, s)| *s == libc::SIGKILL));
+    m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
+    m.on_exit(payload, ExitStatus::Signaled(libc::SIGTERM));
+    assert_eq!(spawns(&m, "c"), 0, "the new config never starts");
+    assert!(m.finished);
+}
