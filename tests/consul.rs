@@ -429,3 +429,26 @@ fn https_agent_with_a_ca_file() {
     let _p = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &url), ("CONSUL_CACERT", &pem("consul-agent-ca.pem"))]);
     wait_status(&agent, "app", "passing");
 }
+
+#[test]
+fn reload_moves_the_registration_to_the_new_config() {
+    let agent = Agent::dev();
+    let dir = scratch("reload-consul");
+    let socket = dir.join("ctl.sock");
+    let text = app_config(&dir, &agent.addr(), "").replacen("{\n", &format!("{{\n  control: {{ socket: \"{}\" }},\n", socket.display()), 1);
+    let cfg = write_config(&dir, &text);
+    let _p = start_pilot(&cfg, &[]);
+    wait_status(&agent, "app", "passing");
+    std::fs::write(&cfg, text.replace("tags: [\"t1\"]", "tags: [\"t2\"]")).unwrap();
+    let out = run_limited(Command::new(pilot()).args(["reload", "--socket"]).arg(&socket), Duration::from_secs(10));
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    let s = eventually(Duration::from_secs(20), "re-registered with the new tags", || {
+        agent.services("app").into_iter().find(|s| s["Tags"] == serde_json::json!(["t2"]))
+    });
+    assert_eq!(agent.services("app").len(), 1, "one registration: {s}");
+    wait_status(&agent, "app", "passing");
+    let status = run_limited(Command::new(pilot()).args(["status", "--json", "--socket"]).arg(&socket), Duration::from_secs(10));
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let app = v["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "app").unwrap();
+    assert!(app["consul"].as_str().unwrap_or("").starts_with("registered as app-"), "{v}");
+}
