@@ -5,6 +5,7 @@
 #   mandoc      - lints man/pilot.1
 #   prometheus  - promtool checks the metrics exposition; a real Prometheus scrapes pilot
 #                 through consul_sd_configs
+#   htcondor    - (PyPI, in a venv under ~/.cache/pilot) writes job ads as HTCondor does
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -19,6 +20,19 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "setup-test-deps: installing ${need[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# HTCondor's own Python bindings (PyPI), to write job ads the way HTCondor does.
+cache="${PILOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pilot}"
+venv="$cache/htcondor-venv"
+if ! "$venv/bin/python" -c "import classad2" 2>/dev/null; then
+  python3 -c "import venv, ensurepip" 2>/dev/null || {
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+  }
+  echo "setup-test-deps: installing the htcondor Python package into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q htcondor==25.14.1
 fi
 
 command -v cargo >/dev/null || { echo "setup-test-deps: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod consul;
 pub mod control;
 pub mod events;
+pub mod htcondor;
 pub mod init;
 pub mod logging;
 pub mod pathsearch;

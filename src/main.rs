@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use pilot::check::{self, Format};
 use pilot::control::client;
-use pilot::{config, init, logging, supervisor};
+use pilot::{config, htcondor, init, logging, supervisor};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -206,9 +206,12 @@ fn main() -> ExitCode {
 fn run(config_flag: Option<&str>, grace: Duration, cmd: Vec<String>, inherited: init::signals::Inherited) -> i32 {
     let main = (!cmd.is_empty()).then_some(cmd);
     let path = config::locate(config_flag);
+    // Inside an HTCondor job: the job and machine ads feed templates and Consul meta.
+    let (ads, ad_problems) = htcondor::Ads::load(&|k| std::env::var(k).ok());
+    let context = supervisor::Context { meta: ads.meta(), template_vars: ads.template_vars() };
     let config = match path.clone() {
         Some(path) => {
-            let loaded = config::load_with(path, &config::environment(&[]), Some(&pilot::consul::kv::fetch));
+            let loaded = config::load_with(path, &config::environment(&context.template_vars), Some(&pilot::consul::kv::fetch));
             for d in &loaded.diags {
                 eprintln!("pilot: {d}");
             }
@@ -227,5 +230,8 @@ fn run(config_flag: Option<&str>, grace: Duration, cmd: Vec<String>, inherited: 
         eprintln!("pilot: {e}");
         return 1;
     }
-    supervisor::run(&config, path, main, grace, inherited)
+    for p in ad_problems {
+        log::warn!("HTCondor ad left out: {p}");
+    }
+    supervisor::run(&config, path, &context, main, grace, inherited)
 }

@@ -56,6 +56,8 @@ struct Driver {
     /// Bumped by each reload; watch threads of an older epoch stop.
     epoch: Arc<AtomicU64>,
     maintenance: bool,
+    /// Extra service meta (HTCondor job identity).
+    meta: BTreeMap<String, String>,
 }
 
 /// A health check's note in Consul keeps its last few KB of output.
@@ -197,7 +199,7 @@ impl Effects for Driver {
         let publish = move |ev| current.load(Ordering::SeqCst) == epoch && tx.send(Msg::Event(epoch, ev)).is_ok();
         let setup = consul::Setup {
             identity: &self.identity,
-            extra_meta: &BTreeMap::new(),
+            extra_meta: &self.meta,
             metrics: self.metrics.clone(),
             telemetry: self.telemetry.clone(),
             states: self.states.clone(),
@@ -215,9 +217,18 @@ impl Effects for Driver {
     }
 }
 
+/// What pilot knows of its surroundings beyond the config (today: HTCondor's ads).
+#[derive(Debug, Default, Clone)]
+pub struct Context {
+    /// Added to every Consul service's meta.
+    pub meta: BTreeMap<String, String>,
+    /// Extra template variables, for reloads as for the first load.
+    pub template_vars: Vec<(String, String)>,
+}
+
 /// Run until every job is done; returns pilot's exit status. `config_path` is re-read by a
 /// reload (None: the embedded default).
-pub fn run(config: &Config, config_path: Option<PathBuf>, main: Option<Vec<String>>, grace: Duration, inherited: Inherited) -> i32 {
+pub fn run(config: &Config, config_path: Option<PathBuf>, context: &Context, main: Option<Vec<String>>, grace: Duration, inherited: Inherited) -> i32 {
     if let Err(e) = init::become_reaper() {
         warn!("{e}: orphans of jobs will be reaped by the real init instead");
     }
@@ -272,7 +283,7 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, main: Option<Vec<Strin
             metrics: metrics.clone(),
             has_telemetry: config.telemetry.is_some(),
             send: Box::new(move |r| ctl_tx.send(Msg::Control(r)).is_ok()),
-            overlay: Vec::new(),
+            overlay: context.template_vars.clone(),
         };
         match server.start() {
             Ok(()) => env.push(("PILOT_SOCKET".into(), path.display().to_string())),
@@ -296,6 +307,7 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, main: Option<Vec<Strin
         states: Default::default(),
         epoch: Arc::new(AtomicU64::new(0)),
         maintenance: false,
+        meta: context.meta.clone(),
     };
     driver.reconfigured(config);
     let mut m = Machine::new(config, main, grace, driver);
