@@ -208,7 +208,7 @@ fn run(config_flag: Option<&str>, grace: Duration, cmd: Vec<String>, inherited: 
     let path = config::locate(config_flag);
     // Inside an HTCondor job: the job and machine ads feed templates and Consul meta.
     let (ads, ad_problems) = htcondor::Ads::load(&|k| std::env::var(k).ok());
-    let context = supervisor::Context { meta: ads.meta(), template_vars: ads.template_vars() };
+    let context = supervisor::Context { meta: ads.meta(), template_vars: ads.template_vars(), stop_signals: ads.kill_signal().into_iter().collect() };
     let config = match path.clone() {
         Some(path) => {
             let loaded = config::load_with(path, &config::environment(&context.template_vars), Some(&pilot::consul::kv::fetch));

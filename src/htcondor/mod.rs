@@ -52,6 +52,12 @@ impl Ads {
         m
     }
 
+    /// The job's `KillSig` (HTCondor's vacate signal for it), when it is not plain SIGTERM.
+    pub fn kill_signal(&self) -> Option<i32> {
+        let sig = self.job.as_ref()?.text("KillSig")?;
+        crate::init::signals::from_name(&sig).filter(|s| *s != libc::SIGTERM)
+    }
+
     /// Template variables: every literal attribute of both ads.
     pub fn template_vars(&self) -> Vec<(String, String)> {
         let mut v = Vec::new();

@@ -103,3 +103,14 @@ pub fn name(sig: i32) -> String {
         Err(_) => format!("signal {sig}"),
     }
 }
+
+/// A signal from its name (`SIGTERM`, `TERM`) or number, as HTCondor's `KillSig` holds it.
+pub fn from_name(name: &str) -> Option<i32> {
+    let name = name.trim();
+    if let Ok(n) = name.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).ok().map(|s| s as i32);
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    full.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+}

@@ -184,6 +184,9 @@ pub struct Machine<E: Effects> {
     reloading: Option<Box<Config>>,
     /// Maintenance mode (global enter/exitMaintenance), carried over to reloaded jobs.
     pub maintenance: bool,
+    /// Signals that stop pilot like SIGTERM, besides SIGTERM and SIGINT: the job's
+    /// `KillSig` from HTCondor's job ad, so a vacate with that signal is an orderly stop.
+    pub stop_signals: Vec<i32>,
 }
 
 impl<E: Effects> Machine<E> {
@@ -226,6 +229,7 @@ impl<E: Effects> Machine<E> {
             finished: false,
             reloading: None,
             maintenance: false,
+            stop_signals: Vec::new(),
         }
     }
 
@@ -615,7 +619,7 @@ impl<E: Effects> Machine<E> {
     pub fn on_signal(&mut self, sig: i32) {
         let main_pid = self.main.and_then(|m| self.jobs[m].pid);
         match sig {
-            libc::SIGTERM | libc::SIGINT => {
+            _ if sig == libc::SIGTERM || sig == libc::SIGINT || self.stop_signals.contains(&sig) => {
                 if self.shutting_down && self.reloading.is_none() {
                     info!("{} during shutdown: hurrying", crate::init::signals::name(sig));
                     self.hurry();

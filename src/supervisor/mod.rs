@@ -224,6 +224,8 @@ pub struct Context {
     pub meta: BTreeMap<String, String>,
     /// Extra template variables, for reloads as for the first load.
     pub template_vars: Vec<(String, String)>,
+    /// Signals that mean "stop" besides SIGTERM/SIGINT (the job ad's KillSig).
+    pub stop_signals: Vec<i32>,
 }
 
 /// Run until every job is done; returns pilot's exit status. `config_path` is re-read by a
@@ -311,6 +313,7 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, context: &Context, mai
     };
     driver.reconfigured(config);
     let mut m = Machine::new(config, main, grace, driver);
+    m.stop_signals = context.stop_signals.clone();
     m.start();
     let deadline_after_shutdown = config.stop_timeout.min(grace);
     while !m.finished {
