@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build pilot as one fully static binary (musl), the one that goes into Apptainer images.
 # Installs the musl target (rustup) and musl-gcc (Debian's musl-tools, for ring's C parts)
-# when missing. Prints the binary's path.
+# when missing. Prints the binary's path (under $CARGO_TARGET_DIR when set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-musl
@@ -11,7 +11,7 @@ if ! command -v musl-gcc >/dev/null; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq musl-tools >/dev/null
 fi
 CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target "$target" >&2
-bin="$PWD/target/$target/release/pilot"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/$target/release/pilot"
 if ldd "$bin" >/dev/null 2>&1 && ! ldd "$bin" 2>&1 | grep -q "statically linked"; then
   echo "build-static: $bin is dynamically linked:" >&2
   ldd "$bin" >&2

@@ -166,8 +166,26 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     config::duration::parse(s)
 }
 
+/// As the interpreter of an image's runscript (`#!/usr/local/bin/pilot run`, for images
+/// without a shell), the kernel runs `pilot run /.singularity.d/runscript ARGS...`: drop the
+/// script's path and take ARGS as the payload, as `exec pilot run "$@"` would (ARGS that
+/// start with an option, such as `-c FILE -- CMD`, are pilot's own).
+fn runscript_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let is_script = |a: &std::ffi::OsString| {
+        let p = std::path::Path::new(a);
+        p.ends_with(".singularity.d/runscript") || p.ends_with(".singularity.d/startscript")
+    };
+    if args.len() >= 3 && args[1] == "run" && is_script(&args[2]) {
+        args.remove(2);
+        if args.len() > 2 && !args[2].to_string_lossy().starts_with('-') {
+            args.insert(2, "--".into());
+        }
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(runscript_args(std::env::args_os().collect()));
     let code = match cli.command {
         Command::Run { config, grace, cmd } => {
             // Before any thread exists: every thread inherits the blocked mask, and only
