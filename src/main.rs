@@ -18,7 +18,7 @@ struct Cli {
 enum Command {
     /// Run as the container's init: supervise the config's jobs and/or CMD.
     ///
-    /// With `-- CMD ARGS...`, CMD is the main payload: when it exits, pilot stops every
+    /// With `[--] CMD ARGS...`, CMD is the main payload: when it exits, pilot stops every
     /// job and exits with its status (its code, or 128+signal). With no config at all,
     /// pilot is a minimal init for CMD: it reaps zombies and forwards signals.
     Run {
@@ -30,7 +30,7 @@ enum Command {
         #[arg(long, env = "PILOT_GRACE", default_value = "30s", value_parser = parse_duration)]
         grace: Duration,
         /// The main payload and its arguments.
-        #[arg(last = true, value_name = "CMD")]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
     /// Verify a config offline: parse, render, validate, and find every program on PATH.
@@ -168,8 +168,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// As the interpreter of an image's runscript (`#!/usr/local/bin/pilot run`, for images
 /// without a shell), the kernel runs `pilot run /.singularity.d/runscript ARGS...`: drop the
-/// script's path and take ARGS as the payload, as `exec pilot run "$@"` would (ARGS that
-/// start with an option, such as `-c FILE -- CMD`, are pilot's own).
+/// script's path, leaving `pilot run ARGS...` as `exec pilot run "$@"` would give.
 fn runscript_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let is_script = |a: &std::ffi::OsString| {
         let p = std::path::Path::new(a);
@@ -177,9 +176,6 @@ fn runscript_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> 
     };
     if args.len() >= 3 && args[1] == "run" && is_script(&args[2]) {
         args.remove(2);
-        if args.len() > 2 && !args[2].to_string_lossy().starts_with('-') {
-            args.insert(2, "--".into());
-        }
     }
     args
 }

@@ -40,8 +40,12 @@ fn stage() -> &'static Stage {
         std::fs::create_dir_all(&bin_dir).unwrap();
         std::fs::create_dir_all(work.join("build/apptainer/examples")).unwrap();
         std::fs::copy(&static_pilot, bin_dir.join("pilot")).unwrap();
-        std::fs::copy(repo.join("apptainer/minimal.def"), work.join("build/apptainer/minimal.def")).unwrap();
-        std::fs::copy(repo.join("apptainer/examples/payload-wrapper.json5"), work.join("build/apptainer/examples/payload-wrapper.json5")).unwrap();
+        for def in ["minimal.def", "pilot.def"] {
+            std::fs::copy(repo.join("apptainer").join(def), work.join("build/apptainer").join(def)).unwrap();
+        }
+        for e in std::fs::read_dir(repo.join("apptainer/examples")).unwrap().flatten() {
+            std::fs::copy(e.path(), work.join("build/apptainer/examples").join(e.file_name())).unwrap();
+        }
         require("musl-gcc", "run scripts/build-static.sh (installs Debian's musl-tools)");
         let out = run_limited(Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(work.join("payload")).arg(fixture("payload.c")), Duration::from_secs(60));
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -52,6 +56,19 @@ fn stage() -> &'static Stage {
         assert!(out.status.success(), "apptainer build minimal.def: {}{}", text(&out.stdout), text(&out.stderr));
         stage
     })
+}
+
+/// pilot.def, built once: a Debian bookworm base by debootstrap from Debian's registry.
+fn pilot_sif() -> &'static Stage {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let s = stage();
+    BUILT.get_or_init(|| {
+        // --notest: the build's %test would run with every capability, which this machine's
+        // bounding set does not allow; `apptainer test` below runs it as HTCondor would.
+        let out = in_root(s, "cd /pilot-work/build && apptainer build --notest --force /pilot-work/pilot.sif apptainer/pilot.def");
+        assert!(out.status.success(), "apptainer build pilot.def: {}{}", text(&out.stdout), text(&out.stderr));
+    });
+    s
 }
 
 fn nix_is_root() -> bool {
@@ -132,4 +149,30 @@ fn instance_start_and_stop() {
     // `instance stop` sends SIGINT; pilot stops the payload in order with it.
     assert!(said.contains("payload got signal 2"), "{said}");
     assert!(said.contains("payload exited: exit status 3"), "{said}");
+}
+
+#[test]
+fn worker_image_test_section_checks_the_config() {
+    let s = pilot_sif();
+    let out = in_root(s, "apptainer test /pilot-work/pilot.sif");
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(all(&out).contains("pilot.json5: valid"), "{}", all(&out));
+    // A broken config bound over the image's makes `apptainer test` (HTCondor's pre-job
+    // check) fail with the diagnostic.
+    std::fs::write(s.work.join("broken.json5"), "{ jobs: [ { name: \"a\", exec: \"true\", restarts: \"sometimes\" } ] }").unwrap();
+    let out = in_root(s, "apptainer test -B /pilot-work/broken.json5:/etc/pilot/pilot.json5 /pilot-work/pilot.sif");
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(all(&out).contains("jobs[0].restarts"), "{}", all(&out));
+}
+
+#[test]
+fn worker_image_runs_a_payload_and_an_example_config() {
+    let s = pilot_sif();
+    let out = in_root(s, "apptainer run /pilot-work/pilot.sif sh -c 'cat /etc/debian_version; exit 4'");
+    assert_eq!(out.status.code(), Some(4), "{}", all(&out));
+    // The CVMFS pre-flight example: no /cvmfs here, so the payload must not start.
+    let out = in_root(s, "PILOT_PAYLOAD='echo payload ran' apptainer run /pilot-work/pilot.sif -c /etc/pilot/examples/cvmfs-preflight.json5");
+    let said = all(&out);
+    assert!(said.contains("CVMFS repository /cvmfs/atlas.cern.ch is not available") && said.contains("not starting the payload"), "{said}");
+    assert!(!said.contains("payload ran"), "{said}");
 }

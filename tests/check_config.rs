@@ -180,3 +180,16 @@ fn a_control_socket_path_must_fit_sun_path() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("control.socket: 120 bytes is longer than a Unix socket path may be (107 bytes)"), "{out}");
 }
+
+#[test]
+fn the_shipped_example_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/apptainer/examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = e.path().display().to_string();
+        let (code, out) = check(&["-c", &path]);
+        assert_eq!(code, 0, "{path}: {out}");
+        n += 1;
+    }
+    assert!(n >= 3, "figure2, payload wrapper and CVMFS pre-flight examples");
+}
