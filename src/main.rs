@@ -26,9 +26,10 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<String>,
         /// Upper bound on the whole shutdown (stop jobs, run post-stop jobs), e.g. 30s.
-        /// Keep it below HTCondor's vacate time.
-        #[arg(long, env = "PILOT_GRACE", default_value = "30s", value_parser = parse_duration)]
-        grace: Duration,
+        /// Default: 30s, or inside an HTCondor job 90% of its vacate time (from the job and
+        /// machine ads), so pilot is done before HTCondor's SIGKILL.
+        #[arg(long, env = "PILOT_GRACE", value_parser = parse_duration)]
+        grace: Option<Duration>,
         /// The main payload and its arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         cmd: Vec<String>,
@@ -217,12 +218,21 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn run(config_flag: Option<&str>, grace: Duration, cmd: Vec<String>, inherited: init::signals::Inherited) -> i32 {
+/// Without --grace: 30 s, or inside HTCondor 90% of the vacate time (at least 1 s less).
+fn default_grace(vacate: Option<Duration>) -> Duration {
+    match vacate {
+        Some(v) => v.saturating_sub((v / 10).max(Duration::from_secs(1))),
+        None => Duration::from_secs(30),
+    }
+}
+
+fn run(config_flag: Option<&str>, grace: Option<Duration>, cmd: Vec<String>, inherited: init::signals::Inherited) -> i32 {
     let main = (!cmd.is_empty()).then_some(cmd);
     let path = config::locate(config_flag);
     // Inside an HTCondor job: the job and machine ads feed templates and Consul meta.
     let (ads, ad_problems) = htcondor::Ads::load(&|k| std::env::var(k).ok());
-    let context = supervisor::Context { meta: ads.meta(), template_vars: ads.template_vars(), stop_signals: ads.kill_signal().into_iter().collect() };
+    let context = supervisor::Context { meta: ads.meta(), template_vars: ads.template_vars(), stop_signals: ads.stop_signals() };
+    let grace = grace.unwrap_or_else(|| default_grace(ads.vacate_time()));
     let config = match path.clone() {
         Some(path) => {
             let loaded = config::load_with(path, &config::environment(&context.template_vars), Some(&pilot::consul::kv::fetch));
@@ -246,6 +256,9 @@ fn run(config_flag: Option<&str>, grace: Duration, cmd: Vec<String>, inherited: 
     }
     for p in ad_problems {
         log::warn!("HTCondor ad left out: {p}");
+    }
+    if let Some(v) = ads.vacate_time() {
+        log::debug!("HTCondor vacate time {v:?}: shutdown grace {grace:?}");
     }
     supervisor::run(&config, path, &context, main, grace, inherited)
 }

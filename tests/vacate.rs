@@ -101,3 +101,22 @@ fn the_job_ads_kill_sig_is_a_stop_signal() {
     assert_eq!(p.wait(VACATE), 137, "an orderly stop: the payload was SIGKILLed after stopTimeout");
     assert!(start.elapsed() >= Duration::from_millis(900), "after stopTimeout, not a hurried kill: {:?}", start.elapsed());
 }
+
+#[test]
+fn grace_defaults_to_just_under_the_vacate_time_in_the_ads() {
+    let dir = scratch("vacate-time");
+    std::fs::write(dir.join("job.ad"), "ClusterId = 1\nProcId = 0\nJobMaxVacateTime = 4\n").unwrap();
+    std::fs::write(dir.join("machine.ad"), "Name = \"slot1@wn\"\nMachineMaxVacateTime = 600\n").unwrap();
+    // stopTimeout 10 s is longer than the job's 4 s vacate time: pilot must not wait for it.
+    let cfg = write_config(&dir, r#"{ stopTimeout: 10, jobs: [] }"#);
+    let mut cmd = Command::new(pilot());
+    cmd.args(["run", "-c", &cfg, "--", "sh", "-c", "trap '' TERM; echo payload up; while :; do sleep 0.1; done"])
+        .env("_CONDOR_JOB_AD", dir.join("job.ad"))
+        .env("_CONDOR_MACHINE_AD", dir.join("machine.ad"))
+        .env_remove("PILOT_GRACE");
+    let p = Running::start(&mut cmd);
+    p.expect_line(|l| l == "payload up", "payload");
+    let (code, took) = vacate(p, 15);
+    assert_eq!(code, Some(137));
+    assert!(took >= Duration::from_millis(2500) && took < Duration::from_secs(4), "grace = 4 s - 1 s, before HTCondor's SIGKILL: {took:?}");
+}

@@ -52,10 +52,32 @@ impl Ads {
         m
     }
 
-    /// The job's `KillSig` (HTCondor's vacate signal for it), when it is not plain SIGTERM.
-    pub fn kill_signal(&self) -> Option<i32> {
-        let sig = self.job.as_ref()?.text("KillSig")?;
-        crate::init::signals::from_name(&sig).filter(|s| *s != libc::SIGTERM)
+    /// The signals HTCondor may stop this job with besides SIGTERM: its `KillSig` (vacate)
+    /// and `RemoveKillSig` (condor_rm), each a number or a name.
+    pub fn stop_signals(&self) -> Vec<i32> {
+        let Some(job) = &self.job else { return Vec::new() };
+        let mut v: Vec<i32> = ["KillSig", "RemoveKillSig"]
+            .iter()
+            .filter_map(|a| job.text(a))
+            .filter_map(|s| crate::init::signals::from_name(&s))
+            .filter(|s| *s != libc::SIGTERM)
+            .collect();
+        v.dedup();
+        v
+    }
+
+    /// How long HTCondor waits between the stop signal and SIGKILL: the machine's
+    /// `MachineMaxVacateTime`, lowered by the job's `JobMaxVacateTime` (integer seconds).
+    pub fn vacate_time(&self) -> Option<std::time::Duration> {
+        let secs = |ad: &Option<Ad>, attr: &str| match ad.as_ref()?.get(attr)? {
+            classad::Value::Int(n) if *n >= 0 => Some(*n as u64),
+            _ => None,
+        };
+        let t = match (secs(&self.machine, "MachineMaxVacateTime"), secs(&self.job, "JobMaxVacateTime")) {
+            (Some(m), Some(j)) => m.min(j),
+            (m, j) => m.or(j)?,
+        };
+        Some(std::time::Duration::from_secs(t))
     }
 
     /// Template variables: every literal attribute of both ads.
