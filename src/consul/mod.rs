@@ -58,7 +58,7 @@ pub struct Setup<'a> {
     pub identity: &'a service::Identity,
     /// Added to every service's meta (e.g. the HTCondor job ad's fields).
     pub extra_meta: &'a BTreeMap<String, String>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Option<Arc<Metrics>>,
     /// Where telemetry is served, to register as the `containerpilot` service.
     pub telemetry: Option<(SocketAddr, Vec<String>)>,
     pub states: worker::States,
@@ -92,7 +92,7 @@ pub fn start(config: &Config, setup: &Setup, publish: impl Fn(Event) -> bool + C
         defs.push(service::ServiceDef::for_telemetry(tags, setup.identity, *addr, setup.extra_meta));
     }
     let services = defs.iter().map(|d| d.job.clone()).collect();
-    let tx = worker::start(client.clone(), defs, Some(setup.metrics.clone()), setup.states.clone());
+    let tx = worker::start(client.clone(), defs, setup.metrics.clone(), setup.states.clone());
     // The telemetry service has no job to start it.
     if setup.telemetry.is_some() {
         let _ = tx.send(Command::Started { job: service::TELEMETRY_JOB.into() });

@@ -89,7 +89,7 @@ fn urlencode(s: &str) -> String {
 }
 
 /// Run one watch on its own thread for the life of pilot.
-pub fn spawn(client: Client, w: Watch, metrics: std::sync::Arc<crate::telemetry::Metrics>, publish: impl Fn(Event) -> bool + Send + 'static) {
+pub fn spawn(client: Client, w: Watch, metrics: Option<std::sync::Arc<crate::telemetry::Metrics>>, publish: impl Fn(Event) -> bool + Send + 'static) {
     let name = format!("watch.{}", w.name);
     std::thread::Builder::new()
         .name(name.clone())
@@ -120,7 +120,9 @@ pub fn spawn(client: Client, w: Watch, metrics: std::sync::Arc<crate::telemetry:
                         backoff = w.interval;
                         index = next_index(index, got);
                         debug!("{name}: {} passing instance(s), index {index}", now.len());
-                        metrics.watch_instances.with_label_values(&[w.name.as_str()]).set(now.len() as f64);
+                        if let Some(m) = &metrics {
+                            m.watch_instances.with_label_values(&[w.name.as_str()]).set(now.len() as f64);
+                        }
                         for ev in events_for(&name, last.as_deref(), &now) {
                             if !publish(ev) {
                                 return;

@@ -50,7 +50,8 @@ struct Driver {
     check_output: HashMap<String, Receiver<String>>,
     check_started: HashMap<String, Instant>,
     identity: Identity,
-    metrics: Arc<Metrics>,
+    /// None for the embedded default (a minimal init): nothing would ever read them.
+    metrics: Option<Arc<Metrics>>,
     telemetry: Option<(SocketAddr, Vec<String>)>,
     states: consul::worker::States,
     /// Bumped by each reload; watch threads of an older epoch stop.
@@ -145,7 +146,9 @@ impl Effects for Driver {
 
     fn health_reported(&mut self, job: &str, passing: bool, detail: &str) {
         if let Some(t) = self.check_started.remove(&format!("check.{job}")) {
-            self.metrics.check_seconds.with_label_values(&[job]).observe(t.elapsed().as_secs_f64());
+            if let Some(m) = &self.metrics {
+                m.check_seconds.with_label_values(&[job]).observe(t.elapsed().as_secs_f64());
+            }
         }
         let pending = self.check_output.remove(&format!("check.{job}"));
         let Some(c) = &self.consul else { return };
@@ -180,15 +183,21 @@ impl Effects for Driver {
     }
 
     fn published(&mut self, ev: &Event) {
-        self.metrics.events.with_label_values(&[ev.code.name(), ev.source.as_str()]).inc();
+        if let Some(m) = &self.metrics {
+            m.events.with_label_values(&[ev.code.name(), ev.source.as_str()]).inc();
+        }
     }
 
     fn restarted(&mut self, job: &str) {
-        self.metrics.restarts.with_label_values(&[job]).inc();
+        if let Some(m) = &self.metrics {
+            m.restarts.with_label_values(&[job]).inc();
+        }
     }
 
     fn orphan_reaped(&mut self) {
-        self.metrics.orphans_reaped.inc();
+        if let Some(m) = &self.metrics {
+            m.orphans_reaped.inc();
+        }
     }
 
     /// (Re)start the Consul side for `config`: the old worker ends when its channel is
@@ -245,14 +254,17 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, context: &Context, mai
 
     let identity = Identity::detect(&|k| std::env::var(k).ok());
     debug!("container identity {identity:?}");
-    let metrics = Arc::new(match Metrics::new(config.telemetry.as_ref().map_or(&[][..], |t| &t.metrics)) {
-        Ok(m) => m,
-        Err(e) => {
-            error!("telemetry: {e}: serving the built-in metrics only");
-            Metrics::new(&[]).expect("built-in metrics")
-        }
+    // The embedded default is a minimal init: no socket, no telemetry, no metrics to keep.
+    let metrics = config_path.is_some().then(|| {
+        Arc::new(match Metrics::new(config.telemetry.as_ref().map_or(&[][..], |t| &t.metrics)) {
+            Ok(m) => m,
+            Err(e) => {
+                error!("telemetry: {e}: serving the built-in metrics only");
+                Metrics::new(&[]).expect("built-in metrics")
+            }
+        })
     });
-    let telemetry = config.telemetry.as_ref().and_then(|t| {
+    let telemetry = config.telemetry.as_ref().zip(metrics.as_ref()).and_then(|(t, metrics)| {
         let ip = match consul::interfaces::choose(&t.interfaces, &consul::interfaces::local_addresses()) {
             Ok(ip) => ip,
             Err(e) => {
@@ -277,7 +289,7 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, context: &Context, mai
 
     // The embedded default is a minimal init: no socket to leave lying around.
     let socket = if config_path.is_some() { control_socket(config, &identity) } else { None };
-    if let Some(path) = &socket {
+    if let (Some(path), Some(metrics)) = (&socket, &metrics) {
         let ctl_tx = tx.clone();
         let server = control::server::Server {
             socket: path.clone(),
