@@ -452,3 +452,24 @@ fn reload_moves_the_registration_to_the_new_config() {
     let app = v["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "app").unwrap();
     assert!(app["consul"].as_str().unwrap_or("").starts_with("registered as app-"), "{v}");
 }
+
+#[test]
+fn short_lived_pilots_leave_no_registration_behind() {
+    let agent = Agent::dev();
+    let dir = scratch("churn");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ consul: "{}", jobs: [ {{ name: "churn", exec: "sleep 0.3", port: 8080, initial_status: "passing",
+                 interfaces: ["static:127.0.0.1"], health: {{ exec: "true", interval: 10, ttl: 30 }} }} ] }}"#,
+            agent.addr()
+        ),
+    );
+    let pilots: Vec<_> = (0..20)
+        .map(|_| Command::new(pilot()).args(["run", "-c", &cfg]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap())
+        .collect();
+    for mut p in pilots {
+        assert!(p.wait().unwrap().success());
+    }
+    assert_eq!(agent.services("churn").len(), 0, "every pilot deregistered before it exited");
+}

@@ -488,13 +488,14 @@ impl<E: Effects> Machine<E> {
         self.publish(Event::new(code, &name));
     }
 
-    /// A job that finished for good on its own (not during a shutdown).
+    /// A job that finished for good on its own (not during a shutdown). Its service is
+    /// deregistered before `stopped`, as in a shutdown: pilot may be about to exit, and a
+    /// deregistration still in flight would leave the service behind (found by the churn
+    /// benchmark: 110 of 200 short-lived pilots left their registration).
     fn halt(&mut self, j: usize) {
         let name = self.jobs[j].cfg.name.clone();
-        self.fx.service_stopped(&name);
         self.publish(Event::new(Code::Stopping, &name));
-        self.publish(Event::new(Code::Stopped, &name));
-        self.jobs[j].phase = Phase::Done;
+        self.finish_stop(j);
     }
 
     pub fn on_timer(&mut self, key: TimerKey) {

@@ -415,3 +415,17 @@ fn sigterm_during_a_reload_is_an_orderly_shutdown() {
     assert_eq!(spawns(&m, "c"), 0, "the new config never starts");
     assert!(m.finished);
 }
+
+#[test]
+fn a_job_that_ends_on_its_own_deregisters_before_pilot_finishes() {
+    let text = r#"{ jobs: [ { name: "app", exec: "app", port: 80, health: { exec: "check", interval: 5, ttl: 10 } } ] }"#;
+    let fx = Fake { services: vec!["app".into()], ..Fake::default() };
+    let mut m = Machine::new(&config(text), None, Duration::from_secs(30), fx);
+    m.start();
+    let app = pid_of(&m, "app");
+    m.on_exit(app, ExitStatus::Code(0));
+    assert!(m.fx.consul.contains(&"stopped:app".to_string()));
+    assert!(!m.finished, "pilot waits for the deregistration");
+    m.on_deregistered("app");
+    assert!(m.finished);
+}
