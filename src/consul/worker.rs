@@ -85,7 +85,8 @@ pub struct Worker {
     states: States,
 }
 
-/// job → what the agent knows of its service, e.g. "registered (passing)".
+/// job → what the agent knows of its service, e.g. "registered as ID (passing)"; while a
+/// registration is in flight, "registering as ID".
 pub type States = Arc<Mutex<BTreeMap<String, String>>>;
 
 impl Worker {
@@ -258,6 +259,7 @@ impl Worker {
         let status = s.pending.as_ref().map_or_else(|| s.last_status.clone(), |p| p.0.clone());
         let body = s.def.registration(&status);
         let what = format!("registering service {}", s.def.id);
+        self.set_state(job, format!("registering as {}", s.def.id));
         match self.call(&what, &s.def.name.clone(), |c| c.put("/v1/agent/service/register", Some(&body))) {
             Some(r) if r.ok() => {
                 let s = self.services.get_mut(job).unwrap();

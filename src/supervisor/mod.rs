@@ -59,7 +59,13 @@ struct Driver {
     maintenance: bool,
     /// Extra service meta (HTCondor job identity).
     meta: BTreeMap<String, String>,
+    /// Threads logging jobs' output; pilot waits (briefly) for them before it exits, or
+    /// the last lines of the last job would be lost.
+    log_threads: Vec<std::thread::JoinHandle<()>>,
 }
+
+/// How long pilot waits at exit for jobs' last output (a daemon may hold a pipe open).
+const LOG_DRAIN: Duration = Duration::from_secs(1);
 
 /// A health check's note in Consul keeps its last few KB of output.
 const OUTPUT_TAIL: usize = 4096;
@@ -106,7 +112,8 @@ impl Effects for Driver {
             } else {
                 None
             };
-            let _ = std::thread::Builder::new().name(format!("log {}", req.job)).spawn(move || {
+            self.log_threads.retain(|t| !t.is_finished());
+            let thread = std::thread::Builder::new().name(format!("log {}", req.job)).spawn(move || {
                 let mut tail = String::new();
                 for line in std::io::BufReader::new(reader).lines().map_while(Result::ok) {
                     log::info!(target: &target, "{line}");
@@ -124,6 +131,7 @@ impl Effects for Driver {
                     let _ = tx.send(tail);
                 }
             });
+            self.log_threads.extend(thread);
         }
         result.map_err(|e| SpawnFailure {
             pid: e.pid,
@@ -145,10 +153,8 @@ impl Effects for Driver {
     }
 
     fn health_reported(&mut self, job: &str, passing: bool, detail: &str) {
-        if let Some(t) = self.check_started.remove(&format!("check.{job}")) {
-            if let Some(m) = &self.metrics {
-                m.check_seconds.with_label_values(&[job]).observe(t.elapsed().as_secs_f64());
-            }
+        if let (Some(t), Some(m)) = (self.check_started.remove(&format!("check.{job}")), &self.metrics) {
+            m.check_seconds.with_label_values(&[job]).observe(t.elapsed().as_secs_f64());
         }
         let pending = self.check_output.remove(&format!("check.{job}"));
         let Some(c) = &self.consul else { return };
@@ -167,6 +173,13 @@ impl Effects for Driver {
 
     fn service_stopped(&mut self, job: &str) -> bool {
         let Some(c) = self.consul.as_ref().filter(|c| c.services.contains(job)) else { return false };
+        // Wait only for a service the agent has (or is being given): a dead or unreachable
+        // agent must not hold up the shutdown.
+        let state = self.states.lock().unwrap_or_else(|e| e.into_inner()).get(job).cloned().unwrap_or_default();
+        if !state.starts_with("registered") && !state.starts_with("registering") {
+            let _ = c.tx.send(Command::Stopped { job: job.into(), ack: None });
+            return false;
+        }
         let acks = self.acks.clone();
         let name = job.to_string();
         let ack = Box::new(move || {
@@ -322,6 +335,7 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, context: &Context, mai
         epoch: Arc::new(AtomicU64::new(0)),
         maintenance: false,
         meta: context.meta.clone(),
+        log_threads: Vec::new(),
     };
     driver.reconfigured(config);
     let mut m = Machine::new(config, main, grace, driver);
@@ -364,6 +378,11 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, context: &Context, mai
     }
     tidy_orphans(&rx, deadline_after_shutdown);
     debug!("reaped {} orphans in all", m.orphans_reaped);
+    // Leftovers are gone, so the jobs' pipes are closing: let their last lines be logged.
+    let drain_until = Instant::now() + LOG_DRAIN;
+    while m.fx.log_threads.iter().any(|t| !t.is_finished()) && Instant::now() < drain_until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     code
 }
 
