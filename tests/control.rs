@@ -290,5 +290,8 @@ fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
     if let Err(e) = up {
         panic!("{:?}\nprometheus log:\n{}", e.downcast_ref::<String>(), std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default());
     }
-    drop(p);
+    // An orderly exit takes the endpoint out of Consul, so Prometheus stops scraping it.
+    p.signal(15);
+    assert_eq!(p.wait(Duration::from_secs(20)), 0);
+    assert!(agent.services("containerpilot").is_empty(), "telemetry service deregistered at exit");
 }

@@ -373,6 +373,7 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, context: &Context, mai
         }
     }
     let code = m.exit_code();
+    deregister_telemetry(m.fx.consul.as_ref());
     if let Some(path) = socket {
         let _ = std::fs::remove_file(path);
     }
@@ -384,6 +385,19 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, context: &Context, mai
         std::thread::sleep(Duration::from_millis(2));
     }
     code
+}
+
+/// The telemetry endpoint is registered without a job to stop it: take it out of Consul at
+/// the end of an orderly exit (at most 3 s), so Prometheus stops scraping a gone container.
+fn deregister_telemetry(consul: Option<&consul::Handle>) {
+    let Some(c) = consul.filter(|c| c.services.contains(consul::service::TELEMETRY_JOB)) else { return };
+    let (tx, rx) = channel();
+    let ack = Box::new(move || {
+        let _ = tx.send(());
+    });
+    if c.tx.send(Command::Stopped { job: consul::service::TELEMETRY_JOB.into(), ack: Some(ack) }).is_ok() {
+        let _ = rx.recv_timeout(Duration::from_secs(3));
+    }
 }
 
 /// The control socket's path: `control.socket`, else a per-container default.
