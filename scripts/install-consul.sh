@@ -15,25 +15,4 @@
 # Cache: $PILOT_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/pilot). Takes ~7 minutes on 2 cores
 # the first time (download and compile), then is instant.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-version=$(awk '$1=="require" && $2=="github.com/hashicorp/consul" {print $3}' "$here/consul-build/go.mod")
-cache="${PILOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pilot}"
-bin="$cache/consul-$version/consul"
-
-if [ -x "$bin" ] && "$bin" version >/dev/null 2>&1; then
-  echo "$bin"
-  exit 0
-fi
-
-command -v go >/dev/null || { echo "install-consul: the go command is needed to build consul (https://go.dev/doc/install, or Debian's golang-go)" >&2; exit 1; }
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cp "$here/consul-build/go.mod" "$here/consul-build/go.sum" "$here/consul-build/tools.go" "$work/"
-echo "install-consul: building consul $version with $(go version | cut -d' ' -f3) (several minutes, once)" >&2
-mkdir -p "$(dirname "$bin")"
-(cd "$work" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" GOTOOLCHAIN=local \
-   go build -trimpath -ldflags "-s -w" -o "$bin.tmp" github.com/hashicorp/consul)
-mv "$bin.tmp" "$bin"
-"$bin" version | head -1 >&2
-echo "$bin"
+exec "$(dirname "$0")/go-tool.sh" consul consul-build github.com/hashicorp/consul github.com/hashicorp/consul version

@@ -228,7 +228,7 @@ fn maintenance_mode_toggles_the_agent_service_maintenance() {
     tx.send(C::Maintenance { on: false }).unwrap();
     tx.send(C::Health { job: "app".into(), passing: true, output: Output::Text(String::new()) }).unwrap();
     eventually(Duration::from_secs(10), "maintenance off", || agent.check_status("app").iter().all(|(c, _, _)| *c != maint).then_some(()));
-    let state = states.lock().unwrap().get("app").cloned().unwrap_or_default();
+    let state = states.lock().unwrap().get("app").map(|s| s.text.clone()).unwrap_or_default();
     assert!(state.starts_with(&format!("registered as {id} (passing)")), "pilot status shows it: {state}");
     assert_eq!(agent.get("/v1/health/service/app?passing=1").as_array().unwrap().len(), 1);
 }

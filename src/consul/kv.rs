@@ -8,8 +8,7 @@ use std::collections::HashMap;
 
 /// The values of `keys` (None: not in Consul), or why the agent could not say.
 pub fn fetch(stanza: Option<&Consul>, keys: &[String]) -> Result<HashMap<String, Option<String>>, String> {
-    let address = super::address::AgentAddress::resolve(stanza, &|k| std::env::var(k).ok())?;
-    let client = super::http::Client::new(&address)?;
+    let client = super::client(stanza)?;
     let mut out = HashMap::new();
     for key in keys {
         if out.contains_key(key) {
@@ -21,7 +20,7 @@ pub fn fetch(stanza: Option<&Consul>, keys: &[String]) -> Result<HashMap<String,
             200 => Some(r.body),
             404 => None,
             403 => return Err(format!("reading KV key \"{key}\": permission denied ({}); the ACL token needs key:read on \"{key}\"", r.body.trim())),
-            s => return Err(format!("reading KV key \"{key}\" from {}: HTTP {s}: {}", address.display(), r.body.trim())),
+            s => return Err(format!("reading KV key \"{key}\" from {}: HTTP {s}: {}", client.address.display(), r.body.trim())),
         };
         out.insert(key.clone(), value);
     }

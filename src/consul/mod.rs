@@ -48,8 +48,8 @@ fn env(k: &str) -> Option<String> {
 }
 
 /// The client for the configured agent, or why there is none.
-pub fn client(config: &Config) -> Result<http::Client, String> {
-    let address = address::AgentAddress::resolve(config.consul.as_ref(), &env)?;
+pub fn client(stanza: Option<&crate::config::Consul>) -> Result<http::Client, String> {
+    let address = address::AgentAddress::resolve(stanza, &env)?;
     http::Client::new(&address)
 }
 
@@ -71,7 +71,7 @@ pub fn start(config: &Config, setup: &Setup, publish: impl Fn(Event) -> bool + C
     if with_port.is_empty() && config.watches.is_empty() && setup.telemetry.is_none() {
         return None;
     }
-    let client = match client(config) {
+    let client = match client(config.consul.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             error!("consul: {e}: running without Consul (no registrations, no watches)");

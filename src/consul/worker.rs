@@ -85,9 +85,18 @@ pub struct Worker {
     states: States,
 }
 
-/// job → what the agent knows of its service, e.g. "registered as ID (passing)"; while a
-/// registration is in flight, "registering as ID".
-pub type States = Arc<Mutex<BTreeMap<String, String>>>;
+/// What the agent knows of one job's service, for `pilot status` and the supervisor.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceState {
+    /// e.g. "registered as ID (passing)", "registering as ID", "... failed: why".
+    pub text: String,
+    /// The agent has the service, or a registration is in flight: a stop must wait for the
+    /// deregistration, or the service would outlive the container.
+    pub at_agent: bool,
+}
+
+/// job → its service's state, shared with the supervisor.
+pub type States = Arc<Mutex<BTreeMap<String, ServiceState>>>;
 
 impl Worker {
     pub fn new(client: Client, defs: Vec<ServiceDef>, metrics: Option<Arc<Metrics>>, states: States) -> Worker {
@@ -231,7 +240,7 @@ impl Worker {
         let path = format!("/v1/agent/check/update/{}", s.def.check_id);
         let body = serde_json::json!({ "Status": status, "Output": output });
         let what = format!("updating the TTL check of {}", s.def.id);
-        match self.call(&what, &s.def.name.clone(), |c| c.put(&path, Some(&body))) {
+        match self.call(&what, job, |c| c.put(&path, Some(&body))) {
             Some(r) if r.ok() => {
                 let s = self.services.get_mut(job).unwrap();
                 if s.last_status != status {
@@ -240,7 +249,7 @@ impl Worker {
                 let state = format!("registered as {} ({status})", s.def.id);
                 s.last_status = status;
                 s.pending = None;
-                self.set_state(job, state);
+                self.set_state(job, state, true);
                 true
             }
             Some(r) if r.status == 404 || (r.status == 500 && r.body.contains("nknown check")) => {
@@ -259,8 +268,8 @@ impl Worker {
         let status = s.pending.as_ref().map_or_else(|| s.last_status.clone(), |p| p.0.clone());
         let body = s.def.registration(&status);
         let what = format!("registering service {}", s.def.id);
-        self.set_state(job, format!("registering as {}", s.def.id));
-        match self.call(&what, &s.def.name.clone(), |c| c.put("/v1/agent/service/register", Some(&body))) {
+        self.set_state(job, format!("registering as {}", s.def.id), true);
+        match self.call(&what, job, |c| c.put("/v1/agent/service/register", Some(&body))) {
             Some(r) if r.ok() => {
                 let s = self.services.get_mut(job).unwrap();
                 info!("consul: registered service {} as {}:{} ({status})", s.def.id, s.def.address, s.def.port);
@@ -282,7 +291,7 @@ impl Worker {
         let path = format!("/v1/agent/service/maintenance/{}?enable={on}&reason=pilot+maintenance+mode", s.def.id);
         let what = format!("turning maintenance {} for {}", if on { "on" } else { "off" }, s.def.id);
         let id = s.def.id.clone();
-        match self.call(&what, &s.def.name.clone(), |c| c.put(&path, None)) {
+        match self.call(&what, job, |c| c.put(&path, None)) {
             Some(r) if r.ok() => {
                 info!("consul: service {id} maintenance {}", if on { "on" } else { "off" });
                 self.services.get_mut(job).unwrap().maintenance_sent = on;
@@ -300,13 +309,13 @@ impl Worker {
         let path = format!("/v1/agent/service/deregister/{}", s.def.id);
         let what = format!("deregistering service {}", s.def.id);
         let id = s.def.id.clone();
-        match self.call(&what, &s.def.name.clone(), |c| c.put(&path, None)) {
+        match self.call(&what, job, |c| c.put(&path, None)) {
             Some(r) if r.ok() || r.status == 404 => {
                 info!("consul: deregistered service {id}");
                 let s = self.services.get_mut(job).unwrap();
                 s.registered = false;
                 s.want = Want::Nothing;
-                self.set_state(job, "deregistered".into());
+                self.set_state(job, "deregistered".into(), false);
                 true
             }
             _ => {
@@ -318,13 +327,13 @@ impl Worker {
         }
     }
 
-    /// One call, with the logging policy: connection trouble is logged when it starts and
-    /// when it ends; HTTP errors are logged each time, with what they mean.
-    fn set_state(&self, job: &str, state: String) {
-        self.states.lock().unwrap_or_else(|e| e.into_inner()).insert(job.to_string(), state);
+    fn set_state(&self, job: &str, text: String, at_agent: bool) {
+        self.states.lock().unwrap_or_else(|e| e.into_inner()).insert(job.to_string(), ServiceState { text, at_agent });
     }
 
-    fn call(&mut self, what: &str, service: &str, f: impl FnOnce(&Client) -> Result<Reply, Failure>) -> Option<Reply> {
+    /// One call for `job`'s service, with the logging policy: connection trouble is logged
+    /// when it starts and when it ends; an HTTP refusal once per change, with its meaning.
+    fn call(&mut self, what: &str, job: &str, f: impl FnOnce(&Client) -> Result<Reply, Failure>) -> Option<Reply> {
         let result = f(&self.client);
         let failed = match &result {
             Err(e) => Some(e.to_string()),
@@ -335,9 +344,7 @@ impl Worker {
             if let Some(m) = &self.metrics {
                 m.consul_errors.inc();
             }
-            if let Some((job, _)) = self.services.iter().find(|(_, s)| s.def.name == service) {
-                self.set_state(job, format!("{what} failed: {why}"));
-            }
+            self.set_state(job, format!("{what} failed: {why}"), self.services[job].registered);
         }
         match result {
             Err(e) => {
@@ -354,7 +361,7 @@ impl Worker {
                 self.link_ok = Some(true);
                 let refusal = (!r.ok() && r.status != 404).then(|| (what.to_string(), r.status));
                 if refusal.is_some() && refusal != self.last_refusal {
-                    explain(what, service, &r);
+                    explain(what, &self.services[job].def.name, &r);
                 }
                 if refusal.is_some() || r.ok() {
                     self.last_refusal = refusal;

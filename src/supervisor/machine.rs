@@ -109,7 +109,6 @@ pub struct JobState {
     pub check_pid: Option<i32>,
     check_gen: u64,
     pub health: Health,
-    pub maintenance: bool,
     pub phase: Phase,
     pub runs: u32,
     pub last_exit: Option<ExitStatus>,
@@ -140,7 +139,6 @@ impl JobState {
             check_pid: None,
             check_gen: 0,
             health: Health::Unknown,
-            maintenance: false,
             phase: Phase::Active,
             runs: 0,
             last_exit: None,
@@ -182,7 +180,8 @@ pub struct Machine<E: Effects> {
     pub finished: bool,
     /// A valid new config waiting for the old jobs to stop (`POST /v3/reload`).
     reloading: Option<Box<Config>>,
-    /// Maintenance mode (global enter/exitMaintenance), carried over to reloaded jobs.
+    /// Maintenance mode (global enter/exitMaintenance): no health checks while it lasts;
+    /// carried over to the jobs of a reloaded config.
     pub maintenance: bool,
     /// Signals that stop pilot like SIGTERM, besides SIGTERM and SIGINT: the job's
     /// `KillSig` from HTCondor's job ad, so a vacate with that signal is an orderly stop.
@@ -290,13 +289,6 @@ impl<E: Effects> Machine<E> {
     fn deliver(&mut self, j: usize, ev: &Event) {
         if matches!(self.jobs[j].phase, Phase::Done | Phase::Deregistering) {
             return;
-        }
-        if ev.source == GLOBAL {
-            match ev.code {
-                Code::EnterMaintenance => self.jobs[j].maintenance = true,
-                Code::ExitMaintenance => self.jobs[j].maintenance = false,
-                _ => {}
-            }
         }
         let job = &self.jobs[j];
         let hit = match &job.cfg.trigger {
@@ -473,7 +465,7 @@ impl<E: Effects> Machine<E> {
             self.publish(Event::new(Code::ExitFailed, &check));
         }
         let job = &mut self.jobs[j];
-        if job.maintenance || job.phase != Phase::Active {
+        if self.maintenance || job.phase != Phase::Active {
             return;
         }
         let (health, code) = if status.success() { (Health::Healthy, Code::Healthy) } else { (Health::Unhealthy, Code::Unhealthy) };
@@ -588,7 +580,7 @@ impl<E: Effects> Machine<E> {
             return;
         }
         self.fx.set_timer(health.interval, TimerKey::Health(j));
-        if job.maintenance || job.check_pid.is_some() || job.phase != Phase::Active {
+        if self.maintenance || job.check_pid.is_some() || job.phase != Phase::Active {
             return;
         }
         let Some(argv) = health.exec.as_ref() else {
@@ -678,12 +670,15 @@ impl<E: Effects> Machine<E> {
             job.retired = true;
         }
         let first = self.jobs.len();
-        let maintenance = self.maintenance;
-        self.jobs.extend(config.jobs.iter().cloned().map(|j| JobState { maintenance, ..JobState::new(j, false) }));
+        self.jobs.extend(config.jobs.iter().cloned().map(|j| JobState::new(j, false)));
         self.stop_timeout = config.stop_timeout;
         self.shutting_down = false;
         self.hurried = false;
         self.fx.reconfigured(&config);
+        if self.maintenance {
+            // The new services start in maintenance, as the old ones were.
+            self.fx.maintenance(true);
+        }
         for j in first..self.jobs.len() {
             if let Some(t) = self.jobs[j].cfg.when_timeout {
                 self.fx.set_timer(t, TimerKey::WhenTimeout(j));

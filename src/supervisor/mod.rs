@@ -46,9 +46,8 @@ struct Driver {
     consul: Option<consul::Handle>,
     /// Sends the deregistration acks back into the supervisor's channel.
     acks: std::sync::mpsc::Sender<Msg>,
-    /// The output of each running health check, delivered when its pipe closes.
-    check_output: HashMap<String, Receiver<String>>,
-    check_started: HashMap<String, Instant>,
+    /// Each running health check (by its job name, `check.<job>`).
+    checks: HashMap<String, RunningCheck>,
     identity: Identity,
     /// None for the embedded default (a minimal init): nothing would ever read them.
     metrics: Option<Arc<Metrics>>,
@@ -56,7 +55,6 @@ struct Driver {
     states: consul::worker::States,
     /// Bumped by each reload; watch threads of an older epoch stop.
     epoch: Arc<AtomicU64>,
-    maintenance: bool,
     /// Extra service meta (HTCondor job identity).
     meta: BTreeMap<String, String>,
     /// Threads logging jobs' output; pilot waits (briefly) for them before it exits, or
@@ -69,6 +67,12 @@ const LOG_DRAIN: Duration = Duration::from_secs(1);
 
 /// A health check's note in Consul keeps its last few KB of output.
 const OUTPUT_TAIL: usize = 4096;
+
+struct RunningCheck {
+    started: Instant,
+    /// Its output, delivered when its pipe closes (None for a raw check: not captured).
+    output: Option<Receiver<String>>,
+}
 
 impl Effects for Driver {
     fn spawn(&mut self, req: &RunRequest) -> Result<i32, SpawnFailure> {
@@ -98,20 +102,21 @@ impl Effects for Driver {
         };
         let spec = Spec { program: &program, argv: req.argv, env: &self.env, stdin, stdout: out, stderr: err, foreground: req.main };
         let result = spawn::spawn(&spec, &self.inherited);
+        let is_check = req.kind == RunKind::Check && result.is_ok();
+        if is_check {
+            self.checks.insert(req.job.to_string(), RunningCheck { started: Instant::now(), output: None });
+        }
         if let Some((reader, writer)) = pipe {
             drop(writer);
             let target = format!("job:{}", req.job);
             // A health check's output also becomes its Consul note.
-            if req.kind == RunKind::Check && result.is_ok() {
-                self.check_started.insert(req.job.to_string(), Instant::now());
-            }
-            let keep = if req.kind == RunKind::Check && result.is_ok() {
+            let keep = is_check.then(|| {
                 let (tx, rx) = channel();
-                self.check_output.insert(req.job.to_string(), rx);
-                Some(tx)
-            } else {
-                None
-            };
+                if let Some(c) = self.checks.get_mut(req.job) {
+                    c.output = Some(rx);
+                }
+                tx
+            });
             self.log_threads.retain(|t| !t.is_finished());
             let thread = std::thread::Builder::new().name(format!("log {}", req.job)).spawn(move || {
                 let mut tail = String::new();
@@ -153,12 +158,12 @@ impl Effects for Driver {
     }
 
     fn health_reported(&mut self, job: &str, passing: bool, detail: &str) {
-        if let (Some(t), Some(m)) = (self.check_started.remove(&format!("check.{job}")), &self.metrics) {
-            m.check_seconds.with_label_values(&[job]).observe(t.elapsed().as_secs_f64());
+        let check = self.checks.remove(&format!("check.{job}"));
+        if let (Some(c), Some(m)) = (&check, &self.metrics) {
+            m.check_seconds.with_label_values(&[job]).observe(c.started.elapsed().as_secs_f64());
         }
-        let pending = self.check_output.remove(&format!("check.{job}"));
         let Some(c) = &self.consul else { return };
-        let output = match pending {
+        let output = match check.and_then(|c| c.output) {
             Some(rx) => Output::Pending(rx, detail.to_string()),
             None => Output::Text(detail.to_string()),
         };
@@ -175,8 +180,8 @@ impl Effects for Driver {
         let Some(c) = self.consul.as_ref().filter(|c| c.services.contains(job)) else { return false };
         // Wait only for a service the agent has (or is being given): a dead or unreachable
         // agent must not hold up the shutdown.
-        let state = self.states.lock().unwrap_or_else(|e| e.into_inner()).get(job).cloned().unwrap_or_default();
-        if !state.starts_with("registered") && !state.starts_with("registering") {
+        let at_agent = self.states.lock().unwrap_or_else(|e| e.into_inner()).get(job).is_some_and(|s| s.at_agent);
+        if !at_agent {
             let _ = c.tx.send(Command::Stopped { job: job.into(), ack: None });
             return false;
         }
@@ -189,7 +194,6 @@ impl Effects for Driver {
     }
 
     fn maintenance(&mut self, on: bool) {
-        self.maintenance = on;
         if let Some(c) = &self.consul {
             let _ = c.tx.send(Command::Maintenance { on });
         }
@@ -232,9 +236,6 @@ impl Effects for Driver {
         self.consul = consul::start(config, &setup, publish);
         if let Some(c) = &self.consul {
             self.env.extend(c.ip_env());
-            if self.maintenance {
-                let _ = c.tx.send(Command::Maintenance { on: true });
-            }
         }
     }
 }
@@ -326,14 +327,12 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, context: &Context, mai
         path,
         consul: None,
         acks: tx,
-        check_output: HashMap::new(),
-        check_started: HashMap::new(),
+        checks: HashMap::new(),
         identity,
         metrics,
         telemetry,
         states: Default::default(),
         epoch: Arc::new(AtomicU64::new(0)),
-        maintenance: false,
         meta: context.meta.clone(),
         log_threads: Vec::new(),
     };
@@ -444,7 +443,7 @@ fn status(m: &Machine<Driver>) -> serde_json::Value {
                 "restarts": j.runs.saturating_sub(1),
                 "last_exit": j.last_exit.map(|e| e.to_string()),
                 "health": health,
-                "consul": states.get(&j.cfg.name),
+                "consul": states.get(&j.cfg.name).map(|s| &s.text),
             })
         })
         .collect();
@@ -454,7 +453,7 @@ fn status(m: &Machine<Driver>) -> serde_json::Value {
         "maintenance": m.maintenance,
         "shutting_down": m.shutting_down,
         "jobs": jobs,
-        "telemetry": states.get(consul::service::TELEMETRY_JOB),
+        "telemetry": states.get(consul::service::TELEMETRY_JOB).map(|s| &s.text),
         "orphans_reaped": m.orphans_reaped,
     })
 }
