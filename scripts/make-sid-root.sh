@@ -9,7 +9,7 @@
 set -euo pipefail
 cache="${PILOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pilot}"
 root="$cache/sid-root"
-packages="apptainer,squashfs-tools,debootstrap,ca-certificates,python3,mount"
+packages="apptainer,squashfs-tools,debootstrap,ca-certificates,python3,mount,minicondor"
 
 stamp="$packages; caps=no; user=pilotuser"
 if [ -x "$root/usr/bin/apptainer" ] && [ -f "$root/.pilot-packages" ] && [ "$(cat "$root/.pilot-packages")" = "$stamp" ]; then

@@ -6,6 +6,7 @@
 #   prometheus  - promtool checks the metrics exposition; a real Prometheus scrapes pilot
 #                 through consul_sd_configs
 #   htcondor    - (PyPI, in a venv under ~/.cache/pilot) writes job ads as HTCondor does
+#   chromium    - headless, renders the Consul UI of the end-to-end site (tests/site.rs)
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -14,12 +15,13 @@ command -v python3 >/dev/null || need+=(python3)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v mandoc  >/dev/null || need+=(mandoc)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v chromium >/dev/null || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   echo "setup-test-deps: installing ${need[*]}" >&2
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 # HTCondor's own Python bindings (PyPI), to write job ads the way HTCondor does.

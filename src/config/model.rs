@@ -212,7 +212,9 @@ impl Config {
                 }
         }
         let registers = self.jobs.iter().any(|j| j.port != 0) || !self.watches.is_empty() || self.telemetry.is_some();
-        if registers && self.consul.is_none() {
+        // With CONSUL_HTTP_ADDR set the address is deliberate (a site sets it for every job,
+        // docs/site.md): no warning on each payload's stderr then.
+        if registers && self.consul.is_none() && std::env::var_os("CONSUL_HTTP_ADDR").is_none() {
             d.warning(
                 "consul",
                 "no consul stanza: services and watches use CONSUL_HTTP_ADDR or the node-local agent at 127.0.0.1:8500",
