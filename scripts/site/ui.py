@@ -13,6 +13,7 @@ they do not all appear within 30 s.
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,8 @@ class Chromium:
             ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
              f"--user-data-dir={profile}", "--window-size=1280,800", "--remote-debugging-pipe",
              "about:blank"],
-            preexec_fn=fds, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            preexec_fn=fds, close_fds=False, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self.buf = b""
@@ -71,7 +73,7 @@ def main():
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     url, out, texts = sys.argv[1], sys.argv[2], sys.argv[3:]
-    with tempfile.TemporaryDirectory(prefix="pilot-ui-") as profile:
+    with tempfile.TemporaryDirectory(prefix="pilot-ui-", ignore_cleanup_errors=True) as profile:
         c = Chromium(profile)
         try:
             target = c.call("Target.createTarget", url="about:blank")["targetId"]
@@ -92,7 +94,8 @@ def main():
             with open(os.path.splitext(out)[0] + ".html", "w") as f:
                 f.write(c.text("document.documentElement.outerHTML"))
         finally:
-            c.proc.kill()
+            # The whole group: renderers would otherwise still write to the profile.
+            os.killpg(c.proc.pid, signal.SIGKILL)
             c.proc.wait()
     if missing:
         raise SystemExit(f"ui.py: {url} did not show {missing} within {WAIT:.0f} s (see {out})")
