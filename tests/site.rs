@@ -16,6 +16,8 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const ROOT_MSG: &str = "the site test runs as root: it makes a Debian unstable root (mmdebstrap) and runs HTCondor and Apptainer inside it";
@@ -169,6 +171,15 @@ fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").unwrap().lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
+/// Stops a watcher thread when the test goes on or fails (a scope waits for its threads).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// One payload, under pilot and bare.
 struct Pair {
     name: &'static str,
@@ -241,16 +252,27 @@ fn htcondor_runs_pilot_containers_registered_in_consul() {
         // else to condor_submit).
         submit_pair(&site, "killed", "sleep 4; read pid rest < /proc/self/stat; kill -KILL $pid"),
     ];
-    let mut seen: HashSet<String> = HashSet::new();
-    let results: BTreeMap<&str, ((String, String, String), (String, String, String))> =
+    // Consul is watched on its own thread: a round of condor_q/condor_history takes longer
+    // than a payload's few seconds of life.
+    let seen: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
+    let stop = AtomicBool::new(false);
+    let results: BTreeMap<&str, ((String, String, String), (String, String, String))> = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                seen.lock().unwrap().extend(site.payload_services());
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let _stop = StopOnDrop(&stop);
         eventually(Duration::from_secs(300), "the six jobs in the history", || {
-            seen.extend(site.payload_services());
             let mut done = BTreeMap::new();
             for p in &pairs {
                 done.insert(p.name, (site.finished(&p.pilot)?, site.finished(&p.bare)?));
             }
             Some(done)
-        });
+        })
+    });
+    let seen = seen.into_inner().unwrap();
     for (p, want) in pairs.iter().zip(["0", "7", "137"]) {
         let (pilot, bare) = &results[p.name];
         assert_eq!(pilot, &("4".into(), want.to_string(), "false".into()), "{} under pilot: (JobStatus, ExitCode, ExitBySignal)", p.name);
