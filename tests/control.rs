@@ -236,7 +236,7 @@ fn a_taken_telemetry_port_is_an_error_not_a_crash() {
 #[test]
 fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
     // Not Debian's prometheus: it is built without Consul service discovery.
-    let prometheus = built_tool("prometheus", "PILOT_PROMETHEUS", "prometheus-build", "github.com/prometheus/prometheus", "install-prometheus.sh", false);
+    let prometheus = prometheus_bin();
     let agent = Agent::dev();
     let dir = scratch("prometheus");
     let socket = dir.join("ctl.sock");

@@ -2,8 +2,10 @@
 //! a Consul agent and an HTCondor pool (Debian unstable's minicondor 25.x with Apptainer
 //! 1.4.5, in the root scripts/make-sid-root.sh makes) and builds the pilot image; this test
 //! submits real container-universe jobs to it, runs the paper's long-running worker node as
-//! an Apptainer instance, injects the paper's fault, and photographs the Consul UI with a
-//! headless Chromium (docs/site.md shows the pictures).
+//! an Apptainer instance, breaks the site's pilot config (HTCondor's `apptainer test` must
+//! stop the job with pilot's diagnostic), checks that Prometheus scrapes the worker node
+//! through Consul, injects the paper's fault, and photographs the Consul UI with a headless
+//! Chromium (docs/site.md shows the pictures).
 //!
 //! Every payload runs twice, under pilot and bare (`/bin/sh` as the executable in the same
 //! image), and HTCondor's own history must record the same exit for both: pilot is
@@ -42,10 +44,11 @@ impl Site {
         let dir = repo.join("target/site-test");
         let out = run_limited(
             Command::new(repo.join("scripts/site.sh"))
-                .arg("up")
+                .args(["up", "--prometheus"])
                 .env("PILOT_SITE", &dir)
                 .env("PILOT_STATIC", &static_pilot)
-                .env("PILOT_CONSUL", common::consul::consul_bin()),
+                .env("PILOT_CONSUL", common::consul::consul_bin())
+                .env("PILOT_PROMETHEUS", common::prometheus_bin()),
             Duration::from_secs(1200),
         );
         let site = Site { consul: std::fs::read_to_string(dir.join("consul.addr")).unwrap_or_default().trim().to_string(), dir };
@@ -120,9 +123,15 @@ impl Site {
     }
 
     fn consul_get(&self, path: &str) -> Value {
-        let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).timeout_global(Some(Duration::from_secs(10))).build().into();
-        let body = agent.get(&format!("http://{}{path}", self.consul)).call().unwrap().body_mut().read_to_string().unwrap();
-        serde_json::from_str(&body).unwrap()
+        get_json(&format!("http://{}{path}", self.consul))
+    }
+
+    /// Prometheus's `up` for each scraped `containerpilot` instance.
+    fn prometheus_up(&self) -> Vec<(String, String)> {
+        let addr = std::fs::read_to_string(self.dir.join("prometheus.addr")).expect("site.sh up --prometheus wrote prometheus.addr");
+        let v = get_json(&format!("http://{}/api/v1/query?query=up%7Bjob%3D%22containerpilot%22%7D", addr.trim()));
+        let rows = v["data"]["result"].as_array().cloned().unwrap_or_default();
+        rows.iter().map(|r| (r["metric"]["instance"].as_str().unwrap_or("").into(), r["value"][1].as_str().unwrap_or("").into())).collect()
     }
 
     /// htcondor_global_job_id of every htcondor-payload service registered now.
@@ -165,6 +174,12 @@ impl Drop for Site {
             eprintln!("site.sh down: {}", text(&out.stderr));
         }
     }
+}
+
+fn get_json(url: &str) -> Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).timeout_global(Some(Duration::from_secs(10))).build().into();
+    let body = agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}")).body_mut().read_to_string().unwrap();
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
 }
 
 fn is_root() -> bool {
@@ -282,6 +297,27 @@ fn htcondor_runs_pilot_containers_registered_in_consul() {
         assert_post_stop(&site, &format!("{}-pilot", p.name), &gjid);
     }
     assert_eq!(site.payload_services(), Vec::<String>::new(), "services left registered after every job ended");
+
+    // A broken site config: `apptainer test` (the image's %test, pilot check-config) fails
+    // before the payload starts, and HTCondor writes pilot's diagnostic into the job's log.
+    let config = site.dir.join("etc/htcondor-payload.json5");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, r#"{ jobs: [{ name: "x", exec: "true", helth: {} }] }"#).unwrap();
+    let broken = site.submit("broken-config", "/usr/local/bin/pilot", "run -- /bin/sh -c 'echo the payload ran'");
+    let log = eventually(Duration::from_secs(90), "pilot's diagnostic in the job's log", || {
+        let log = std::fs::read_to_string(site.jobs().join("broken-config.log")).unwrap_or_default();
+        log.contains("Singularity test failed:").then_some(log)
+    });
+    std::fs::write(&config, good).unwrap();
+    site.condor(&["condor_rm", &broken]);
+    assert!(log.contains("jobs[0].helth: unknown key 'helth'; did you mean 'health'?"), "the job's log lacks check-config's diagnostic:\n{log}");
+    let out = std::fs::read_to_string(site.jobs().join("broken-config.out")).unwrap_or_default();
+    assert!(!out.contains("the payload ran"), "the payload ran under a broken config");
+
+    // Prometheus finds the worker node's metrics endpoint through Consul and scrapes it.
+    eventually(Duration::from_secs(60), "Prometheus scraping containerpilot-vm-wn1", || {
+        site.prometheus_up().contains(&("containerpilot-vm-wn1".to_string(), "1".to_string())).then_some(())
+    });
 
     // The paper's fault: the startd stops answering, the health check fails, Consul shows
     // condor-master critical with the check's output.

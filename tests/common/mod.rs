@@ -148,6 +148,12 @@ impl Drop for Running {
     }
 }
 
+/// The Prometheus server: $PILOT_PROMETHEUS, else the one scripts/install-prometheus.sh
+/// caches (never PATH: Debian's lacks Consul service discovery).
+pub fn prometheus_bin() -> PathBuf {
+    built_tool("prometheus", "PILOT_PROMETHEUS", "prometheus-build", "github.com/prometheus/prometheus", "install-prometheus.sh", false)
+}
+
 /// A tool a project script builds with go and caches: `$env_var`, else the cached build
 /// (version from `scripts/<module_dir>/go.mod`), else (if `path_ok`) PATH; else the test
 /// fails saying which script installs it.
