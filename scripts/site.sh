@@ -6,7 +6,8 @@
 #   scripts/site.sh up [--prometheus]   start it all (builds what is missing; as root)
 #   scripts/site.sh exec [--root] CMD   run CMD in the site: as the submitting user pilotuser in
 #                                       /pilot-work/jobs, or as root; HTCondor's tools work there
-#   scripts/site.sh worker-node start|stop NAME   the paper's long-running container (instance)
+#   scripts/site.sh worker-node start|stop NAME   the paper's long-running container (instance);
+#                                       WN_INTERVAL/WN_TTL set its check (default 60/120 s)
 #   scripts/site.sh ui PATH OUT.png [TEXT...]   headless Chromium shot of the Consul UI page
 #                                       PATH once it shows every TEXT (also OUT.html)
 #   scripts/site.sh status              what runs, where
