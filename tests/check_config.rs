@@ -193,3 +193,20 @@ fn the_shipped_example_configs_are_valid() {
     }
     assert!(n >= 3, "figure2, payload wrapper and CVMFS pre-flight examples");
 }
+
+#[test]
+fn a_missing_consul_stanza_is_worth_a_warning_unless_the_site_set_consul_http_addr() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/apptainer/examples/htcondor-payload.json5");
+    let run = |addr: Option<&str>| {
+        let mut cmd = Command::new(pilot());
+        cmd.args(["check-config", "-c", path]).env_remove("CONSUL_HTTP_ADDR");
+        if let Some(a) = addr {
+            cmd.env("CONSUL_HTTP_ADDR", a);
+        }
+        let out = run_limited(&mut cmd, Duration::from_secs(10));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout) + &text(&out.stderr)
+    };
+    assert!(run(None).contains("warning: consul: no consul stanza"), "{}", run(None));
+    assert!(!run(Some("127.0.0.1:8500")).contains("no consul stanza"), "{}", run(Some("127.0.0.1:8500")));
+}
