@@ -23,7 +23,7 @@ struct Stage {
 fn stage() -> &'static Stage {
     static STAGE: OnceLock<Stage> = OnceLock::new();
     STAGE.get_or_init(|| {
-        assert!(nix_is_root(), "{ROOT_MSG}");
+        assert!(is_root(), "{ROOT_MSG}");
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         // Its own target directory: the test's cargo holds the lock on the usual one.
         let target = repo.join("target/static-for-tests");
@@ -71,9 +71,6 @@ fn pilot_sif() -> &'static Stage {
     s
 }
 
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").unwrap().lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
 
 /// A shell command inside the sid root, with the stage at /pilot-work.
 fn in_root(stage: &Stage, script: &str) -> Output {

@@ -24,6 +24,9 @@ use std::time::Duration;
 
 const ROOT_MSG: &str = "the site test runs as root: it makes a Debian unstable root (mmdebstrap) and runs HTCondor and Apptainer inside it";
 
+/// (JobStatus, ExitCode, ExitBySignal) as HTCondor's history records them.
+type Record = (String, String, String);
+
 /// The site of scripts/site.sh, taken down when the test ends (or fails).
 struct Site {
     dir: PathBuf,
@@ -108,7 +111,7 @@ impl Site {
 
     /// (JobStatus, ExitCode, ExitBySignal) once the job has left the queue; a held job
     /// fails the test at once, with HTCondor's reason.
-    fn finished(&self, cluster: &str) -> Option<(String, String, String)> {
+    fn finished(&self, cluster: &str) -> Option<Record> {
         if let Some(v) = self.ad(cluster, &["JobStatus", "HoldReason"]).filter(|v| v[0] == "5") {
             panic!("job {cluster} is held: {}", v[1]);
         }
@@ -177,13 +180,8 @@ impl Drop for Site {
 }
 
 fn get_json(url: &str) -> Value {
-    let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).timeout_global(Some(Duration::from_secs(10))).build().into();
-    let body = agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}")).body_mut().read_to_string().unwrap();
+    let body = common::consul::agent_http().get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}")).body_mut().read_to_string().unwrap();
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").unwrap().lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
 /// Stops a watcher thread when the test goes on or fails (a scope waits for its threads).
@@ -271,7 +269,7 @@ fn htcondor_runs_pilot_containers_registered_in_consul() {
     // than a payload's few seconds of life.
     let seen: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
     let stop = AtomicBool::new(false);
-    let results: BTreeMap<&str, ((String, String, String), (String, String, String))> = std::thread::scope(|scope| {
+    let results: BTreeMap<&str, (Record, Record)> = std::thread::scope(|scope| {
         scope.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
                 seen.lock().unwrap().extend(site.payload_services());

@@ -21,7 +21,8 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long a failing health check's output may take to arrive from its log pipe.
 const OUTPUT_WAIT: Duration = Duration::from_millis(300);
-const NOTE_LIMIT: usize = 4096;
+/// A check's note in Consul is the last this many bytes of its output.
+pub const NOTE_LIMIT: usize = 4096;
 
 /// A health check's output: known, or still being read from the check's pipe.
 pub enum Output {
@@ -384,14 +385,20 @@ pub fn explain(what: &str, service: &str, r: &Reply) {
 }
 
 fn truncate(mut s: String) -> String {
-    if s.len() > NOTE_LIMIT {
-        let mut cut = s.len() - NOTE_LIMIT;
-        while !s.is_char_boundary(cut) {
-            cut += 1;
-        }
-        s = format!("...{}", &s[cut..]);
+    if keep_tail(&mut s, NOTE_LIMIT) { format!("...{s}") } else { s }
+}
+
+/// Keep the last `limit` bytes of `s` (from a character boundary); true if any went.
+pub fn keep_tail(s: &mut String, limit: usize) -> bool {
+    if s.len() <= limit {
+        return false;
     }
-    s
+    let mut cut = s.len() - limit;
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    s.drain(..cut);
+    true
 }
 
 /// Start the worker; the returned sender is how the supervisor talks to it.
@@ -399,4 +406,20 @@ pub fn start(client: Client, defs: Vec<ServiceDef>, metrics: Option<Arc<Metrics>
     let (tx, rx) = std::sync::mpsc::channel();
     Worker::new(client, defs, metrics, states).spawn(rx);
     tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_output_keeps_its_tail_from_a_character_boundary() {
+        let mut s = "é".repeat(3000); // 6000 bytes of two-byte characters
+        assert!(keep_tail(&mut s, 4095));
+        assert_eq!(s.len(), 4094, "cut after the first whole character");
+        assert!(s.chars().all(|c| c == 'é'));
+        assert!(!keep_tail(&mut s, 4095));
+        let note = truncate(format!("start\n{}\nend", "x".repeat(5000)));
+        assert!(note.starts_with("...") && note.ends_with("x\nend") && note.len() == 3 + NOTE_LIMIT, "{}", &note[..20]);
+    }
 }

@@ -65,9 +65,6 @@ struct Driver {
 /// How long pilot waits at exit for jobs' last output (a daemon may hold a pipe open).
 const LOG_DRAIN: Duration = Duration::from_secs(1);
 
-/// A health check's note in Consul keeps its last few KB of output.
-const OUTPUT_TAIL: usize = 4096;
-
 struct RunningCheck {
     started: Instant,
     /// Its output, delivered when its pipe closes (None for a raw check: not captured).
@@ -125,10 +122,10 @@ impl Effects for Driver {
                     if keep.is_some() {
                         tail.push_str(&line);
                         tail.push('\n');
-                        if tail.len() > 2 * OUTPUT_TAIL {
-                            let cut = tail.len() - OUTPUT_TAIL;
-                            let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(tail.len());
-                            tail.drain(..cut);
+                        // Trimmed now and then, to more than the note keeps, so the
+                        // worker still sees (and marks) that output was cut.
+                        if tail.len() > 4 * consul::worker::NOTE_LIMIT {
+                            consul::worker::keep_tail(&mut tail, 2 * consul::worker::NOTE_LIMIT);
                         }
                     }
                 }

@@ -20,7 +20,9 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn agent_http() -> ureq::Agent {
+/// An HTTP client for checking what agents (and Prometheus) say: no proxy, 10 s limit,
+/// error statuses returned rather than raised.
+pub fn agent_http() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).proxy(None).timeout_global(Some(Duration::from_secs(10))).build().into()
 }
 

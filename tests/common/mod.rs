@@ -27,6 +27,11 @@ pub fn require_python() {
     require("python3", "run scripts/setup-test-deps.sh (installs Debian's python3)");
 }
 
+/// Tests that make roots, mount namespaces or run HTCondor need to be root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").unwrap().lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
 /// A scratch directory unique to this test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pilot-test-{}-{name}", std::process::id()));
