@@ -51,7 +51,10 @@ fn check_programs(loaded: &mut config::Loaded, env_path: Option<&str>, strict: b
     let Some(cfg) = &loaded.config else { return };
     let mut found = Vec::new();
     for (i, job) in cfg.jobs.iter().enumerate() {
-        let execs = [(format!("jobs[{i}].exec"), job.exec.as_ref()), (format!("jobs[{i}].health.exec"), job.health.as_ref().and_then(|h| h.exec.as_ref()))];
+        let execs = [
+            (format!("jobs[{i}].exec"), job.exec.as_ref()),
+            (format!("jobs[{i}].health.exec"), job.health.as_ref().and_then(|h| h.exec.as_ref())),
+        ];
         for (path, argv) in execs {
             let Some(argv) = argv else { continue };
             let problem = match pathsearch::lookup(&argv[0], env_path) {

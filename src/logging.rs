@@ -85,7 +85,8 @@ pub fn init(cfg: &Logging) -> Result<(), String> {
                 }
             }
             LogFormat::Json => {
-                let mut obj = serde_json::json!({"time": time.to_string(), "level": level, "msg": record.args().to_string()});
+                let mut obj =
+                    serde_json::json!({"time": time.to_string(), "level": level, "msg": record.args().to_string()});
                 if let Some(j) = job {
                     obj["job"] = serde_json::Value::String(j.to_string());
                 }

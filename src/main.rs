@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "pilot", version, about = "Container init and ContainerPilot-compatible supervisor for Apptainer containers")]
+#[command(
+    name = "pilot",
+    version,
+    about = "Container init and ContainerPilot-compatible supervisor for Apptainer containers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -208,7 +212,9 @@ fn main() -> ExitCode {
         },
         Command::Ping { socket } => control(socket, "GET", "/v3/ping", None),
         Command::Status { json, socket } => status(socket, json),
-        Command::CheckConfig { config, env, format, strict } => check::check_config(config.as_deref(), env.as_deref(), format, strict),
+        Command::CheckConfig { config, env, format, strict } => {
+            check::check_config(config.as_deref(), env.as_deref(), format, strict)
+        }
         Command::Template { config, env } => check::template(config.as_deref(), env.as_deref()),
         Command::Version => {
             println!("pilot {}", env!("CARGO_PKG_VERSION"));
@@ -226,16 +232,23 @@ fn default_grace(vacate: Option<Duration>) -> Duration {
     }
 }
 
-fn run(config_flag: Option<&str>, grace: Option<Duration>, cmd: Vec<String>, inherited: init::signals::Inherited) -> i32 {
+fn run(
+    config_flag: Option<&str>,
+    grace: Option<Duration>,
+    cmd: Vec<String>,
+    inherited: init::signals::Inherited,
+) -> i32 {
     let main = (!cmd.is_empty()).then_some(cmd);
     let path = config::locate(config_flag);
     // Inside an HTCondor job: the job and machine ads feed templates and Consul meta.
     let (ads, ad_problems) = htcondor::Ads::load(&|k| std::env::var(k).ok());
-    let context = supervisor::Context { meta: ads.meta(), template_vars: ads.template_vars(), stop_signals: ads.stop_signals() };
+    let context =
+        supervisor::Context { meta: ads.meta(), template_vars: ads.template_vars(), stop_signals: ads.stop_signals() };
     let grace = grace.unwrap_or_else(|| default_grace(ads.vacate_time()));
     let config = match path.clone() {
         Some(path) => {
-            let loaded = config::load_with(path, &config::environment(&context.template_vars), Some(&pilot::consul::kv::fetch));
+            let loaded =
+                config::load_with(path, &config::environment(&context.template_vars), Some(&pilot::consul::kv::fetch));
             for d in &loaded.diags {
                 eprintln!("pilot: {d}");
             }

@@ -11,7 +11,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-const ROOT_MSG: &str = "Apptainer tests run as root: they make a Debian unstable root (mmdebstrap) and run apptainer inside it";
+const ROOT_MSG: &str =
+    "Apptainer tests run as root: they make a Debian unstable root (mmdebstrap) and run apptainer inside it";
 
 struct Stage {
     /// Shared with the sid root as /pilot-work.
@@ -27,7 +28,10 @@ fn stage() -> &'static Stage {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         // Its own target directory: the test's cargo holds the lock on the usual one.
         let target = repo.join("target/static-for-tests");
-        let out = run_limited(Command::new(repo.join("scripts/build-static.sh")).env("CARGO_TARGET_DIR", &target), Duration::from_secs(900));
+        let out = run_limited(
+            Command::new(repo.join("scripts/build-static.sh")).env("CARGO_TARGET_DIR", &target),
+            Duration::from_secs(900),
+        );
         assert!(out.status.success(), "scripts/build-static.sh: {}", text(&out.stderr));
         let static_pilot = PathBuf::from(text(&out.stdout).trim());
         let out = run_limited(&mut Command::new(repo.join("scripts/make-sid-root.sh")), Duration::from_secs(900));
@@ -47,12 +51,18 @@ fn stage() -> &'static Stage {
             std::fs::copy(e.path(), work.join("build/apptainer/examples").join(e.file_name())).unwrap();
         }
         require("musl-gcc", "run scripts/build-static.sh (installs Debian's musl-tools)");
-        let out = run_limited(Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(work.join("payload")).arg(fixture("payload.c")), Duration::from_secs(60));
+        let out = run_limited(
+            Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(work.join("payload")).arg(fixture("payload.c")),
+            Duration::from_secs(60),
+        );
         assert!(out.status.success(), "{}", text(&out.stderr));
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
         let stage = Stage { work, static_pilot };
-        let out = in_root(&stage, "cd /pilot-work/build && apptainer build --force /pilot-work/minimal.sif apptainer/minimal.def");
+        let out = in_root(
+            &stage,
+            "cd /pilot-work/build && apptainer build --force /pilot-work/minimal.sif apptainer/minimal.def",
+        );
         assert!(out.status.success(), "apptainer build minimal.def: {}{}", text(&out.stdout), text(&out.stderr));
         stage
     })
@@ -65,12 +75,14 @@ fn pilot_sif() -> &'static Stage {
     BUILT.get_or_init(|| {
         // --notest: the build's %test would run with every capability, which this machine's
         // bounding set does not allow; `apptainer test` below runs it as HTCondor would.
-        let out = in_root(s, "cd /pilot-work/build && apptainer build --notest --force /pilot-work/pilot.sif apptainer/pilot.def");
+        let out = in_root(
+            s,
+            "cd /pilot-work/build && apptainer build --notest --force /pilot-work/pilot.sif apptainer/pilot.def",
+        );
         assert!(out.status.success(), "apptainer build pilot.def: {}{}", text(&out.stdout), text(&out.stderr));
     });
     s
 }
-
 
 /// A shell command inside the sid root, with the stage at /pilot-work.
 fn in_root(stage: &Stage, script: &str) -> Output {
@@ -110,24 +122,44 @@ fn run_passes_the_payload_status_through_the_shell_less_runscript() {
 #[test]
 fn exec_with_containall_as_root_pilot_is_not_pid_1() {
     let s = stage();
-    let out = in_root(s, &format!("APPTAINERENV_RUST_LOG=debug apptainer exec -C {BIND} /pilot-work/minimal.sif /usr/local/bin/pilot run -- /payload 6"));
+    let out = in_root(
+        s,
+        &format!(
+            "APPTAINERENV_RUST_LOG=debug apptainer exec -C {BIND} /pilot-work/minimal.sif /usr/local/bin/pilot run -- /payload 6"
+        ),
+    );
     let said = all(&out);
     assert_eq!(out.status.code(), Some(6), "{said}");
     // -C gives a PID namespace whose PID 1 is Apptainer's own shim, so pilot is a subreaper.
     assert!(said.contains("not PID 1") && said.contains("PR_SET_CHILD_SUBREAPER"), "{said}");
-    let ppid: i32 = said.split("ppid=").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|p| p.parse().ok()).expect("payload line");
+    let ppid: i32 = said
+        .split("ppid=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("payload line");
     assert!(ppid > 1 && ppid < 100, "the payload's parent is pilot, a low pid inside the new PID namespace: {ppid}");
 }
 
 #[test]
 fn unprivileged_user_namespace_with_a_read_only_root() {
     let s = stage();
-    let out = in_root(s, &format!("{AS_USER} apptainer exec --userns -C {BIND} /pilot-work/minimal.sif /usr/local/bin/pilot run -- /payload rofs"));
+    let out = in_root(
+        s,
+        &format!(
+            "{AS_USER} apptainer exec --userns -C {BIND} /pilot-work/minimal.sif /usr/local/bin/pilot run -- /payload rofs"
+        ),
+    );
     let said = all(&out);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(said.contains("root write: Read-only file system"), "the image root is read-only: {said}");
     assert!(said.contains("control: listening on /tmp/pilot-"), "the control socket went to a writable place: {said}");
-    let out = in_root(s, &format!("{AS_USER} apptainer exec --userns {BIND} /pilot-work/minimal.sif /usr/local/bin/pilot run -- /payload 9"));
+    let out = in_root(
+        s,
+        &format!(
+            "{AS_USER} apptainer exec --userns {BIND} /pilot-work/minimal.sif /usr/local/bin/pilot run -- /payload 9"
+        ),
+    );
     assert_eq!(out.status.code(), Some(9), "{}", all(&out));
 }
 
@@ -156,7 +188,11 @@ fn worker_image_test_section_checks_the_config() {
     assert!(all(&out).contains("pilot.json5: valid"), "{}", all(&out));
     // A broken config bound over the image's makes `apptainer test` (HTCondor's pre-job
     // check) fail with the diagnostic.
-    std::fs::write(s.work.join("broken.json5"), "{ jobs: [ { name: \"a\", exec: \"true\", restarts: \"sometimes\" } ] }").unwrap();
+    std::fs::write(
+        s.work.join("broken.json5"),
+        "{ jobs: [ { name: \"a\", exec: \"true\", restarts: \"sometimes\" } ] }",
+    )
+    .unwrap();
     let out = in_root(s, "apptainer test -B /pilot-work/broken.json5:/etc/pilot/pilot.json5 /pilot-work/pilot.sif");
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     assert!(all(&out).contains("jobs[0].restarts"), "{}", all(&out));
@@ -168,8 +204,15 @@ fn worker_image_runs_a_payload_and_an_example_config() {
     let out = in_root(s, "apptainer run /pilot-work/pilot.sif sh -c 'cat /etc/debian_version; exit 4'");
     assert_eq!(out.status.code(), Some(4), "{}", all(&out));
     // The CVMFS pre-flight example: no /cvmfs here, so the payload must not start.
-    let out = in_root(s, "PILOT_PAYLOAD='echo payload ran' apptainer run /pilot-work/pilot.sif -c /etc/pilot/examples/cvmfs-preflight.json5");
+    let out = in_root(
+        s,
+        "PILOT_PAYLOAD='echo payload ran' apptainer run /pilot-work/pilot.sif -c /etc/pilot/examples/cvmfs-preflight.json5",
+    );
     let said = all(&out);
-    assert!(said.contains("CVMFS repository /cvmfs/atlas.cern.ch is not available") && said.contains("not starting the payload"), "{said}");
+    assert!(
+        said.contains("CVMFS repository /cvmfs/atlas.cern.ch is not available")
+            && said.contains("not starting the payload"),
+        "{said}"
+    );
     assert!(!said.contains("payload ran"), "{said}");
 }

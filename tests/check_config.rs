@@ -9,12 +9,16 @@ use std::time::Duration;
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/containerpilot-examples");
 
 fn check(args: &[&str]) -> (i32, String) {
-    let out = run_limited(Command::new(pilot()).arg("check-config").args(args).env("CONSUL", "consul").env("APP_PORT", "8000"), Duration::from_secs(10));
+    let out = run_limited(
+        Command::new(pilot()).arg("check-config").args(args).env("CONSUL", "consul").env("APP_PORT", "8000"),
+        Duration::from_secs(10),
+    );
     (out.status.code().unwrap(), text(&out.stdout) + &text(&out.stderr))
 }
 
 fn example(n: &str) -> String {
-    let dir = std::fs::read_dir(EXAMPLES).unwrap_or_else(|_| panic!("{EXAMPLES} missing: tests need ../shared beside the checkout"));
+    let dir = std::fs::read_dir(EXAMPLES)
+        .unwrap_or_else(|_| panic!("{EXAMPLES} missing: tests need ../shared beside the checkout"));
     dir.flatten().map(|e| e.path().display().to_string()).find(|p| p.contains(&format!("/{n}-"))).unwrap()
 }
 
@@ -93,14 +97,20 @@ fn missing_programs_warn_and_strict_makes_them_errors() {
 #[test]
 fn json_format_and_env_file() {
     let dir = scratch("json");
-    let cfg = write_config(&dir, r#"{ jobs: [{ name: "{{ .SVC | default "fallback" }}", exec: "true", port: {{ .PORT }}, health: { interval: 1, ttl: 2 } }] }"#);
+    let cfg = write_config(
+        &dir,
+        r#"{ jobs: [{ name: "{{ .SVC | default "fallback" }}", exec: "true", port: {{ .PORT }}, health: { interval: 1, ttl: 2 } }] }"#,
+    );
     let env = dir.join("env");
     std::fs::write(&env, "# the container's environment\nexport SVC=web\nPORT=8080\n").unwrap();
     let (code, out) = check(&["-c", &cfg, "--env", env.to_str().unwrap(), "--format", "json"]);
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["valid"], true);
-    let rendered = run_limited(Command::new(pilot()).args(["template", "-c", &cfg, "--env", env.to_str().unwrap()]), Duration::from_secs(5));
+    let rendered = run_limited(
+        Command::new(pilot()).args(["template", "-c", &cfg, "--env", env.to_str().unwrap()]),
+        Duration::from_secs(5),
+    );
     assert!(text(&rendered.stdout).contains(r#"name: "web", exec: "true", port: 8080"#), "{}", text(&rendered.stdout));
     // Without the env file PORT is empty: a JSON5 syntax error pointing at the line.
     let (code, out) = check(&["-c", &cfg, "--format", "json"]);
@@ -124,7 +134,13 @@ fn usage_errors_exit_2() {
 fn containerpilot_variable_may_be_a_file_url() {
     let dir = scratch("cpvar");
     let cfg = write_config(&dir, r#"{ jobs: [{ name: "a", exec: "true" }] }"#);
-    let out = run_limited(Command::new(pilot()).arg("check-config").env_remove("PILOT_CONFIG").env("CONTAINERPILOT", format!("file://{cfg}")), Duration::from_secs(5));
+    let out = run_limited(
+        Command::new(pilot())
+            .arg("check-config")
+            .env_remove("PILOT_CONFIG")
+            .env("CONTAINERPILOT", format!("file://{cfg}")),
+        Duration::from_secs(5),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
 
@@ -175,7 +191,13 @@ fn consul_settings_are_checked_offline() {
 #[test]
 fn a_control_socket_path_must_fit_sun_path() {
     let dir = scratch("long-socket");
-    let cfg = write_config(&dir, &format!(r#"{{ control: {{ socket: "/tmp/{}.sock" }}, jobs: [{{ name: "a", exec: "true" }}] }}"#, "s".repeat(110)));
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ control: {{ socket: "/tmp/{}.sock" }}, jobs: [{{ name: "a", exec: "true" }}] }}"#,
+            "s".repeat(110)
+        ),
+    );
     let (code, out) = check(&["-c", &cfg]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("control.socket: 120 bytes is longer than a Unix socket path may be (107 bytes)"), "{out}");

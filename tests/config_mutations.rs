@@ -16,7 +16,10 @@ fn mutated_configs_never_panic() {
     seeds.push("{{ range loop 3 }}{{ . }}{{ end }}{{ .X | split \",\" | join }}{{ loop }}".into());
     assert!(seeds.len() >= 15);
     let env: HashMap<String, String> = [("CONSUL".to_string(), "consul".to_string())].into_iter().collect();
-    let pieces = ["{", "}", "[", "]", ",", ":", "\"", "{{", "}}", "\\", "/*", "//", "0x", "-1", "1e999", "interval", "once", "null", "\u{0}", "é"];
+    let pieces = [
+        "{", "}", "[", "]", ",", ":", "\"", "{{", "}}", "\\", "/*", "//", "0x", "-1", "1e999", "interval", "once",
+        "null", "\u{0}", "é",
+    ];
     let mut state: u64 = 0x9e3779b97f4a7c15;
     let mut next = || {
         state ^= state << 13;

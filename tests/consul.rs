@@ -16,7 +16,14 @@ use std::time::Duration;
 /// otherwise prints why and fails.
 fn app_config(dir: &Path, consul: &str, extra_job: &str) -> String {
     let check = dir.join("check.sh");
-    std::fs::write(&check, format!("#!/bin/sh\ntest -f {0}/healthy && exit 0\necho \"app is sick: no {0}/healthy\"\nexit 1\n", dir.display())).unwrap();
+    std::fs::write(
+        &check,
+        format!(
+            "#!/bin/sh\ntest -f {0}/healthy && exit 0\necho \"app is sick: no {0}/healthy\"\nexit 1\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&check, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::write(dir.join("healthy"), "").unwrap();
     format!(
@@ -41,7 +48,10 @@ fn app_config(dir: &Path, consul: &str, extra_job: &str) -> String {
 
 fn start_pilot(config: &str, env: &[(&str, &str)]) -> Running {
     let mut cmd = Command::new(pilot());
-    cmd.args(["run", "-c", config]).env_remove("CONSUL_HTTP_ADDR").env_remove("_CONDOR_SLOT").env_remove("PILOT_INSTANCE");
+    cmd.args(["run", "-c", config])
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env_remove("_CONDOR_SLOT")
+        .env_remove("PILOT_INSTANCE");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -148,14 +158,18 @@ fn sigterm_deregisters_before_post_stop_jobs_run() {
     pilot.signal(15);
     assert_eq!(pilot.wait(Duration::from_secs(20)), 0);
     assert!(agent.services("app").is_empty(), "deregistered on SIGTERM");
-    assert_eq!(std::fs::read_to_string(&seen).expect("post-stop job ran"), "0", "the post-stop job ran after deregistration");
+    assert_eq!(
+        std::fs::read_to_string(&seen).expect("post-stop job ran"),
+        "0",
+        "the post-stop job ran after deregistration"
+    );
 }
 
 #[test]
 fn sigkilled_pilot_goes_critical_and_consul_reaps_it() {
     let agent = Agent::dev();
     let dir = scratch("sigkill");
-    let text = app_config(&dir, &agent.addr(), "").replace("ttl: 5,", "ttl: 2, ") .replace(
+    let text = app_config(&dir, &agent.addr(), "").replace("ttl: 5,", "ttl: 2, ").replace(
         "meta: { role: \"test\" },",
         "meta: { role: \"test\" }, consul: { deregisterCriticalServiceAfter: \"1m\" },",
     );
@@ -165,7 +179,9 @@ fn sigkilled_pilot_goes_critical_and_consul_reaps_it() {
     let start = std::time::Instant::now();
     drop(pilot); // SIGKILL to pilot's process group: no chance to deregister
     wait_status(&agent, "app", "critical");
-    eventually(Duration::from_secs(150), "service reaped by deregisterCriticalServiceAfter", || agent.services("app").is_empty().then_some(()));
+    eventually(Duration::from_secs(150), "service reaped by deregisterCriticalServiceAfter", || {
+        agent.services("app").is_empty().then_some(())
+    });
     assert!(start.elapsed() >= Duration::from_secs(60), "not before the 1m floor: {:?}", start.elapsed());
 }
 
@@ -195,9 +211,12 @@ fn watches_publish_changed_healthy_and_unhealthy() {
     let read = || std::fs::read_to_string(&events).unwrap_or_default();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(read(), "", "no event for a service with no instances at start-up (as ContainerPilot)");
-    let (st, body) = agent.put("/v1/agent/service/register", r#"{"ID":"backend-1","Name":"backend","Port":9000,"Address":"127.0.0.2"}"#);
+    let (st, body) = agent
+        .put("/v1/agent/service/register", r#"{"ID":"backend-1","Name":"backend","Port":9000,"Address":"127.0.0.2"}"#);
     assert_eq!(st, 200, "{body}");
-    eventually(Duration::from_secs(10), "changed+healthy", || (read().lines().collect::<Vec<_>>() == ["changed", "healthy"]).then_some(()));
+    eventually(Duration::from_secs(10), "changed+healthy", || {
+        (read().lines().collect::<Vec<_>>() == ["changed", "healthy"]).then_some(())
+    });
     agent.put("/v1/agent/service/deregister/backend-1", "");
     eventually(Duration::from_secs(10), "changed+unhealthy", || {
         (read().lines().collect::<Vec<_>>() == ["changed", "healthy", "changed", "unhealthy"]).then_some(())
@@ -206,7 +225,7 @@ fn watches_publish_changed_healthy_and_unhealthy() {
 
 #[test]
 fn maintenance_mode_toggles_the_agent_service_maintenance() {
-    use pilot::consul::{address::AgentAddress, http::Client, service, worker, Command as C, Output};
+    use pilot::consul::{Command as C, Output, address::AgentAddress, http::Client, service, worker};
     let agent = Agent::dev();
     let dir = scratch("maint");
     let cfg = write_config(&dir, &app_config(&dir, &agent.addr(), ""));
@@ -214,7 +233,8 @@ fn maintenance_mode_toggles_the_agent_service_maintenance() {
     let config = loaded.config.expect("valid config");
     let address = AgentAddress::resolve(config.consul.as_ref(), &|_| None).unwrap();
     let ident = service::Identity::detect(&|_| None);
-    let def = service::ServiceDef::for_job(&config.jobs[0], &ident, "127.0.0.1".parse().unwrap(), &Default::default()).unwrap();
+    let def = service::ServiceDef::for_job(&config.jobs[0], &ident, "127.0.0.1".parse().unwrap(), &Default::default())
+        .unwrap();
     let id = def.id.clone();
     let states: worker::States = Default::default();
     let tx = worker::start(Client::new(&address).unwrap(), vec![def], None, states.clone());
@@ -223,11 +243,18 @@ fn maintenance_mode_toggles_the_agent_service_maintenance() {
     tx.send(C::Maintenance { on: true }).unwrap();
     tx.send(C::Health { job: "app".into(), passing: true, output: Output::Text(String::new()) }).unwrap();
     let maint = format!("_service_maintenance:{id}");
-    eventually(Duration::from_secs(10), "maintenance check", || agent.check_status("app").into_iter().find(|(c, s, _)| *c == maint && s == "critical"));
-    assert!(agent.get("/v1/health/service/app?passing=1").as_array().unwrap().is_empty(), "in maintenance: not passing");
+    eventually(Duration::from_secs(10), "maintenance check", || {
+        agent.check_status("app").into_iter().find(|(c, s, _)| *c == maint && s == "critical")
+    });
+    assert!(
+        agent.get("/v1/health/service/app?passing=1").as_array().unwrap().is_empty(),
+        "in maintenance: not passing"
+    );
     tx.send(C::Maintenance { on: false }).unwrap();
     tx.send(C::Health { job: "app".into(), passing: true, output: Output::Text(String::new()) }).unwrap();
-    eventually(Duration::from_secs(10), "maintenance off", || agent.check_status("app").iter().all(|(c, _, _)| *c != maint).then_some(()));
+    eventually(Duration::from_secs(10), "maintenance off", || {
+        agent.check_status("app").iter().all(|(c, _, _)| *c != maint).then_some(())
+    });
     let state = states.lock().unwrap().get("app").map(|s| s.text.clone()).unwrap_or_default();
     assert!(state.starts_with(&format!("registered as {id} (passing)")), "pilot status shows it: {state}");
     assert_eq!(agent.get("/v1/health/service/app?passing=1").as_array().unwrap().len(), 1);
@@ -260,7 +287,8 @@ fn text_of(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-const ACL: &str = r#"acl { enabled = true default_policy = "deny" tokens { initial_management = "root-secret-1234" } }"#;
+const ACL: &str =
+    r#"acl { enabled = true default_policy = "deny" tokens { initial_management = "root-secret-1234" } }"#;
 
 #[test]
 fn acl_token_from_a_token_file_and_a_clear_403() {
@@ -273,10 +301,17 @@ fn acl_token_from_a_token_file_and_a_clear_403() {
 
     // Without a token: the agent refuses, pilot says which permission is missing, the job runs on.
     let denied = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &agent.addr())]);
-    denied.expect_line_within(|l| l.contains("403") && l.contains("service:write on \"app\""), "a 403 naming service:write", Duration::from_secs(20));
+    denied.expect_line_within(
+        |l| l.contains("403") && l.contains("service:write on \"app\""),
+        "a 403 naming service:write",
+        Duration::from_secs(20),
+    );
     drop(denied);
 
-    let p = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &agent.addr()), ("CONSUL_HTTP_TOKEN_FILE", token_file.to_str().unwrap())]);
+    let p = start_pilot(
+        &cfg,
+        &[("CONSUL_HTTP_ADDR", &agent.addr()), ("CONSUL_HTTP_TOKEN_FILE", token_file.to_str().unwrap())],
+    );
     wait_status(&agent, "app", "passing");
     drop(p);
 }
@@ -284,8 +319,14 @@ fn acl_token_from_a_token_file_and_a_clear_403() {
 #[test]
 fn the_token_is_never_printed() {
     let dir = scratch("token-print");
-    let cfg = write_config(&dir, r#"{ consul: { address: "127.0.0.1:1", token: "{{ .TOKEN }}" }, jobs: [{ name: "a", exec: "true" }] }"#);
-    let out = run_limited(Command::new(pilot()).args(["template", "-c", &cfg]).env("TOKEN", "s3cr3t-token"), Duration::from_secs(10));
+    let cfg = write_config(
+        &dir,
+        r#"{ consul: { address: "127.0.0.1:1", token: "{{ .TOKEN }}" }, jobs: [{ name: "a", exec: "true" }] }"#,
+    );
+    let out = run_limited(
+        Command::new(pilot()).args(["template", "-c", &cfg]).env("TOKEN", "s3cr3t-token"),
+        Duration::from_secs(10),
+    );
     assert!(out.status.success());
     let printed = text_of(&out.stdout);
     assert!(!printed.contains("s3cr3t-token") && printed.contains("<redacted>"), "{printed}");
@@ -295,7 +336,14 @@ fn the_token_is_never_printed() {
 fn agent_down_at_start_then_up_registers_with_backoff() {
     let port = common::consul::free_port();
     let dir = scratch("down-at-start");
-    let cfg = write_config(&dir, &app_config(&dir, &format!("127.0.0.1:{port}"), r#"{ name: "main", exec: ["sh", "-c", "echo payload running; sleep 1000"] }"#));
+    let cfg = write_config(
+        &dir,
+        &app_config(
+            &dir,
+            &format!("127.0.0.1:{port}"),
+            r#"{ name: "main", exec: ["sh", "-c", "echo payload running; sleep 1000"] }"#,
+        ),
+    );
     let pilot = start_pilot(&cfg, &[]);
     pilot.expect_line(|l| l.contains("payload running"), "the payload starts without Consul");
     pilot.expect_line(|l| l.contains("connection refused") && l.contains("payload unaffected"), "one warning");
@@ -311,7 +359,9 @@ fn agent_on(port: u16) -> Agent {
 }
 
 fn wait_status_within(agent: &Agent, service: &str, want: &str, limit: Duration) {
-    eventually(limit, &format!("check of {service} {want}"), || agent.check_status(service).into_iter().find(|(_, s, _)| s == want));
+    eventually(limit, &format!("check of {service} {want}"), || {
+        agent.check_status(service).into_iter().find(|(_, s, _)| s == want)
+    });
 }
 
 #[test]
@@ -373,13 +423,17 @@ fn figure2_config_runs_with_stand_in_programs() {
     stub("condor_master", "echo stand-in condor_master \"$@\"; exec sleep 1000");
     stub("condor_config_val", &format!("cat {}/startjobs", dir.display()));
     std::fs::write(dir.join("startjobs"), "True\n").unwrap();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/apptainer/examples/figure2-worker-node.json5"))
-        .unwrap()
-        .replace("localhost:8500", &agent.addr())
-        .replace("interval: \"60\"", "interval: \"1\"");
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/apptainer/examples/figure2-worker-node.json5"))
+            .unwrap()
+            .replace("localhost:8500", &agent.addr())
+            .replace("interval: \"60\"", "interval: \"1\"");
     let cfg = write_config(&dir, &text);
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let out = run_limited(Command::new(pilot()).args(["check-config", "-c", &cfg]).env("PATH", &path), Duration::from_secs(10));
+    let out = run_limited(
+        Command::new(pilot()).args(["check-config", "-c", &cfg]).env("PATH", &path),
+        Duration::from_secs(10),
+    );
     assert!(out.status.success(), "{}{}", text_of(&out.stdout), text_of(&out.stderr));
     let p = start_pilot(&cfg, &[("PATH", &path)]);
     p.expect_line(|l| l.contains("stand-in condor_master -f"), "condor_master started");
@@ -406,7 +460,10 @@ fn https_agent_with_a_ca_file() {
     let dir = scratch("tls");
     // Consul makes its own CA and server certificate (SANs include 127.0.0.1).
     for args in [&["tls", "ca", "create"][..], &["tls", "cert", "create", "-server", "-dc", "dc1"][..]] {
-        let out = run_limited(Command::new(common::consul::consul_bin()).args(args).current_dir(&dir), Duration::from_secs(20));
+        let out = run_limited(
+            Command::new(common::consul::consul_bin()).args(args).current_dir(&dir),
+            Duration::from_secs(20),
+        );
         assert!(out.status.success(), "consul {args:?}: {}", text_of(&out.stderr));
     }
     let pem = |f: &str| dir.join(f).display().to_string();
@@ -423,7 +480,11 @@ fn https_agent_with_a_ca_file() {
 
     // The agent's CA is not a public one: without CONSUL_CACERT the certificate is refused.
     let refused = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &url)]);
-    refused.expect_line_within(|l| l.contains("consul:") && l.to_lowercase().contains("certificate"), "a certificate error", Duration::from_secs(20));
+    refused.expect_line_within(
+        |l| l.contains("consul:") && l.to_lowercase().contains("certificate"),
+        "a certificate error",
+        Duration::from_secs(20),
+    );
     drop(refused);
 
     let _p = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &url), ("CONSUL_CACERT", &pem("consul-agent-ca.pem"))]);
@@ -435,7 +496,11 @@ fn reload_moves_the_registration_to_the_new_config() {
     let agent = Agent::dev();
     let dir = scratch("reload-consul");
     let socket = dir.join("ctl.sock");
-    let text = app_config(&dir, &agent.addr(), "").replacen("{\n", &format!("{{\n  control: {{ socket: \"{}\" }},\n", socket.display()), 1);
+    let text = app_config(&dir, &agent.addr(), "").replacen(
+        "{\n",
+        &format!("{{\n  control: {{ socket: \"{}\" }},\n", socket.display()),
+        1,
+    );
     let cfg = write_config(&dir, &text);
     let _p = start_pilot(&cfg, &[]);
     wait_status(&agent, "app", "passing");
@@ -447,7 +512,8 @@ fn reload_moves_the_registration_to_the_new_config() {
     });
     assert_eq!(agent.services("app").len(), 1, "one registration: {s}");
     wait_status(&agent, "app", "passing");
-    let status = run_limited(Command::new(pilot()).args(["status", "--json", "--socket"]).arg(&socket), Duration::from_secs(10));
+    let status =
+        run_limited(Command::new(pilot()).args(["status", "--json", "--socket"]).arg(&socket), Duration::from_secs(10));
     let v: Value = serde_json::from_slice(&status.stdout).unwrap();
     let app = v["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "app").unwrap();
     assert!(app["consul"].as_str().unwrap_or("").starts_with("registered as app-"), "{v}");
@@ -466,7 +532,14 @@ fn short_lived_pilots_leave_no_registration_behind() {
         ),
     );
     let pilots: Vec<_> = (0..20)
-        .map(|_| Command::new(pilot()).args(["run", "-c", &cfg]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap())
+        .map(|_| {
+            Command::new(pilot())
+                .args(["run", "-c", &cfg])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for mut p in pilots {
         assert!(p.wait().unwrap().success());

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::consul::{free_port, Agent};
+use common::consul::{Agent, free_port};
 use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -48,7 +48,12 @@ fn status(socket: &Path) -> Value {
 }
 
 fn job<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["jobs"].as_array().unwrap().iter().find(|j| j["name"] == name).unwrap_or_else(|| panic!("no job {name} in {status}"))
+    status["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == name)
+        .unwrap_or_else(|| panic!("no job {name} in {status}"))
 }
 
 /// Raw HTTP over the socket: what a broken client might send.
@@ -68,7 +73,11 @@ fn metrics_url(p: &Running) -> String {
 }
 
 fn http_get(url: &str) -> String {
-    let out = run_limited(Command::new("python3").args(["-c", &format!("import urllib.request; print(urllib.request.urlopen('{url}').read().decode())")]), LIMIT);
+    let out = run_limited(
+        Command::new("python3")
+            .args(["-c", &format!("import urllib.request; print(urllib.request.urlopen('{url}').read().decode())")]),
+        LIMIT,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     text(&out.stdout)
 }
@@ -97,7 +106,10 @@ fn every_endpoint_and_command_against_a_running_pilot() {
     p.expect_line(|l| l.ends_with("GREETING=hello world"), "a job started after putenv sees it");
 
     // putmetric feeds every kind; an unknown metric is refused and changes nothing.
-    assert_eq!(cli(&socket, &["putmetric", "app_jobs_done_total=2", "app_queue=7", "app_latency=0.3", "app_size=10"]).0, 0);
+    assert_eq!(
+        cli(&socket, &["putmetric", "app_jobs_done_total=2", "app_queue=7", "app_latency=0.3", "app_size=10"]).0,
+        0
+    );
     assert_eq!(cli(&socket, &["putmetric", "app_jobs_done_total=1"]).0, 0);
     let (code, _, err) = cli(&socket, &["putmetric", "app_queue=1", "nope=1"]);
     assert_eq!(code, 1);
@@ -106,8 +118,13 @@ fn every_endpoint_and_command_against_a_running_pilot() {
     assert!(exposition.contains("app_jobs_done_total 3"), "{exposition}");
     assert!(exposition.contains("app_queue 7"), "the refused request changed nothing: {exposition}");
     assert!(exposition.contains("app_size_count 1"), "{exposition}");
-    eventually(LIMIT, "a sensor job (pilot putmetric via $PILOT_SOCKET) sets its gauge", || http_get(&url).contains("app_sensed 5").then_some(()));
-    assert!(exposition.contains("containerpilot_control_http_requests{code=\"422\",path=\"/v3/metric\"} 1"), "{exposition}");
+    eventually(LIMIT, "a sensor job (pilot putmetric via $PILOT_SOCKET) sets its gauge", || {
+        http_get(&url).contains("app_sensed 5").then_some(())
+    });
+    assert!(
+        exposition.contains("containerpilot_control_http_requests{code=\"422\",path=\"/v3/metric\"} 1"),
+        "{exposition}"
+    );
     assert!(exposition.contains("containerpilot_events{code=\"startup\",source=\"global\"} 1"), "{exposition}");
 
     // promtool parses the exposition and finds nothing to lint but the `_total` suffix
@@ -115,9 +132,13 @@ fn every_endpoint_and_command_against_a_running_pilot() {
     require("promtool", "run scripts/setup-test-deps.sh (installs Debian's prometheus package)");
     let file = dir.join("metrics.txt");
     std::fs::write(&file, &exposition).unwrap();
-    let out = run_limited(Command::new("sh").arg("-c").arg(format!("promtool check metrics < {}", file.display())), LIMIT);
+    let out =
+        run_limited(Command::new("sh").arg("-c").arg(format!("promtool check metrics < {}", file.display())), LIMIT);
     let report = text(&out.stdout) + &text(&out.stderr);
-    let allowed = ["containerpilot_control_http_requests counter metrics should have \"_total\" suffix", "containerpilot_events counter metrics should have \"_total\" suffix"];
+    let allowed = [
+        "containerpilot_control_http_requests counter metrics should have \"_total\" suffix",
+        "containerpilot_events counter metrics should have \"_total\" suffix",
+    ];
     let problems: Vec<&str> = report.lines().filter(|l| !l.trim().is_empty() && !allowed.contains(&l.trim())).collect();
     assert!(problems.is_empty(), "promtool: {report}");
     assert!(!report.contains("error"), "promtool: {report}");
@@ -133,11 +154,14 @@ fn every_endpoint_and_command_against_a_running_pilot() {
     assert!(raw(&socket, b"GET /v3/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 404"));
     let wrong = raw(&socket, b"GET /v3/reload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(wrong.starts_with("HTTP/1.1 405") && wrong.contains("Allow: POST"), "{wrong}");
-    let bad_json = raw(&socket, b"POST /v3/environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\n{oops");
+    let bad_json =
+        raw(&socket, b"POST /v3/environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\n{oops");
     assert!(bad_json.starts_with("HTTP/1.1 400"), "{bad_json}");
-    let big = format!("POST /v3/environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", 2 << 20);
+    let big =
+        format!("POST /v3/environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", 2 << 20);
     assert!(raw(&socket, big.as_bytes()).starts_with("HTTP/1.1 413"), "oversized body");
-    let not_strings = raw(&socket, b"POST /v3/env HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 8\r\n\r\n{\"A\":1}\n");
+    let not_strings =
+        raw(&socket, b"POST /v3/env HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 8\r\n\r\n{\"A\":1}\n");
     assert!(not_strings.starts_with("HTTP/1.1 422"), "{not_strings}");
     // None of it disturbed the job.
     assert_eq!(job(&status(&socket), "app")["pid"].as_i64(), Some(app_pid));
@@ -155,7 +179,12 @@ fn a_bad_reload_keeps_the_old_config_and_a_good_one_swaps_jobs() {
     let payload = p.expect_line(|l| l.starts_with("payload "), "the payload");
     let app_pid = eventually(LIMIT, "app running", || job(&status(&socket), "app")["pid"].as_i64());
 
-    std::fs::write(&cfg, config_text(&socket, 0, "sleep 1000").replace("jobs: [", "jobs: [ { name: \"x\", exec: \"true\", health: { ttl: 1 } },")).unwrap();
+    std::fs::write(
+        &cfg,
+        config_text(&socket, 0, "sleep 1000")
+            .replace("jobs: [", "jobs: [ { name: \"x\", exec: \"true\", health: { ttl: 1 } },"),
+    )
+    .unwrap();
     let (code, _, err) = cli(&socket, &["reload"]);
     assert_eq!(code, 1);
     assert!(err.contains("reload refused") && err.contains("jobs[0].health.interval: is required"), "{err}");
@@ -163,7 +192,8 @@ fn a_bad_reload_keeps_the_old_config_and_a_good_one_swaps_jobs() {
 
     std::fs::write(&cfg, config_text(&socket, 0, "sleep 2000")).unwrap();
     assert_eq!(cli(&socket, &["reload"]).0, 0);
-    let new_pid = eventually(LIMIT, "the new app", || job(&status(&socket), "app")["pid"].as_i64().filter(|p| *p != app_pid));
+    let new_pid =
+        eventually(LIMIT, "the new app", || job(&status(&socket), "app")["pid"].as_i64().filter(|p| *p != app_pid));
     assert!(std::fs::read_to_string(format!("/proc/{new_pid}/cmdline")).unwrap().contains("2000"));
     let main = job(&status(&socket), "main").clone();
     assert_eq!(main["state"], "running", "the payload is not touched by a reload");
@@ -179,7 +209,10 @@ fn default_socket_is_per_job_and_found_by_the_cli() {
     std::fs::create_dir_all(&scratch_dir).unwrap();
     let cfg = write_config(&dir, r#"{ jobs: [ { name: "app", exec: "sleep 1000" } ] }"#);
     let env = |c: &mut Command| {
-        c.env("_CONDOR_SCRATCH_DIR", &scratch_dir).env_remove("XDG_RUNTIME_DIR").env_remove("PILOT_SOCKET").env("TMPDIR", &dir);
+        c.env("_CONDOR_SCRATCH_DIR", &scratch_dir)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("PILOT_SOCKET")
+            .env("TMPDIR", &dir);
     };
     let mut run = Command::new(pilot());
     run.args(["run", "-c", &cfg]);
@@ -209,7 +242,13 @@ fn stale_socket_is_replaced_and_no_pilot_is_a_clear_error() {
     let dir = scratch("stale");
     let socket = dir.join("ctl.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap()); // a dead pilot's leftover
-    let cfg = write_config(&dir, &format!(r#"{{ control: {{ socket: "{}" }}, jobs: [ {{ name: "app", exec: "sleep 1000" }} ] }}"#, socket.display()));
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ control: {{ socket: "{}" }}, jobs: [ {{ name: "app", exec: "sleep 1000" }} ] }}"#,
+            socket.display()
+        ),
+    );
     let p = Running::start(Command::new(pilot()).args(["run", "-c", &cfg]));
     eventually(LIMIT, "pilot answers on the replaced socket", || (cli(&socket, &["ping"]).0 == 0).then_some(()));
     drop(p);
@@ -240,7 +279,8 @@ fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
     let agent = Agent::dev();
     let dir = scratch("prometheus");
     let socket = dir.join("ctl.sock");
-    let text_cfg = config_text(&socket, 0, "sleep 1000").replacen("{\n", &format!("{{\n  consul: \"{}\",\n", agent.addr()), 1);
+    let text_cfg =
+        config_text(&socket, 0, "sleep 1000").replacen("{\n", &format!("{{\n  consul: \"{}\",\n", agent.addr()), 1);
     let cfg = write_config(&dir, &text_cfg);
     let p = Running::start(Command::new(pilot()).args(["run", "-c", &cfg]));
     eventually(Duration::from_secs(20), "containerpilot service", || agent.services("containerpilot").pop());
@@ -268,7 +308,12 @@ fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
         .expect("start prometheus");
     let api = |q: &str| -> Option<Value> {
         let out = Command::new("python3")
-            .args(["-c", &format!("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{web}{q}').read().decode())")])
+            .args([
+                "-c",
+                &format!(
+                    "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{web}{q}').read().decode())"
+                ),
+            ])
             .output()
             .ok()?;
         serde_json::from_slice(&out.stdout).ok()
@@ -288,7 +333,11 @@ fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
     let _ = prom.kill();
     let _ = prom.wait();
     if let Err(e) = up {
-        panic!("{:?}\nprometheus log:\n{}", e.downcast_ref::<String>(), std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default());
+        panic!(
+            "{:?}\nprometheus log:\n{}",
+            e.downcast_ref::<String>(),
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
     }
     // An orderly exit takes the endpoint out of Consul, so Prometheus stops scraping it.
     p.signal(15);

@@ -16,18 +16,25 @@ fn htcondor_python() -> PathBuf {
         return PathBuf::from(p);
     }
     let cache = std::env::var("PILOT_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-        let base = std::env::var("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
+        let base = std::env::var("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
         base.join("pilot")
     });
     let py = cache.join("htcondor-venv/bin/python");
     let ok = Command::new(&py).args(["-c", "import classad2"]).output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "this test needs HTCondor's Python bindings in {}: run scripts/setup-test-deps.sh (pip installs htcondor from PyPI)", py.display());
+    assert!(
+        ok,
+        "this test needs HTCondor's Python bindings in {}: run scripts/setup-test-deps.sh (pip installs htcondor from PyPI)",
+        py.display()
+    );
     py
 }
 
 /// Write the ads into `dir`; returns what HTCondor says the job ad's literal values are.
 fn write_ads(dir: &Path) -> BTreeMap<String, String> {
-    let out = run_limited(Command::new(htcondor_python()).arg(fixture("write_ads.py")).arg(dir), Duration::from_secs(30));
+    let out =
+        run_limited(Command::new(htcondor_python()).arg(fixture("write_ads.py")).arg(dir), Duration::from_secs(30));
     assert!(out.status.success(), "{}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -49,9 +56,15 @@ fn the_parser_agrees_with_htcondor_value_by_value() {
 fn templates_see_the_ads() {
     let dir = scratch("ads-template");
     write_ads(&dir);
-    let cfg = write_config(&dir, r#"{ jobs: [{ name: "a", exec: ["echo", "{{ .CONDOR_JOB_GlobalJobId }}|{{ .CONDOR_JOB_ClusterId }}.{{ .CONDOR_JOB_ProcId }}|{{ .CONDOR_MACHINE_Name }}"] }] }"#);
+    let cfg = write_config(
+        &dir,
+        r#"{ jobs: [{ name: "a", exec: ["echo", "{{ .CONDOR_JOB_GlobalJobId }}|{{ .CONDOR_JOB_ClusterId }}.{{ .CONDOR_JOB_ProcId }}|{{ .CONDOR_MACHINE_Name }}"] }] }"#,
+    );
     let out = run_limited(
-        Command::new(pilot()).args(["run", "-c", &cfg]).env("_CONDOR_JOB_AD", dir.join("job.ad")).env("_CONDOR_MACHINE_AD", dir.join("machine.ad")),
+        Command::new(pilot())
+            .args(["run", "-c", &cfg])
+            .env("_CONDOR_JOB_AD", dir.join("job.ad"))
+            .env("_CONDOR_MACHINE_AD", dir.join("machine.ad")),
         Duration::from_secs(10),
     );
     let all = text(&out.stdout) + &text(&out.stderr);
@@ -92,7 +105,10 @@ fn a_broken_ad_is_reported_and_left_out() {
     let dir = scratch("ads-broken");
     std::fs::write(dir.join("job.ad"), "GlobalJobId = \"x\"\nnot an attribute line\n").unwrap();
     let out = run_limited(
-        Command::new(pilot()).args(["run", "--", "true"]).env("_CONDOR_JOB_AD", dir.join("job.ad")).env("RUST_LOG", "warn"),
+        Command::new(pilot())
+            .args(["run", "--", "true"])
+            .env("_CONDOR_JOB_AD", dir.join("job.ad"))
+            .env("RUST_LOG", "warn"),
         Duration::from_secs(10),
     );
     assert_eq!(out.status.code(), Some(0), "the payload runs regardless");

@@ -83,7 +83,12 @@ fn status_field(status: &str, field: &str) -> u64 {
 fn payload_gets_the_signal_mask_and_dispositions_pilot_inherited() {
     require_python();
     let out = run_limited(
-        Command::new("python3").arg(fixture("with_sigconf.py")).arg(pilot()).args(["run", "--", "cat", "/proc/self/status"]),
+        Command::new("python3").arg(fixture("with_sigconf.py")).arg(pilot()).args([
+            "run",
+            "--",
+            "cat",
+            "/proc/self/status",
+        ]),
         LIMIT,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));

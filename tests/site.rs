@@ -38,7 +38,8 @@ impl Site {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         // The static binary, in its own target directory (the test's cargo holds the usual one).
         let out = run_limited(
-            Command::new(repo.join("scripts/build-static.sh")).env("CARGO_TARGET_DIR", repo.join("target/static-for-tests")),
+            Command::new(repo.join("scripts/build-static.sh"))
+                .env("CARGO_TARGET_DIR", repo.join("target/static-for-tests")),
             Duration::from_secs(900),
         );
         assert!(out.status.success(), "scripts/build-static.sh: {}", text(&out.stderr));
@@ -54,7 +55,10 @@ impl Site {
                 .env("PILOT_PROMETHEUS", common::prometheus_bin()),
             Duration::from_secs(1200),
         );
-        let site = Site { consul: std::fs::read_to_string(dir.join("consul.addr")).unwrap_or_default().trim().to_string(), dir };
+        let site = Site {
+            consul: std::fs::read_to_string(dir.join("consul.addr")).unwrap_or_default().trim().to_string(),
+            dir,
+        };
         assert!(out.status.success(), "scripts/site.sh up failed:\n{}{}", text(&out.stdout), text(&out.stderr));
         site
     }
@@ -131,10 +135,15 @@ impl Site {
 
     /// Prometheus's `up` for each scraped `containerpilot` instance.
     fn prometheus_up(&self) -> Vec<(String, String)> {
-        let addr = std::fs::read_to_string(self.dir.join("prometheus.addr")).expect("site.sh up --prometheus wrote prometheus.addr");
+        let addr = std::fs::read_to_string(self.dir.join("prometheus.addr"))
+            .expect("site.sh up --prometheus wrote prometheus.addr");
         let v = get_json(&format!("http://{}/api/v1/query?query=up%7Bjob%3D%22containerpilot%22%7D", addr.trim()));
         let rows = v["data"]["result"].as_array().cloned().unwrap_or_default();
-        rows.iter().map(|r| (r["metric"]["instance"].as_str().unwrap_or("").into(), r["value"][1].as_str().unwrap_or("").into())).collect()
+        rows.iter()
+            .map(|r| {
+                (r["metric"]["instance"].as_str().unwrap_or("").into(), r["value"][1].as_str().unwrap_or("").into())
+            })
+            .collect()
     }
 
     /// htcondor_global_job_id of every htcondor-payload service registered now.
@@ -180,7 +189,13 @@ impl Drop for Site {
 }
 
 fn get_json(url: &str) -> Value {
-    let body = common::consul::agent_http().get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}")).body_mut().read_to_string().unwrap();
+    let body = common::consul::agent_http()
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap();
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
 }
 
@@ -215,8 +230,12 @@ fn global_job_id(site: &Site, cluster: &str) -> String {
 /// The post-stop job ran after the deregistration, and named this job.
 fn assert_post_stop(site: &Site, name: &str, gjid: &str) {
     let err = site.err(name);
-    let dereg = err.find("consul: deregistered service htcondor-payload-").unwrap_or_else(|| panic!("{name}: no deregistration in pilot's log:\n{err}"));
-    let post = err.find(&format!("post-stop job {gjid} finished")).unwrap_or_else(|| panic!("{name}: the post-stop job did not run:\n{err}"));
+    let dereg = err
+        .find("consul: deregistered service htcondor-payload-")
+        .unwrap_or_else(|| panic!("{name}: no deregistration in pilot's log:\n{err}"));
+    let post = err
+        .find(&format!("post-stop job {gjid} finished"))
+        .unwrap_or_else(|| panic!("{name}: the post-stop job did not run:\n{err}"));
     assert!(dereg < post, "{name}: the post-stop job ran before the deregistration:\n{err}");
 }
 
@@ -243,16 +262,25 @@ fn htcondor_runs_pilot_containers_registered_in_consul() {
     // A payload removed with condor_rm while it runs.
     let removed = submit_pair(&site, "removed", "echo payload started; sleep 600");
     let gjid = eventually(Duration::from_secs(120), "both removed-* jobs running, pilot's registered", || {
-        let running = [&removed.pilot, &removed.bare].iter().all(|c| site.ad(c, &["JobStatus"]).is_some_and(|v| v[0] == "2"));
+        let running =
+            [&removed.pilot, &removed.bare].iter().all(|c| site.ad(c, &["JobStatus"]).is_some_and(|v| v[0] == "2"));
         let gjid = global_job_id(&site, &removed.pilot);
         (running && site.payload_services().contains(&gjid)).then_some(gjid)
     });
-    site.photograph("/ui/dc1/services", "figure3-services.png", &["condor-master", "htcondor-payload", "containerpilot", "consul"]);
+    site.photograph(
+        "/ui/dc1/services",
+        "figure3-services.png",
+        &["condor-master", "htcondor-payload", "containerpilot", "consul"],
+    );
     site.condor(&["condor_rm", &removed.pilot, &removed.bare]);
     let (pilot, bare) = eventually(Duration::from_secs(60), "the removed jobs in the history", || {
         Some((site.finished(&removed.pilot)?, site.finished(&removed.bare)?))
     });
-    assert_eq!(pilot, ("3".into(), "143".into(), "false".into()), "removed under pilot: (JobStatus, ExitCode, ExitBySignal)");
+    assert_eq!(
+        pilot,
+        ("3".into(), "143".into(), "false".into()),
+        "removed under pilot: (JobStatus, ExitCode, ExitBySignal)"
+    );
     assert_eq!(pilot, bare, "removed: pilot's record differs from the bare payload's");
     assert!(!site.payload_services().contains(&gjid), "the removed job's service is still registered");
     assert_post_stop(&site, "removed-pilot", &gjid);
@@ -288,10 +316,19 @@ fn htcondor_runs_pilot_containers_registered_in_consul() {
     let seen = seen.into_inner().unwrap();
     for (p, want) in pairs.iter().zip(["0", "7", "137"]) {
         let (pilot, bare) = &results[p.name];
-        assert_eq!(pilot, &("4".into(), want.to_string(), "false".into()), "{} under pilot: (JobStatus, ExitCode, ExitBySignal)", p.name);
+        assert_eq!(
+            pilot,
+            &("4".into(), want.to_string(), "false".into()),
+            "{} under pilot: (JobStatus, ExitCode, ExitBySignal)",
+            p.name
+        );
         assert_eq!(pilot, bare, "{}: pilot's record differs from the bare payload's", p.name);
         let gjid = global_job_id(&site, &p.pilot);
-        assert!(seen.contains(&gjid), "{}: no htcondor-payload service with meta htcondor_global_job_id={gjid} was seen (saw {seen:?})", p.name);
+        assert!(
+            seen.contains(&gjid),
+            "{}: no htcondor-payload service with meta htcondor_global_job_id={gjid} was seen (saw {seen:?})",
+            p.name
+        );
         assert_post_stop(&site, &format!("{}-pilot", p.name), &gjid);
     }
     assert_eq!(site.payload_services(), Vec::<String>::new(), "services left registered after every job ended");
@@ -308,7 +345,10 @@ fn htcondor_runs_pilot_containers_registered_in_consul() {
     });
     std::fs::write(&config, good).unwrap();
     site.condor(&["condor_rm", &broken]);
-    assert!(log.contains("jobs[0].helth: unknown key 'helth'; did you mean 'health'?"), "the job's log lacks check-config's diagnostic:\n{log}");
+    assert!(
+        log.contains("jobs[0].helth: unknown key 'helth'; did you mean 'health'?"),
+        "the job's log lacks check-config's diagnostic:\n{log}"
+    );
     let out = std::fs::read_to_string(site.jobs().join("broken-config.out")).unwrap_or_default();
     assert!(!out.contains("the payload ran"), "the payload ran under a broken config");
 
@@ -319,13 +359,20 @@ fn htcondor_runs_pilot_containers_registered_in_consul() {
 
     // The paper's fault: the startd stops answering, the health check fails, Consul shows
     // condor-master critical with the check's output.
-    std::fs::write(site.dir.join("worker/startd-down"), "connection refused (fault injected by tests/site.rs)").unwrap();
+    std::fs::write(site.dir.join("worker/startd-down"), "connection refused (fault injected by tests/site.rs)")
+        .unwrap();
     eventually(Duration::from_secs(60), "condor-master critical", || {
         site.worker_check().filter(|(s, o)| s == "critical" && o.contains("Can't connect to startd"))
     });
-    site.photograph("/ui/dc1/nodes/pilot-site/health-checks", "figure4-node-checks.png", &["condor-master", "Can't connect to startd"]);
+    site.photograph(
+        "/ui/dc1/nodes/pilot-site/health-checks",
+        "figure4-node-checks.png",
+        &["condor-master", "Can't connect to startd"],
+    );
     std::fs::remove_file(site.dir.join("worker/startd-down")).unwrap();
-    eventually(Duration::from_secs(60), "condor-master passing again", || site.worker_check().filter(|(s, _)| s == "passing"));
+    eventually(Duration::from_secs(60), "condor-master passing again", || {
+        site.worker_check().filter(|(s, _)| s == "passing")
+    });
 
     // Stopping the worker node deregisters it.
     let out = site.script(&["worker-node", "stop", "wn1"]);

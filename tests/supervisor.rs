@@ -22,7 +22,13 @@ fn run_config(cfg: &str) -> std::process::Output {
 fn job_is_restarted_n_times_then_given_up() {
     let dir = scratch("restarts");
     let log = dir.join("runs");
-    let cfg = write_config(&dir, &format!(r#"{{ jobs: [{{ name: "flaky", exec: ["sh", "-c", "echo run >> {}; exit 1"], restarts: 3 }}] }}"#, log.display()));
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ jobs: [{{ name: "flaky", exec: ["sh", "-c", "echo run >> {}; exit 1"], restarts: 3 }}] }}"#,
+            log.display()
+        ),
+    );
     let out = run_config(&cfg);
     assert_eq!(lines(&log).len(), 4, "restarts: 3 means four runs");
     assert_eq!(out.status.code(), Some(0), "natural termination with no payload exits 0");
@@ -34,13 +40,20 @@ fn periodic_job_runs_on_its_interval() {
     let log = dir.join("ticks");
     let cfg = write_config(
         &dir,
-        &format!(r#"{{ jobs: [{{ name: "tick", exec: ["sh", "-c", "date +%s.%N >> {}"], when: {{ interval: "300ms" }}, restarts: 4 }}] }}"#, log.display()),
+        &format!(
+            r#"{{ jobs: [{{ name: "tick", exec: ["sh", "-c", "date +%s.%N >> {}"], when: {{ interval: "300ms" }}, restarts: 4 }}] }}"#,
+            log.display()
+        ),
     );
     let start = std::time::Instant::now();
     run_config(&cfg);
     let ticks = lines(&log);
     assert_eq!(ticks.len(), 5, "restarts: 4 on an interval job means five runs: {ticks:?}");
-    assert!(start.elapsed() >= Duration::from_millis(1100), "runs were spaced by the interval, took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(1100),
+        "runs were spaced by the interval, took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -148,8 +161,12 @@ fn example(name: &str) -> String {
 fn containerpilot_sigterm_test_runs_unchanged() {
     // ContainerPilot's integration_tests/tests/test_sigterm: preStop on app's stopping,
     // postStop on its stopped, in that order.
-    let running = Running::start(Command::new(pilot()).args(["run", "-c", &example("12-itest-sigterm-prestop-poststop.json5")]));
-    running.expect_line(|l| l.contains("job main") || l.contains("job app started") || l.contains("event {startup"), "startup");
+    let running =
+        Running::start(Command::new(pilot()).args(["run", "-c", &example("12-itest-sigterm-prestop-poststop.json5")]));
+    running.expect_line(
+        |l| l.contains("job main") || l.contains("job app started") || l.contains("event {startup"),
+        "startup",
+    );
     std::thread::sleep(Duration::from_millis(300));
     running.signal(15);
     let pre = running.expect_line(|l| l.contains("preStop fired on app stopping"), "preStop output");
@@ -160,7 +177,8 @@ fn containerpilot_sigterm_test_runs_unchanged() {
 
 #[test]
 fn containerpilot_sighup_test_runs_unchanged() {
-    let running = Running::start(Command::new(pilot()).args(["run", "-c", &example("13-itest-sighup-signal-events.json5")]));
+    let running =
+        Running::start(Command::new(pilot()).args(["run", "-c", &example("13-itest-sighup-signal-events.json5")]));
     running.expect_line(|l| l.contains("event {startup"), "startup");
     running.signal(1);
     running.expect_line(|l| l.contains("'on-sighup job fired on SIGHUP"), "on-sighup output");
@@ -179,7 +197,9 @@ fn containerpilot_tasks_test_counts() {
     std::fs::write(&task, "#!/bin/sh\necho start >> \"$2\"\nsleep \"$1\"\necho end >> \"$2\"\n").unwrap();
     Command::new("chmod").arg("+x").arg(&task).status().unwrap();
     let text_cfg = std::fs::read_to_string(example("14-itest-tasks-intervals.json5")).unwrap();
-    let text_cfg = text_cfg.replace("\"/task.sh\"", &format!("\"{}\"", task.display())).replace("\"/task", &format!("\"{}/task", dir.display()));
+    let text_cfg = text_cfg
+        .replace("\"/task.sh\"", &format!("\"{}\"", task.display()))
+        .replace("\"/task", &format!("\"{}/task", dir.display()));
     let cfg = write_config(&dir, &text_cfg);
     let running = Running::start(Command::new(pilot()).args(["run", "-c", &cfg]));
     std::thread::sleep(Duration::from_millis(4500));

@@ -62,7 +62,8 @@ fn vacate_stops_in_order_deregisters_runs_post_stop_and_keeps_the_payload_status
     let agent = Agent::dev();
     let dir = scratch("vacate");
     let cfg = config(&dir, &agent.addr());
-    let p = start(&cfg, "trap 'echo payload got TERM; exit 3' TERM; echo payload up; while :; do sleep 0.1; done", None);
+    let p =
+        start(&cfg, "trap 'echo payload got TERM; exit 3' TERM; echo payload up; while :; do sleep 0.1; done", None);
     p.expect_line(|l| l == "payload up", "payload");
     eventually(Duration::from_secs(20), "svc registered", || agent.services("svc").pop());
     let (code, took) = vacate(p, 15);
@@ -93,13 +94,21 @@ fn the_job_ads_kill_sig_is_a_stop_signal() {
     let cfg = write_config(&dir, r#"{ stopTimeout: 1, jobs: [ { name: "helper", exec: "sleep 1000" } ] }"#);
     // The payload only notes USR1. Were USR1 merely forwarded, pilot would run on until
     // HTCondor's SIGKILL; as the stop signal, pilot stops everything within stopTimeout.
-    let p = start(&cfg, "trap 'echo payload got USR1' USR1; echo payload up; while :; do sleep 0.1; done", Some(&dir.join("job.ad")));
+    let p = start(
+        &cfg,
+        "trap 'echo payload got USR1' USR1; echo payload up; while :; do sleep 0.1; done",
+        Some(&dir.join("job.ad")),
+    );
     p.expect_line(|l| l == "payload up", "payload");
     p.signal(10);
     p.expect_line(|l| l == "payload got USR1", "USR1 reaches the payload as its stop signal");
     let start = Instant::now();
     assert_eq!(p.wait(VACATE), 137, "an orderly stop: the payload was SIGKILLed after stopTimeout");
-    assert!(start.elapsed() >= Duration::from_millis(900), "after stopTimeout, not a hurried kill: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "after stopTimeout, not a hurried kill: {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -118,5 +127,8 @@ fn grace_defaults_to_just_under_the_vacate_time_in_the_ads() {
     p.expect_line(|l| l == "payload up", "payload");
     let (code, took) = vacate(p, 15);
     assert_eq!(code, Some(137));
-    assert!(took >= Duration::from_millis(2500) && took < Duration::from_secs(4), "grace = 4 s - 1 s, before HTCondor's SIGKILL: {took:?}");
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(4),
+        "grace = 4 s - 1 s, before HTCondor's SIGKILL: {took:?}"
+    );
 }

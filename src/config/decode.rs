@@ -4,7 +4,7 @@
 //! string is expected and numeric strings where a number is. Every problem is recorded with
 //! its field path and decoding carries on, so one run of `check-config` lists them all.
 
-use super::diagnostic::{did_you_mean, Diagnostic};
+use super::diagnostic::{Diagnostic, did_you_mean};
 use super::duration;
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -132,11 +132,14 @@ impl Decoder {
                 return n.as_f64().filter(|f| *f >= 0.0).map(Duration::from_secs_f64).or_else(|| {
                     self.error(path, "duration must not be negative");
                     None
-                })
+                });
             }
             Value::Number(_) | Value::String(_) => self.string(path, v)?,
             other => {
-                self.error(path, format!("expected a duration like \"10s\" or a number of seconds, got {}", type_name(other)));
+                self.error(
+                    path,
+                    format!("expected a duration like \"10s\" or a number of seconds, got {}", type_name(other)),
+                );
                 return None;
             }
         };
@@ -146,11 +149,9 @@ impl Decoder {
     /// An array of strings; pilot also accepts a lone string as a one-element list.
     pub fn string_list(&mut self, path: &str, v: &Value) -> Vec<String> {
         match v {
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .filter_map(|(i, item)| self.string(&format!("{path}[{i}]"), item))
-                .collect(),
+            Value::Array(items) => {
+                items.iter().enumerate().filter_map(|(i, item)| self.string(&format!("{path}[{i}]"), item)).collect()
+            }
             Value::String(s) => vec![s.clone()],
             Value::Object(m) if m.is_empty() => Vec::new(),
             other => {
@@ -178,7 +179,10 @@ impl Decoder {
                 })
                 .collect(),
             other => {
-                self.error(path, format!("expected a command string or an array of arguments, got {}", type_name(other)));
+                self.error(
+                    path,
+                    format!("expected a command string or an array of arguments, got {}", type_name(other)),
+                );
                 return None;
             }
         };

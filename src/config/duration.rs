@@ -48,11 +48,7 @@ fn invalid(s: &str) -> String {
 
 /// Render a duration the way Consul and Go print them (`15s`, `1m0s` is not needed).
 pub fn to_go_string(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
+    if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 #[cfg(test)]

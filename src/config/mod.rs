@@ -71,7 +71,10 @@ pub fn load_with(path: PathBuf, env: &HashMap<String, String>, fetch: Option<KvF
     if let (Ok((first, keys)), Some(fetch)) = (&rendered, fetch)
         && !keys.is_empty()
     {
-        let stanza = parse_json5(first).ok().and_then(|v| Config::decode(&v, &mut decode::Decoder::default())).and_then(|c| c.consul);
+        let stanza = parse_json5(first)
+            .ok()
+            .and_then(|v| Config::decode(&v, &mut decode::Decoder::default()))
+            .and_then(|c| c.consul);
         let values = fetch(stanza.as_ref(), keys);
         rendered = template::render_with_kv(&text, env, &template::Kv::Fetched(values));
     }

@@ -137,8 +137,20 @@ pub struct Control {
 
 const TOP_KEYS: &[&str] = &["consul", "logging", "jobs", "watches", "telemetry", "control", "stopTimeout"];
 const JOB_KEYS: &[&str] = &[
-    "name", "exec", "logging", "when", "timeout", "stopTimeout", "restarts", "health", "port",
-    "interfaces", "tags", "meta", "initial_status", "consul",
+    "name",
+    "exec",
+    "logging",
+    "when",
+    "timeout",
+    "stopTimeout",
+    "restarts",
+    "health",
+    "port",
+    "interfaces",
+    "tags",
+    "meta",
+    "initial_status",
+    "consul",
 ];
 /// Interface specs must parse now, not when the service is first registered.
 fn check_interfaces(d: &mut Decoder, path: &str, specs: &[String]) {
@@ -189,7 +201,10 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, job) in self.jobs.iter().enumerate() {
             if !seen.insert(job.name.as_str()) {
-                d.error(format!("jobs[{i}].name"), format!("duplicate job name '{}': event sources must be unambiguous", job.name));
+                d.error(
+                    format!("jobs[{i}].name"),
+                    format!("duplicate job name '{}': event sources must be unambiguous", job.name),
+                );
             }
         }
         let mut sources: Vec<String> = vec![events::GLOBAL.to_string()];
@@ -200,16 +215,17 @@ impl Config {
         sources.extend(self.watches.iter().map(|w| format!("watch.{}", w.name)));
         for (i, job) in self.jobs.iter().enumerate() {
             if let Trigger::Event { source, .. } = &job.trigger
-                && !sources.contains(source) {
-                    let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
-                    let hint = super::diagnostic::did_you_mean(source, &refs)
-                        .map(|s| format!("; did you mean '{s}'?"))
-                        .unwrap_or_default();
-                    d.warning(
-                        format!("jobs[{i}].when.source"),
-                        format!("no job, health check or watch named '{source}': this job will never start{hint}"),
-                    );
-                }
+                && !sources.contains(source)
+            {
+                let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+                let hint = super::diagnostic::did_you_mean(source, &refs)
+                    .map(|s| format!("; did you mean '{s}'?"))
+                    .unwrap_or_default();
+                d.warning(
+                    format!("jobs[{i}].when.source"),
+                    format!("no job, health check or watch named '{source}': this job will never start{hint}"),
+                );
+            }
         }
         let registers = self.jobs.iter().any(|j| j.port != 0) || !self.watches.is_empty() || self.telemetry.is_some();
         // With CONSUL_HTTP_ADDR set the address is deliberate (a site sets it for every job,
@@ -226,12 +242,9 @@ impl Config {
 fn list<'a>(d: &mut Decoder, top: &Obj<'a>, key: &str) -> Vec<(String, &'a Value)> {
     match top.get(key) {
         None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(i, v)| (format!("{key}[{i}]"), v))
-            .collect(),
+        Some(Value::Array(items)) => {
+            items.iter().enumerate().filter(|(_, v)| !v.is_null()).map(|(i, v)| (format!("{key}[{i}]"), v)).collect()
+        }
         Some(other) => {
             d.error(key, format!("expected an array, got {}", super::decode::type_name(other)));
             Vec::new()
@@ -303,7 +316,10 @@ fn decode_logging(d: &mut Decoder, v: Option<&Value>) -> Logging {
             "WARN" | "WARNING" => log::LevelFilter::Warn,
             "ERROR" | "FATAL" | "PANIC" => log::LevelFilter::Error,
             _ => {
-                d.error("logging.level", format!("unknown log level '{level}': expected DEBUG, INFO, WARN, ERROR, FATAL or PANIC"));
+                d.error(
+                    "logging.level",
+                    format!("unknown log level '{level}': expected DEBUG, INFO, WARN, ERROR, FATAL or PANIC"),
+                );
                 l.level
             }
         }
@@ -336,7 +352,14 @@ fn decode_control(d: &mut Decoder, v: &Value) -> Control {
     if let Some(s) = &socket
         && s.len() > crate::control::socket::MAX_PATH
     {
-        d.error("control.socket", format!("{} bytes is longer than a Unix socket path may be ({} bytes)", s.len(), crate::control::socket::MAX_PATH));
+        d.error(
+            "control.socket",
+            format!(
+                "{} bytes is longer than a Unix socket path may be ({} bytes)",
+                s.len(),
+                crate::control::socket::MAX_PATH
+            ),
+        );
     }
     o.finish(d);
     Control { socket }
@@ -399,7 +422,9 @@ fn decode_when(d: &mut Decoder, path: &str, v: Option<&Value>) -> (Trigger, Opti
         match Code::parse(&name) {
             None => {
                 let names: Vec<&str> = events::NAMES.iter().map(|(n, _)| *n).collect();
-                let hint = super::diagnostic::did_you_mean(&name, &names).map(|s| format!("; did you mean '{s}'?")).unwrap_or_default();
+                let hint = super::diagnostic::did_you_mean(&name, &names)
+                    .map(|s| format!("; did you mean '{s}'?"))
+                    .unwrap_or_default();
                 d.error(o.field(key), format!("'{name}' is not a valid event{hint}"));
                 Trigger::Never
             }
@@ -418,9 +443,13 @@ fn decode_when(d: &mut Decoder, path: &str, v: Option<&Value>) -> (Trigger, Opti
         startup
     };
     if let Trigger::Event { source, .. } = &trigger
-        && source.is_empty() {
-            d.error(o.field("source"), "is required for this event: name the job, 'check.<job>', 'watch.<name>' or 'global' it comes from");
-        }
+        && source.is_empty()
+    {
+        d.error(
+            o.field("source"),
+            "is required for this event: name the job, 'check.<job>', 'watch.<name>' or 'global' it comes from",
+        );
+    }
     o.finish(d);
     (trigger, timeout)
 }
@@ -484,7 +513,10 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
         Some(v) => decode_restarts(d, &o.field("restarts"), v).unwrap_or(Restarts::Count(0)),
     };
     if restarts == Restarts::Unlimited && matches!(trigger, Trigger::Event { each: true, .. }) {
-        d.error(o.field("restarts"), "\"unlimited\" may not be used when 'when.each' is set because it may result in infinite processes");
+        d.error(
+            o.field("restarts"),
+            "\"unlimited\" may not be used when 'when.each' is set because it may result in infinite processes",
+        );
     }
     let health = o.get("health").and_then(|v| decode_health(d, &o.field("health"), v));
     let port = match o.get("port").and_then(|v| d.int(&o.field("port"), v)) {
@@ -507,16 +539,21 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
     let (enable_tag_override, deregister_critical_after) = decode_job_consul(d, &o);
     if port != 0 {
         if let Some(n) = &name
-            && !service_name_ok(n) {
-                d.error(o.field("name"), format!("'{n}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$ when 'port' is set"));
-            }
+            && !service_name_ok(n)
+        {
+            d.error(
+                o.field("name"),
+                format!("'{n}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$ when 'port' is set"),
+            );
+        }
         if o.get("health").is_none() {
             d.error(o.field("health"), "must be set if 'port' is set (it sets the TTL of the Consul check)");
         }
         if let Some(s) = &initial_status
-            && !matches!(s.as_str(), "passing" | "warning" | "critical") {
-                d.error(o.field("initial_status"), format!("'{s}' must be one of 'passing', 'warning' or 'critical'"));
-            }
+            && !matches!(s.as_str(), "passing" | "warning" | "critical")
+        {
+            d.error(o.field("initial_status"), format!("'{s}' must be one of 'passing', 'warning' or 'critical'"));
+        }
     }
     o.finish(d);
     Some(Job {
@@ -544,9 +581,7 @@ fn decode_meta(d: &mut Decoder, path: &str, v: &Value) -> BTreeMap<String, Strin
         d.error(path, format!("expected an object of string values, got {}", super::decode::type_name(v)));
         return BTreeMap::new();
     };
-    map.iter()
-        .filter_map(|(k, v)| d.string(&format!("{path}.{k}"), v).map(|s| (k.clone(), s)))
-        .collect()
+    map.iter().filter_map(|(k, v)| d.string(&format!("{path}.{k}"), v).map(|s| (k.clone(), s))).collect()
 }
 
 fn decode_job_consul(d: &mut Decoder, o: &Obj) -> (bool, Option<Duration>) {
@@ -555,7 +590,8 @@ fn decode_job_consul(d: &mut Decoder, o: &Obj) -> (bool, Option<Duration>) {
         return (false, None);
     };
     let eto = c.get("enableTagOverride").and_then(|v| d.bool(&c.field("enableTagOverride"), v)).unwrap_or(false);
-    let dcsa = c.get("deregisterCriticalServiceAfter").and_then(|v| d.duration(&c.field("deregisterCriticalServiceAfter"), v));
+    let dcsa =
+        c.get("deregisterCriticalServiceAfter").and_then(|v| d.duration(&c.field("deregisterCriticalServiceAfter"), v));
     c.finish(d);
     (eto, dcsa)
 }
@@ -601,7 +637,9 @@ fn decode_telemetry(d: &mut Decoder, v: &Value) -> Option<Telemetry> {
                 }
             }
             Value::Object(m) if m.is_empty() => {}
-            other => d.error("telemetry.metrics", format!("expected an array, got {}", super::decode::type_name(other))),
+            other => {
+                d.error("telemetry.metrics", format!("expected an array, got {}", super::decode::type_name(other)))
+            }
         }
     }
     o.finish(d);
@@ -615,12 +653,17 @@ fn decode_metric(d: &mut Decoder, path: &str, v: &Value) -> Option<Metric> {
     let metric_name = regex::Regex::new(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$").expect("static regex");
     match &name {
         None => d.error(o.field("name"), "is required"),
-        Some(n) if !metric_name.is_match(n) => d.error(o.field("name"), format!("'{n}' is not a valid Prometheus metric name")),
+        Some(n) if !metric_name.is_match(n) => {
+            d.error(o.field("name"), format!("'{n}' is not a valid Prometheus metric name"))
+        }
         _ => {}
     }
     match kind.as_deref() {
         Some("counter" | "gauge" | "histogram" | "summary") => {}
-        Some(k) => d.error(o.field("type"), format!("invalid metric type '{k}': expected counter, gauge, histogram or summary")),
+        Some(k) => d.error(
+            o.field("type"),
+            format!("invalid metric type '{k}': expected counter, gauge, histogram or summary"),
+        ),
         None => d.error(o.field("type"), "is required: counter, gauge, histogram or summary"),
     }
     let m = Metric {

@@ -41,7 +41,10 @@ pub fn render_with_kv(text: &str, env: &HashMap<String, String>, kv: &Kv) -> Res
         })
         .map_err(|e| Diagnostic::error("", format!("template: cannot start rendering: {e}")))?;
     rx.recv_timeout(RENDER_LIMIT).unwrap_or_else(|_| {
-        Err(Diagnostic::error("", format!("template: rendering did not finish within {RENDER_LIMIT:?}; check for an unclosed {{{{")))
+        Err(Diagnostic::error(
+            "",
+            format!("template: rendering did not finish within {RENDER_LIMIT:?}; check for an unclosed {{{{"),
+        ))
     })
 }
 
@@ -123,8 +126,12 @@ fn kv_fn(a: &[Value]) -> Result<Value, FuncError> {
         };
         match (value, &state.0) {
             (Some(v), _) => Ok(Value::String(v)),
-            (None, Kv::Fetched(Err(why))) => Err(FuncError::Generic(format!("kv \"{key}\": {why} (give a default: kv \"{key}\" \"value\")"))),
-            (None, _) => Err(FuncError::Generic(format!("kv: key \"{key}\" is not in Consul (give a default: kv \"{key}\" \"value\")"))),
+            (None, Kv::Fetched(Err(why))) => {
+                Err(FuncError::Generic(format!("kv \"{key}\": {why} (give a default: kv \"{key}\" \"value\")")))
+            }
+            (None, _) => Err(FuncError::Generic(format!(
+                "kv: key \"{key}\" is not in Consul (give a default: kv \"{key}\" \"value\")"
+            ))),
         }
     })
 }
@@ -135,7 +142,9 @@ fn template_error(msg: &str) -> Diagnostic {
     let mut parts = rest.splitn(3, ':');
     let (_, line, tail) = (parts.next(), parts.next(), parts.next());
     match (line.and_then(|l| l.trim().parse::<usize>().ok()), tail) {
-        (Some(line), Some(tail)) => Diagnostic::error("", format!("template: {}", tail.trim())).at(line.saturating_sub(1).max(1), 1),
+        (Some(line), Some(tail)) => {
+            Diagnostic::error("", format!("template: {}", tail.trim())).at(line.saturating_sub(1).max(1), 1)
+        }
         _ => Diagnostic::error("", format!("template: {rest}")),
     }
 }

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 #[derive(Clone, PartialEq)]
 pub enum Endpoint {
     /// `http://host:port` or `https://host:port`, with an optional path prefix.
-    Tcp { https: bool, host_port: String, prefix: String },
+    Tcp {
+        https: bool,
+        host_port: String,
+        prefix: String,
+    },
     Unix(PathBuf),
 }
 
@@ -134,7 +138,9 @@ pub fn parse_endpoint(addr: &str, https: bool) -> Result<Endpoint, String> {
         }
         Some(("http", rest)) => (https, rest),
         Some(("https", rest)) => (true, rest),
-        Some((other, _)) => return Err(format!("unknown scheme '{other}://' in '{addr}': expected http://, https:// or unix://")),
+        Some((other, _)) => {
+            return Err(format!("unknown scheme '{other}://' in '{addr}': expected http://, https:// or unix://"));
+        }
         None => (https, addr),
     };
     let (host_port, prefix) = match rest.find('/') {
@@ -144,7 +150,11 @@ pub fn parse_endpoint(addr: &str, https: bool) -> Result<Endpoint, String> {
     if host_port.is_empty() {
         return Err(format!("'{addr}' has no host: expected host:port"));
     }
-    let host_port = if has_port(host_port) { host_port.to_string() } else { format!("{host_port}:{}", if https { 8501 } else { 8500 }) };
+    let host_port = if has_port(host_port) {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:{}", if https { 8501 } else { 8500 })
+    };
     Ok(Endpoint::Tcp { https, host_port, prefix: prefix.to_string() })
 }
 
@@ -173,8 +183,14 @@ mod tests {
     #[test]
     fn env_address_with_schemes() {
         assert_eq!(resolve(None, &[("CONSUL_HTTP_ADDR", "10.0.0.1:8600")]).unwrap().display(), "http://10.0.0.1:8600");
-        assert_eq!(resolve(None, &[("CONSUL_HTTP_ADDR", "https://c.example:8501/consul/")]).unwrap().display(), "https://c.example:8501/consul");
-        assert_eq!(resolve(None, &[("CONSUL_HTTP_ADDR", "unix:///run/consul.sock")]).unwrap().display(), "unix:///run/consul.sock");
+        assert_eq!(
+            resolve(None, &[("CONSUL_HTTP_ADDR", "https://c.example:8501/consul/")]).unwrap().display(),
+            "https://c.example:8501/consul"
+        );
+        assert_eq!(
+            resolve(None, &[("CONSUL_HTTP_ADDR", "unix:///run/consul.sock")]).unwrap().display(),
+            "unix:///run/consul.sock"
+        );
         // http:// does not undo CONSUL_HTTP_SSL.
         let a = resolve(None, &[("CONSUL_HTTP_ADDR", "http://h:1"), ("CONSUL_HTTP_SSL", "true")]).unwrap();
         assert_eq!(a.display(), "https://h:1");
@@ -195,7 +211,8 @@ mod tests {
     fn token_file_beats_token_and_is_trimmed() {
         let dir = std::env::temp_dir().join(format!("pilot-token-{}", std::process::id()));
         std::fs::write(&dir, "  file-token\n").unwrap();
-        let a = resolve(None, &[("CONSUL_HTTP_TOKEN", "env"), ("CONSUL_HTTP_TOKEN_FILE", dir.to_str().unwrap())]).unwrap();
+        let a =
+            resolve(None, &[("CONSUL_HTTP_TOKEN", "env"), ("CONSUL_HTTP_TOKEN_FILE", dir.to_str().unwrap())]).unwrap();
         assert_eq!(a.token.as_deref(), Some("file-token"));
         std::fs::remove_file(&dir).unwrap();
         let e = resolve(None, &[("CONSUL_HTTP_TOKEN_FILE", "/nonexistent/token")]).unwrap_err();
@@ -204,7 +221,9 @@ mod tests {
 
     #[test]
     fn tls_settings() {
-        let a = resolve(None, &[("CONSUL_HTTP_SSL_VERIFY", "false"), ("CONSUL_TLS_SERVER_NAME", "consul.example:8501")]).unwrap();
+        let a =
+            resolve(None, &[("CONSUL_HTTP_SSL_VERIFY", "false"), ("CONSUL_TLS_SERVER_NAME", "consul.example:8501")])
+                .unwrap();
         assert!(!a.tls.verify);
         assert_eq!(a.tls.server_name.as_deref(), Some("consul.example"));
         assert!(!resolve(None, &[("CONSUL_HTTP_SSL_VERIFY", "nope")]).unwrap().tls.verify);

@@ -58,7 +58,9 @@ impl Client {
                 tls = tls.client_cert(Some(client_cert(cert, key)?));
             }
             if let Some(name) = &address.tls.server_name {
-                log::warn!("consul: TLS server name '{name}' is not supported; the agent's certificate must name {host_port}");
+                log::warn!(
+                    "consul: TLS server name '{name}' is not supported; the agent's certificate must name {host_port}"
+                );
             }
         }
         let config = ureq::Agent::config_builder()
@@ -79,7 +81,12 @@ impl Client {
             Endpoint::Tcp { .. } => config.into(),
         };
         let scheme = if https { "https" } else { "http" };
-        Ok(Client { agent, base: format!("{scheme}://{host_port}{prefix}"), token: address.token.clone(), address: address.clone() })
+        Ok(Client {
+            agent,
+            base: format!("{scheme}://{host_port}{prefix}"),
+            token: address.token.clone(),
+            address: address.clone(),
+        })
     }
 
     pub fn put(&self, path: &str, body: Option<&serde_json::Value>) -> Result<Reply, Failure> {
@@ -106,24 +113,28 @@ impl Client {
         self.finish(req.call(), path)
     }
 
-    fn finish(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>, path: &str) -> Result<Reply, Failure> {
+    fn finish(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        path: &str,
+    ) -> Result<Reply, Failure> {
         let path = path.split('?').next().unwrap_or(path);
         let mut resp = result.map_err(|e| Failure(format!("{} {path}: {}", self.address.display(), describe(&e))))?;
         let index = resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_string()
-            .map_err(|e| Failure(format!("{} {path}: reading the answer: {}", self.address.display(), describe(&e))))?;
+        let body =
+            resp.body_mut().with_config().limit(64 << 20).read_to_string().map_err(|e| {
+                Failure(format!("{} {path}: reading the answer: {}", self.address.display(), describe(&e)))
+            })?;
         Ok(Reply { status, body, index })
     }
 }
 
 fn describe(e: &ureq::Error) -> String {
     match e {
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => "connection refused (is the agent running?)".into(),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused (is the agent running?)".into()
+        }
         ureq::Error::Timeout(t) => format!("timed out ({t})"),
         other => other.to_string(),
     }

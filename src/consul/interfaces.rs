@@ -28,7 +28,11 @@ pub struct Addr {
 }
 
 pub fn parse(spec: &str) -> Result<Spec, String> {
-    let bad = || format!("'{spec}' is not an interface spec: expected inet, inet6, NAME, NAME:inet, NAME:inet6, NAME[N], a CIDR like 10.0.0.0/8, or static:IP");
+    let bad = || {
+        format!(
+            "'{spec}' is not an interface spec: expected inet, inet6, NAME, NAME:inet, NAME:inet6, NAME[N], a CIDR like 10.0.0.0/8, or static:IP"
+        )
+    };
     if let Some(ip) = spec.strip_prefix("static:") {
         return ip.parse().map(Spec::Static).map_err(|_| format!("'{spec}': '{ip}' is not an IP address"));
     }

@@ -19,8 +19,19 @@ pub fn fetch(stanza: Option<&Consul>, keys: &[String]) -> Result<HashMap<String,
         let value = match r.status {
             200 => Some(r.body),
             404 => None,
-            403 => return Err(format!("reading KV key \"{key}\": permission denied ({}); the ACL token needs key:read on \"{key}\"", r.body.trim())),
-            s => return Err(format!("reading KV key \"{key}\" from {}: HTTP {s}: {}", client.address.display(), r.body.trim())),
+            403 => {
+                return Err(format!(
+                    "reading KV key \"{key}\": permission denied ({}); the ACL token needs key:read on \"{key}\"",
+                    r.body.trim()
+                ));
+            }
+            s => {
+                return Err(format!(
+                    "reading KV key \"{key}\" from {}: HTTP {s}: {}",
+                    client.address.display(),
+                    r.body.trim()
+                ));
+            }
         };
         out.insert(key.clone(), value);
     }

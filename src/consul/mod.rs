@@ -66,7 +66,11 @@ pub struct Setup<'a> {
 
 /// Start the worker and the watches. `publish` feeds watch events into the supervisor and
 /// returns false once it is gone. Consul trouble is logged and never stops the payload.
-pub fn start(config: &Config, setup: &Setup, publish: impl Fn(Event) -> bool + Clone + Send + 'static) -> Option<Handle> {
+pub fn start(
+    config: &Config,
+    setup: &Setup,
+    publish: impl Fn(Event) -> bool + Clone + Send + 'static,
+) -> Option<Handle> {
     let with_port: Vec<_> = config.jobs.iter().filter(|j| j.port != 0).collect();
     if with_port.is_empty() && config.watches.is_empty() && setup.telemetry.is_none() {
         return None;

@@ -10,7 +10,7 @@
 //! in the service's meta so monitoring can group by node or slot.
 
 use crate::config::Job;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -37,7 +37,8 @@ pub struct Identity {
 impl Identity {
     pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> Identity {
         let var = |k: &str| env(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+        let hostname =
+            nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
         let slot = var("_CONDOR_SLOT");
         let (instance, source) = if let Some(i) = var("PILOT_INSTANCE") {
             (i, "PILOT_INSTANCE")
@@ -108,7 +109,12 @@ pub struct ServiceDef {
 }
 
 impl ServiceDef {
-    pub fn for_job(job: &Job, identity: &Identity, address: IpAddr, extra_meta: &BTreeMap<String, String>) -> Option<ServiceDef> {
+    pub fn for_job(
+        job: &Job,
+        identity: &Identity,
+        address: IpAddr,
+        extra_meta: &BTreeMap<String, String>,
+    ) -> Option<ServiceDef> {
         if job.port == 0 {
             return None;
         }
@@ -135,7 +141,12 @@ impl ServiceDef {
 
     /// The telemetry endpoint as ContainerPilot registers it: service `containerpilot`, so
     /// Prometheus' `consul_sd_configs` finds every container's metrics.
-    pub fn for_telemetry(tags: &[String], identity: &Identity, addr: std::net::SocketAddr, extra_meta: &BTreeMap<String, String>) -> ServiceDef {
+    pub fn for_telemetry(
+        tags: &[String],
+        identity: &Identity,
+        addr: std::net::SocketAddr,
+        extra_meta: &BTreeMap<String, String>,
+    ) -> ServiceDef {
         let id = identity.service_id(TELEMETRY_SERVICE);
         let mut meta = identity.meta();
         meta.extend(extra_meta.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -37,7 +37,11 @@ pub fn parse_instances(body: &str) -> Result<Vec<Instance>, String> {
             if address.is_empty() {
                 address = e["Node"]["Address"].as_str().unwrap_or_default().to_string();
             }
-            Instance { id: svc["ID"].as_str().unwrap_or_default().into(), address, port: svc["Port"].as_u64().unwrap_or(0) }
+            Instance {
+                id: svc["ID"].as_str().unwrap_or_default().into(),
+                address,
+                port: svc["Port"].as_u64().unwrap_or(0),
+            }
         })
         .collect();
     out.sort();
@@ -84,12 +88,23 @@ fn query(w: &Watch, index: u64) -> String {
 
 fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
 /// Run one watch on its own thread for the life of pilot.
-pub fn spawn(client: Client, w: Watch, metrics: Option<std::sync::Arc<crate::telemetry::Metrics>>, publish: impl Fn(Event) -> bool + Send + 'static) {
+pub fn spawn(
+    client: Client,
+    w: Watch,
+    metrics: Option<std::sync::Arc<crate::telemetry::Metrics>>,
+    publish: impl Fn(Event) -> bool + Send + 'static,
+) {
     let name = format!("watch.{}", w.name);
     std::thread::Builder::new()
         .name(name.clone())
@@ -100,7 +115,8 @@ pub fn spawn(client: Client, w: Watch, metrics: Option<std::sync::Arc<crate::tel
             let mut failing = false;
             loop {
                 let started = Instant::now();
-                let timeout = if index > 0 { BLOCK + BLOCK / 16 + Duration::from_secs(5) } else { super::http::CALL_TIMEOUT };
+                let timeout =
+                    if index > 0 { BLOCK + BLOCK / 16 + Duration::from_secs(5) } else { super::http::CALL_TIMEOUT };
                 let what = format!("watching {}", w.name);
                 let result = client.get(&query(&w, index), Some(timeout));
                 let outcome = match result {

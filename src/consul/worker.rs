@@ -10,11 +10,11 @@
 
 use super::http::{Client, Failure, Reply};
 use super::service::ServiceDef;
-use log::{debug, error, info, warn};
 use crate::telemetry::Metrics;
+use log::{debug, error, info, warn};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -45,12 +45,23 @@ impl Output {
 
 pub enum Command {
     /// A health result: register if needed, then set the TTL check to passing or critical.
-    Health { job: String, passing: bool, output: Output },
+    Health {
+        job: String,
+        passing: bool,
+        output: Output,
+    },
     /// The job started and has `initial_status`: register now.
-    Started { job: String },
+    Started {
+        job: String,
+    },
     /// The job stopped: deregister; `ack` is called when that is done or has failed.
-    Stopped { job: String, ack: Option<Box<dyn FnOnce() + Send>> },
-    Maintenance { on: bool },
+    Stopped {
+        job: String,
+        ack: Option<Box<dyn FnOnce() + Send>>,
+    },
+    Maintenance {
+        on: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,10 +117,31 @@ impl Worker {
             .into_iter()
             .map(|def| {
                 let last_status = def.initial_status.clone().unwrap_or_else(|| "critical".into());
-                (def.job.clone(), Service { def, want: Want::Nothing, registered: false, pending: None, last_status, maintenance_sent: false })
+                (
+                    def.job.clone(),
+                    Service {
+                        def,
+                        want: Want::Nothing,
+                        registered: false,
+                        pending: None,
+                        last_status,
+                        maintenance_sent: false,
+                    },
+                )
             })
             .collect();
-        Worker { client, services, maintenance: false, backoff: BACKOFF_MIN, retry_at: None, link_ok: None, last_refusal: None, next_heartbeat, metrics, states }
+        Worker {
+            client,
+            services,
+            maintenance: false,
+            backoff: BACKOFF_MIN,
+            retry_at: None,
+            link_ok: None,
+            last_refusal: None,
+            next_heartbeat,
+            metrics,
+            states,
+        }
     }
 
     pub fn spawn(self, rx: Receiver<Command>) {
@@ -255,7 +287,10 @@ impl Worker {
             }
             Some(r) if r.status == 404 || (r.status == 500 && r.body.contains("nknown check")) => {
                 let s = self.services.get_mut(job).unwrap();
-                warn!("consul: the agent no longer knows service {} (it restarted or reaped it): registering again", s.def.id);
+                warn!(
+                    "consul: the agent no longer knows service {} (it restarted or reaped it): registering again",
+                    s.def.id
+                );
                 s.registered = false;
                 s.maintenance_sent = false;
                 self.reconcile(job)
@@ -320,7 +355,9 @@ impl Worker {
                 true
             }
             _ => {
-                warn!("consul: service {id} stays registered; the agent removes it once its check has been critical for deregisterCriticalServiceAfter");
+                warn!(
+                    "consul: service {id} stays registered; the agent removes it once its check has been critical for deregisterCriticalServiceAfter"
+                );
                 let s = self.services.get_mut(job).unwrap();
                 s.want = Want::Nothing;
                 false
@@ -377,7 +414,11 @@ impl Worker {
 pub fn explain(what: &str, service: &str, r: &Reply) {
     let body = r.body.trim();
     if r.status == 403 {
-        let need = if what.starts_with("watching") { format!("service:read on \"{service}\" and node:read") } else { format!("service:write on \"{service}\"") };
+        let need = if what.starts_with("watching") {
+            format!("service:read on \"{service}\" and node:read")
+        } else {
+            format!("service:write on \"{service}\"")
+        };
         error!("consul: {what}: permission denied (403: {body}); the ACL token needs {need}");
     } else {
         warn!("consul: {what}: HTTP {}: {body}", r.status);

@@ -7,8 +7,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn agent(socket: &Path) -> ureq::Agent {
-    let config = ureq::Agent::config_builder().http_status_as_error(false).proxy(None).timeout_global(Some(Duration::from_secs(30))).build();
-    ureq::Agent::with_parts(config, UnixConnector(socket.to_path_buf()), ureq::unversioned::resolver::DefaultResolver::default())
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        UnixConnector(socket.to_path_buf()),
+        ureq::unversioned::resolver::DefaultResolver::default(),
+    )
 }
 
 /// The socket to talk to: `--socket`, else as `socket::find` says.
@@ -28,7 +36,9 @@ pub fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Re
         _ => a.post(&url).send_empty(),
     };
     let mut r = result.map_err(|e| match e {
-        ureq::Error::Io(io) if matches!(io.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+        ureq::Error::Io(io)
+            if matches!(io.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+        {
             format!("no pilot is listening on {}: {io}", socket.display())
         }
         other => format!("{}: {other}", socket.display()),
@@ -46,7 +56,9 @@ pub fn pairs(args: &[String], numeric: bool) -> Result<Value, String> {
         }
         let v = if numeric {
             let n: f64 = v.trim().parse().map_err(|_| format!("'{a}': {v} is not a number"))?;
-            serde_json::Number::from_f64(n).map(Value::Number).ok_or_else(|| format!("'{a}': {v} is not a finite number"))?
+            serde_json::Number::from_f64(n)
+                .map(Value::Number)
+                .ok_or_else(|| format!("'{a}': {v} is not a finite number"))?
         } else {
             Value::String(v.to_string())
         };

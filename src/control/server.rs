@@ -42,9 +42,11 @@ impl Server {
     /// Bind the socket (mode 0600) and serve on a thread of its own.
     pub fn start(mut self) -> Result<(), String> {
         super::socket::claim(&self.socket)?;
-        let server = tiny_http::Server::http_unix(&self.socket).map_err(|e| format!("control socket {}: {e}", self.socket.display()))?;
+        let server = tiny_http::Server::http_unix(&self.socket)
+            .map_err(|e| format!("control socket {}: {e}", self.socket.display()))?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&self.socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| format!("control socket {}: {e}", self.socket.display()))?;
+        std::fs::set_permissions(&self.socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("control socket {}: {e}", self.socket.display()))?;
         info!("control: listening on {}", self.socket.display());
         std::thread::Builder::new()
             .name("control".into())
@@ -77,7 +79,16 @@ impl Server {
             "/v3/ping" | "/v3/status" if !get => text(405, "use GET"),
             "/v3/ping" => text(200, "OK"),
             "/v3/status" => self.status(),
-            "/v3/environ" | "/v3/env" | "/v3/metric" | "/v3/reload" | "/v3/maintenance/enable" | "/v3/maintenance/disable" if !post => text(405, "use POST"),
+            "/v3/environ"
+            | "/v3/env"
+            | "/v3/metric"
+            | "/v3/reload"
+            | "/v3/maintenance/enable"
+            | "/v3/maintenance/disable"
+                if !post =>
+            {
+                text(405, "use POST")
+            }
             "/v3/environ" | "/v3/env" => match read_json(req) {
                 Ok(v) => self.putenv(v),
                 Err(a) => a,
@@ -89,7 +100,12 @@ impl Server {
             "/v3/reload" => self.reload(),
             "/v3/maintenance/enable" => self.forward(Request::Maintenance(true), "maintenance enabled"),
             "/v3/maintenance/disable" => self.forward(Request::Maintenance(false), "maintenance disabled"),
-            _ => text(404, format!("no such endpoint: {path} (try /v3/status, /v3/ping, /v3/reload, /v3/environ, /v3/metric, /v3/maintenance/enable|disable)")),
+            _ => text(
+                404,
+                format!(
+                    "no such endpoint: {path} (try /v3/status, /v3/ping, /v3/reload, /v3/environ, /v3/metric, /v3/maintenance/enable|disable)"
+                ),
+            ),
         }
     }
 
@@ -155,7 +171,9 @@ impl Server {
     }
 
     fn reload(&self) -> Answer {
-        let Some(path) = &self.config else { return text(422, "pilot runs its embedded default (no config file): nothing to reload") };
+        let Some(path) = &self.config else {
+            return text(422, "pilot runs its embedded default (no config file): nothing to reload");
+        };
         let env: HashMap<String, String> = crate::config::environment(&self.overlay);
         let loaded = crate::config::load_with(path.clone(), &env, Some(&crate::consul::kv::fetch));
         let report: Vec<String> = loaded.diags.iter().map(|d| d.to_string()).collect();
@@ -175,7 +193,11 @@ fn read_json(req: &mut tiny_http::Request) -> Result<Value, Answer> {
         return Err(text(413, format!("body larger than {MAX_BODY} bytes")));
     }
     let mut body = Vec::new();
-    let n = req.as_reader().take(MAX_BODY + 1).read_to_end(&mut body).map_err(|e| text(400, format!("reading the body: {e}")))?;
+    let n = req
+        .as_reader()
+        .take(MAX_BODY + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| text(400, format!("reading the body: {e}")))?;
     if n as u64 > MAX_BODY {
         return Err(text(413, format!("body larger than {MAX_BODY} bytes")));
     }

@@ -54,15 +54,23 @@ pub fn default_path(identity: &Identity, env: &dyn Fn(&str) -> Option<String>) -
 /// is never taken over.
 pub fn claim(path: &Path) -> Result<(), String> {
     if path.as_os_str().len() > MAX_PATH {
-        return Err(format!("control socket {}: longer than {MAX_PATH} bytes, the limit for a Unix socket path", path.display()));
+        return Err(format!(
+            "control socket {}: longer than {MAX_PATH} bytes, the limit for a Unix socket path",
+            path.display()
+        ));
     }
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
     if UnixStream::connect(path).is_ok() {
-        return Err(format!("control socket {}: another pilot is running and listening on it; give this one its own (control.socket or PILOT_INSTANCE)", path.display()));
+        return Err(format!(
+            "control socket {}: another pilot is running and listening on it; give this one its own (control.socket or PILOT_INSTANCE)",
+            path.display()
+        ));
     }
-    std::fs::remove_file(path).map_err(|e| format!("control socket {}: a stale socket is in the way and cannot be removed: {e}", path.display()))
+    std::fs::remove_file(path).map_err(|e| {
+        format!("control socket {}: a stale socket is in the way and cannot be removed: {e}", path.display())
+    })
 }
 
 /// For the CLI clients: `$PILOT_SOCKET`, else this environment's default path if a pilot
@@ -84,7 +92,11 @@ pub fn find(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("pilot") && name.ends_with(".sock") && UnixStream::connect(e.path()).is_ok() && !live.contains(&e.path()) {
+            if name.starts_with("pilot")
+                && name.ends_with(".sock")
+                && UnixStream::connect(e.path()).is_ok()
+                && !live.contains(&e.path())
+            {
                 live.push(e.path());
             }
         }
@@ -123,7 +135,9 @@ mod tests {
     #[test]
     fn too_long_or_unwritable_dirs_are_skipped() {
         let long = format!("/tmp/{}", "x".repeat(120));
-        let env = |k: &str| (k == "XDG_RUNTIME_DIR").then(|| long.clone()).or_else(|| (k == "TMPDIR").then(|| "/nonexistent".into()));
+        let env = |k: &str| {
+            (k == "XDG_RUNTIME_DIR").then(|| long.clone()).or_else(|| (k == "TMPDIR").then(|| "/nonexistent".into()))
+        };
         let p = default_path(&ident("i", "random"), &env).unwrap();
         assert_eq!(p, PathBuf::from("/tmp/pilot-i.sock"));
     }

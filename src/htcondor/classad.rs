@@ -23,7 +23,13 @@ impl Value {
             Value::Str(s) => s.clone(),
             Value::Int(i) => i.to_string(),
             Value::Real(r) => r.to_string(),
-            Value::Bool(b) => if *b { "true".into() } else { "false".into() },
+            Value::Bool(b) => {
+                if *b {
+                    "true".into()
+                } else {
+                    "false".into()
+                }
+            }
             Value::Undefined => "undefined".into(),
             Value::Expr(e) => e.clone(),
         }
@@ -71,9 +77,14 @@ pub fn parse(text: &str, file: &str) -> Result<Ad, String> {
         if line.trim().is_empty() || line.starts_with('#') || line.starts_with("***") {
             continue;
         }
-        let (name, expr) = line.split_once('=').ok_or_else(|| format!("{file}:{number}: expected 'Name = value', got '{}'", line.trim()))?;
+        let (name, expr) = line
+            .split_once('=')
+            .ok_or_else(|| format!("{file}:{number}: expected 'Name = value', got '{}'", line.trim()))?;
         let name = name.trim();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') || name.starts_with(|c: char| c.is_ascii_digit()) {
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            || name.starts_with(|c: char| c.is_ascii_digit())
+        {
             return Err(format!("{file}:{number}: '{name}' is not an attribute name"));
         }
         // HTCondor writes a string holding a newline as is: the value goes on over lines.
@@ -108,7 +119,9 @@ fn literal(expr: &str) -> Result<Value, String> {
     if let Ok(i) = expr.parse::<i64>() {
         return Ok(Value::Int(i));
     }
-    if expr.contains(['.', 'e', 'E']) && let Ok(r) = expr.parse::<f64>() {
+    if expr.contains(['.', 'e', 'E'])
+        && let Ok(r) = expr.parse::<f64>()
+    {
         return Ok(Value::Real(r));
     }
     if expr.is_empty() {

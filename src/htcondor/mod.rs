@@ -22,7 +22,9 @@ impl Ads {
         let mut problems = Vec::new();
         let mut read = |var: &str| {
             let path = env(var).filter(|p| !p.is_empty())?;
-            let parsed = std::fs::read_to_string(&path).map_err(|e| format!("{var}={path}: {e}")).and_then(|t| classad::parse(&t, &path));
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{var}={path}: {e}"))
+                .and_then(|t| classad::parse(&t, &path));
             parsed.map_err(|e| problems.push(e)).ok()
         };
         let ads = Ads { job: read("_CONDOR_JOB_AD"), machine: read("_CONDOR_MACHINE_AD") };
@@ -85,7 +87,11 @@ impl Ads {
         let mut v = Vec::new();
         for (prefix, ad) in [("CONDOR_JOB_", &self.job), ("CONDOR_MACHINE_", &self.machine)] {
             if let Some(ad) = ad {
-                v.extend(ad.iter().filter(|(_, val)| **val != classad::Value::Undefined).map(|(k, val)| (format!("{prefix}{k}"), val.text())));
+                v.extend(
+                    ad.iter()
+                        .filter(|(_, val)| **val != classad::Value::Undefined)
+                        .map(|(k, val)| (format!("{prefix}{k}"), val.text())),
+                );
             }
         }
         v

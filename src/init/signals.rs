@@ -6,7 +6,8 @@ use super::ExitStatus;
 
 /// Synchronous signals raised by faults in pilot itself: left unblocked so a bug crashes
 /// pilot visibly instead of being "forwarded".
-const SYNCHRONOUS: &[i32] = &[libc::SIGFPE, libc::SIGILL, libc::SIGSEGV, libc::SIGBUS, libc::SIGABRT, libc::SIGTRAP, libc::SIGSYS];
+const SYNCHRONOUS: &[i32] =
+    &[libc::SIGFPE, libc::SIGILL, libc::SIGSEGV, libc::SIGBUS, libc::SIGABRT, libc::SIGTRAP, libc::SIGSYS];
 
 /// What the signal thread reports.
 #[derive(Debug, Clone, Copy)]

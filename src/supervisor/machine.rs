@@ -90,7 +90,9 @@ pub enum Health {
 pub enum Phase {
     Active,
     /// Shutting down: `stopping` published; waiting for hooks, then for the process.
-    Stopping { term_sent: bool },
+    Stopping {
+        term_sent: bool,
+    },
     /// The process is gone; its service is being deregistered before `stopped`.
     Deregistering,
     Done,
@@ -329,7 +331,8 @@ impl<E: Effects> Machine<E> {
         }
         let job = &self.jobs[j];
         let Some(argv) = job.cfg.exec.clone() else { return };
-        let req = RunRequest { job: &job.cfg.name, argv: &argv, raw: job.cfg.raw, kind: RunKind::Exec, main: job.is_main };
+        let req =
+            RunRequest { job: &job.cfg.name, argv: &argv, raw: job.cfg.raw, kind: RunKind::Exec, main: job.is_main };
         match self.fx.spawn(&req) {
             Ok(pid) => {
                 let job = &mut self.jobs[j];
@@ -468,7 +471,8 @@ impl<E: Effects> Machine<E> {
         if self.maintenance || job.phase != Phase::Active {
             return;
         }
-        let (health, code) = if status.success() { (Health::Healthy, Code::Healthy) } else { (Health::Unhealthy, Code::Unhealthy) };
+        let (health, code) =
+            if status.success() { (Health::Healthy, Code::Healthy) } else { (Health::Unhealthy, Code::Unhealthy) };
         if job.health != health {
             info!("job {name} is now {}", if status.success() { "healthy" } else { "unhealthy" });
         }
@@ -519,7 +523,10 @@ impl<E: Effects> Machine<E> {
             }
             TimerKey::HooksDone(j) => {
                 if self.jobs[j].phase == (Phase::Stopping { term_sent: false }) {
-                    warn!("job {}: its pre-stop jobs did not finish in time; stopping it anyway", self.jobs[j].cfg.name);
+                    warn!(
+                        "job {}: its pre-stop jobs did not finish in time; stopping it anyway",
+                        self.jobs[j].cfg.name
+                    );
                     self.terminate(j);
                 }
             }

@@ -6,25 +6,25 @@ pub mod machine;
 pub mod timers;
 
 use crate::config::Config;
-use crate::consul::{self, service::Identity, Command, Output};
+use crate::consul::{self, Command, Output, service::Identity};
 use crate::control::{self, Request};
 use crate::events::{Code, Event};
+use crate::init;
+use crate::init::signals::{self, Inherited, Report};
+use crate::init::spawn::{self, Spec, Stdio};
+use crate::pathsearch::{self, Lookup};
 use crate::telemetry::{self, Metrics};
+use log::{debug, error, info, warn};
 use machine::Phase;
+use machine::{Effects, Machine, RunKind, RunRequest, SpawnFailure, TimerKey};
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use crate::init::signals::{self, Inherited, Report};
-use crate::init::spawn::{self, Spec, Stdio};
-use crate::init;
-use crate::pathsearch::{self, Lookup};
-use log::{debug, error, info, warn};
-use machine::{Effects, Machine, RunKind, RunRequest, SpawnFailure, TimerKey};
-use std::io::BufRead;
-use std::os::fd::AsRawFd;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 enum Msg {
@@ -76,10 +76,18 @@ impl Effects for Driver {
         let program = match pathsearch::lookup(&req.argv[0], self.path.as_deref()) {
             Lookup::Found(p) => p,
             Lookup::NotFound => {
-                return Err(SpawnFailure { pid: None, code: 127, message: format!("{}: command not found", req.argv[0]) })
+                return Err(SpawnFailure {
+                    pid: None,
+                    code: 127,
+                    message: format!("{}: command not found", req.argv[0]),
+                });
             }
             Lookup::NotExecutable(p) => {
-                return Err(SpawnFailure { pid: None, code: 126, message: format!("{}: permission denied (not an executable file)", p.display()) })
+                return Err(SpawnFailure {
+                    pid: None,
+                    code: 126,
+                    message: format!("{}: permission denied (not an executable file)", p.display()),
+                });
             }
         };
         // Jobs that are not raw have their output logged line by line with their name.
@@ -97,7 +105,15 @@ impl Effects for Driver {
             Some((_, w)) => Stdio::Fd(w.as_raw_fd()),
             None => Stdio::Inherit,
         };
-        let spec = Spec { program: &program, argv: req.argv, env: &self.env, stdin, stdout: out, stderr: err, foreground: req.main };
+        let spec = Spec {
+            program: &program,
+            argv: req.argv,
+            env: &self.env,
+            stdin,
+            stdout: out,
+            stderr: err,
+            foreground: req.main,
+        };
         let result = spawn::spawn(&spec, &self.inherited);
         let is_check = req.kind == RunKind::Check && result.is_ok();
         if is_check {
@@ -250,7 +266,14 @@ pub struct Context {
 
 /// Run until every job is done; returns pilot's exit status. `config_path` is re-read by a
 /// reload (None: the embedded default).
-pub fn run(config: &Config, config_path: Option<PathBuf>, context: &Context, main: Option<Vec<String>>, grace: Duration, inherited: Inherited) -> i32 {
+pub fn run(
+    config: &Config,
+    config_path: Option<PathBuf>,
+    context: &Context,
+    main: Option<Vec<String>>,
+    grace: Duration,
+    inherited: Inherited,
+) -> i32 {
     if let Err(e) = init::become_reaper() {
         warn!("{e}: orphans of jobs will be reaped by the real init instead");
     }
@@ -293,8 +316,9 @@ pub fn run(config: &Config, config_path: Option<PathBuf>, context: &Context, mai
     });
 
     let pid = std::process::id().to_string();
-    let mut env: Vec<(String, String)> =
-        std::env::vars().filter(|(k, _)| !matches!(k.as_str(), "CONTAINERPILOT_PID" | "PILOT_PID" | "PILOT_SOCKET")).collect();
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| !matches!(k.as_str(), "CONTAINERPILOT_PID" | "PILOT_PID" | "PILOT_SOCKET"))
+        .collect();
     env.push(("CONTAINERPILOT_PID".into(), pid.clone()));
     env.push(("PILOT_PID".into(), pid));
 

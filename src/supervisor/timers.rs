@@ -4,7 +4,7 @@
 use super::machine::TimerKey;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
 pub struct Timers {

@@ -7,7 +7,10 @@
 use crate::config::Metric;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -37,26 +40,54 @@ pub struct Metrics {
 /// The exported name of a config metric: namespace_subsystem_name, skipping empty parts
 /// (ContainerPilot #569 matched `putmetric` against `__name` and never updated such metrics).
 pub fn full_name(m: &Metric) -> String {
-    [m.namespace.as_str(), m.subsystem.as_str(), m.name.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("_")
+    [m.namespace.as_str(), m.subsystem.as_str(), m.name.as_str()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("_")
 }
 
 impl Metrics {
     pub fn new(config_metrics: &[Metric]) -> Result<Metrics, String> {
         let registry = Registry::new();
         let reg = |c: Box<dyn Collector>| registry.register(c).map_err(|e| e.to_string());
-        let events = IntCounterVec::new(Opts::new("containerpilot_events", "count of events published, by code and source"), &["code", "source"]).unwrap();
+        let events = IntCounterVec::new(
+            Opts::new("containerpilot_events", "count of events published, by code and source"),
+            &["code", "source"],
+        )
+        .unwrap();
         reg(Box::new(events.clone()))?;
-        let control_requests = IntCounterVec::new(Opts::new("containerpilot_control_http_requests", "count of requests to the control socket, by status code and path"), &["code", "path"]).unwrap();
+        let control_requests = IntCounterVec::new(
+            Opts::new(
+                "containerpilot_control_http_requests",
+                "count of requests to the control socket, by status code and path",
+            ),
+            &["code", "path"],
+        )
+        .unwrap();
         reg(Box::new(control_requests.clone()))?;
-        let watch_instances = GaugeVec::new(Opts::new("containerpilot_watch_instances", "passing instances of each watched service"), &["service"]).unwrap();
+        let watch_instances = GaugeVec::new(
+            Opts::new("containerpilot_watch_instances", "passing instances of each watched service"),
+            &["service"],
+        )
+        .unwrap();
         reg(Box::new(watch_instances.clone()))?;
-        let restarts = CounterVec::new(Opts::new("pilot_job_restarts_total", "restarts of each job after it exited"), &["job"]).unwrap();
+        let restarts =
+            CounterVec::new(Opts::new("pilot_job_restarts_total", "restarts of each job after it exited"), &["job"])
+                .unwrap();
         reg(Box::new(restarts.clone()))?;
-        let check_seconds = HistogramVec::new(HistogramOpts::new("pilot_health_check_duration_seconds", "how long each job's health check took"), &["job"]).unwrap();
+        let check_seconds = HistogramVec::new(
+            HistogramOpts::new("pilot_health_check_duration_seconds", "how long each job's health check took"),
+            &["job"],
+        )
+        .unwrap();
         reg(Box::new(check_seconds.clone()))?;
-        let consul_errors = IntCounter::new("pilot_consul_errors_total", "Consul calls that failed or were refused").unwrap();
+        let consul_errors =
+            IntCounter::new("pilot_consul_errors_total", "Consul calls that failed or were refused").unwrap();
         reg(Box::new(consul_errors.clone()))?;
-        let orphans_reaped = IntCounter::new("pilot_orphans_reaped_total", "orphaned processes reaped by pilot").unwrap();
+        let orphans_reaped =
+            IntCounter::new("pilot_orphans_reaped_total", "orphaned processes reaped by pilot").unwrap();
         reg(Box::new(orphans_reaped.clone()))?;
 
         let mut custom = HashMap::new();
@@ -64,9 +95,14 @@ impl Metrics {
             let name = full_name(m);
             let opts = Opts::new(name.clone(), m.help.clone());
             let c = match m.kind.as_str() {
-                "counter" => Custom::Counter(prometheus::Counter::with_opts(opts).map_err(|e| format!("metric {name}: {e}"))?),
+                "counter" => {
+                    Custom::Counter(prometheus::Counter::with_opts(opts).map_err(|e| format!("metric {name}: {e}"))?)
+                }
                 "gauge" => Custom::Gauge(Gauge::with_opts(opts).map_err(|e| format!("metric {name}: {e}"))?),
-                "histogram" => Custom::Histogram(Histogram::with_opts(HistogramOpts::new(name.clone(), m.help.clone())).map_err(|e| format!("metric {name}: {e}"))?),
+                "histogram" => Custom::Histogram(
+                    Histogram::with_opts(HistogramOpts::new(name.clone(), m.help.clone()))
+                        .map_err(|e| format!("metric {name}: {e}"))?,
+                ),
                 _ => Custom::Summary(Arc::new(Summary::new(&name, &m.help)?)),
             };
             match &c {
@@ -78,7 +114,17 @@ impl Metrics {
             .map_err(|e| format!("metric {name}: {e}"))?;
             custom.insert(name, c);
         }
-        Ok(Metrics { registry, events, control_requests, watch_instances, restarts, check_seconds, consul_errors, orphans_reaped, custom })
+        Ok(Metrics {
+            registry,
+            events,
+            control_requests,
+            watch_instances,
+            restarts,
+            check_seconds,
+            consul_errors,
+            orphans_reaped,
+            custom,
+        })
     }
 
     /// Whether `put` would accept this value, without changing anything.
@@ -120,7 +166,8 @@ pub struct Summary {
 
 impl Summary {
     fn new(name: &str, help: &str) -> Result<Summary, String> {
-        let desc = Desc::new(name.into(), help.into(), Vec::new(), HashMap::new()).map_err(|e| format!("metric {name}: {e}"))?;
+        let desc = Desc::new(name.into(), help.into(), Vec::new(), HashMap::new())
+            .map_err(|e| format!("metric {name}: {e}"))?;
         Ok(Summary { desc, state: Mutex::new((VecDeque::new(), 0.0, 0)) })
     }
 
@@ -154,7 +201,8 @@ impl Collector for SummaryRef {
             .map(|q| {
                 let mut x = proto::Quantile::default();
                 x.set_quantile(*q);
-                let v = if sorted.is_empty() { f64::NAN } else { sorted[((sorted.len() - 1) as f64 * q).round() as usize] };
+                let v =
+                    if sorted.is_empty() { f64::NAN } else { sorted[((sorted.len() - 1) as f64 * q).round() as usize] };
                 x.set_value(v);
                 x
             })
@@ -176,12 +224,24 @@ mod tests {
     use super::*;
 
     fn metric(name: &str, kind: &str) -> Metric {
-        Metric { namespace: "app".into(), subsystem: String::new(), name: name.into(), help: format!("{name} help"), kind: kind.into() }
+        Metric {
+            namespace: "app".into(),
+            subsystem: String::new(),
+            name: name.into(),
+            help: format!("{name} help"),
+            kind: kind.into(),
+        }
     }
 
     #[test]
     fn put_feeds_each_kind() {
-        let m = Metrics::new(&[metric("jobs", "counter"), metric("load", "gauge"), metric("lat", "histogram"), metric("size", "summary")]).unwrap();
+        let m = Metrics::new(&[
+            metric("jobs", "counter"),
+            metric("load", "gauge"),
+            metric("lat", "histogram"),
+            metric("size", "summary"),
+        ])
+        .unwrap();
         m.put("app_jobs", 2.0).unwrap();
         m.put("app_jobs", 1.0).unwrap();
         m.put("app_load", 0.5).unwrap();
@@ -196,7 +256,10 @@ mod tests {
         assert!(text.contains("app_load 0.5"), "{text}");
         assert!(text.contains("app_lat_count 1"), "{text}");
         assert!(text.contains("# TYPE app_size summary"), "{text}");
-        assert!(text.contains("app_size{quantile=\"0.5\"} 51") || text.contains("app_size{quantile=\"0.5\"} 50"), "{text}");
+        assert!(
+            text.contains("app_size{quantile=\"0.5\"} 51") || text.contains("app_size{quantile=\"0.5\"} 50"),
+            "{text}"
+        );
         assert!(text.contains("app_size_count 100"), "{text}");
     }
 }

@@ -15,7 +15,11 @@ use std::sync::Arc;
 pub fn serve(cfg: &Telemetry, ip: IpAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, String> {
     let want = SocketAddr::new(ip, cfg.port);
     let server = tiny_http::Server::http(want).map_err(|e| {
-        let hint = if e.to_string().contains("in use") { "; another container on this host may have it: use port: 0 for an ephemeral port" } else { "" };
+        let hint = if e.to_string().contains("in use") {
+            "; another container on this host may have it: use port: 0 for an ephemeral port"
+        } else {
+            ""
+        };
         format!("telemetry: cannot listen on {want}: {e}{hint}")
     })?;
     let bound = server.server_addr().to_ip().ok_or("telemetry: not a TCP address")?;
@@ -27,7 +31,10 @@ pub fn serve(cfg: &Telemetry, ip: IpAddr, metrics: Arc<Metrics>) -> Result<Socke
                 let path = req.url().split('?').next().unwrap_or("").to_string();
                 let resp = match (req.method(), path.as_str()) {
                     (tiny_http::Method::Get, "/metrics") => tiny_http::Response::from_string(metrics.render())
-                        .with_header(tiny_http::Header::from_bytes("Content-Type", "text/plain; version=0.0.4; charset=utf-8").expect("static header")),
+                        .with_header(
+                            tiny_http::Header::from_bytes("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                                .expect("static header"),
+                        ),
                     (_, "/metrics") => tiny_http::Response::from_string("only GET\n").with_status_code(405),
                     _ => tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404),
                 };

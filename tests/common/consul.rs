@@ -13,7 +13,14 @@ use std::time::{Duration, Instant};
 
 /// The consul binary: $PILOT_CONSUL, else the one scripts/install-consul.sh caches, else PATH.
 pub fn consul_bin() -> PathBuf {
-    super::built_tool("consul", "PILOT_CONSUL", "consul-build", "github.com/hashicorp/consul", "install-consul.sh", true)
+    super::built_tool(
+        "consul",
+        "PILOT_CONSUL",
+        "consul-build",
+        "github.com/hashicorp/consul",
+        "install-consul.sh",
+        true,
+    )
 }
 
 pub fn free_port() -> u16 {
@@ -23,7 +30,12 @@ pub fn free_port() -> u16 {
 /// An HTTP client for checking what agents (and Prometheus) say: no proxy, 10 s limit,
 /// error statuses returned rather than raised.
 pub fn agent_http() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).proxy(None).timeout_global(Some(Duration::from_secs(10))).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
 }
 
 pub struct Agent {
@@ -61,7 +73,16 @@ impl Agent {
 
     fn launch(http: u16, https: Option<u16>, hcl: &[&str]) -> Agent {
         let name = format!("dev-{http}");
-        let mut args: Vec<String> = vec!["agent".into(), "-dev".into(), "-node".into(), name.clone(), "-bind".into(), "127.0.0.1".into(), "-client".into(), "127.0.0.1".into()];
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "-dev".into(),
+            "-node".into(),
+            name.clone(),
+            "-bind".into(),
+            "127.0.0.1".into(),
+            "-client".into(),
+            "127.0.0.1".into(),
+        ];
         args.extend(ports(http, free_port(), free_port()));
         if let Some(p) = https {
             let at = args.iter().position(|a| a == "-https-port").expect("ports() sets -https-port");
@@ -70,7 +91,14 @@ impl Agent {
         for h in hcl {
             args.extend(["-hcl".to_string(), h.to_string()]);
         }
-        let mut a = Agent { child: None, http, args, name: name.clone(), dir: std::env::temp_dir().join(format!("pilot-consul-{name}")), token: None };
+        let mut a = Agent {
+            child: None,
+            http,
+            args,
+            name: name.clone(),
+            dir: std::env::temp_dir().join(format!("pilot-consul-{name}")),
+            token: None,
+        };
         a.start();
         a.wait_for_leader(Duration::from_secs(20));
         a
@@ -123,7 +151,12 @@ impl Agent {
             {
                 return;
             }
-            assert!(start.elapsed() < limit, "consul agent {} had no leader within {limit:?}; its log:\n{}", self.name, self.log());
+            assert!(
+                start.elapsed() < limit,
+                "consul agent {} had no leader within {limit:?}; its log:\n{}",
+                self.name,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -166,7 +199,13 @@ impl Agent {
             .unwrap()
             .values()
             .filter(|c| c["ServiceName"] == name)
-            .map(|c| (c["CheckID"].as_str().unwrap().to_string(), c["Status"].as_str().unwrap().to_string(), c["Output"].as_str().unwrap_or("").to_string()))
+            .map(|c| {
+                (
+                    c["CheckID"].as_str().unwrap().to_string(),
+                    c["Status"].as_str().unwrap().to_string(),
+                    c["Output"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect();
         v.sort();
         v
@@ -208,7 +247,10 @@ impl Cluster {
     pub fn start() -> Cluster {
         let serf: Vec<u16> = (0..4).map(|_| free_port()).collect();
         let join = |skip: usize| -> Vec<String> {
-            (0..3).filter(|i| *i != skip).flat_map(|i| ["-retry-join".to_string(), format!("127.0.0.1:{}", serf[i])]).collect()
+            (0..3)
+                .filter(|i| *i != skip)
+                .flat_map(|i| ["-retry-join".to_string(), format!("127.0.0.1:{}", serf[i])])
+                .collect()
         };
         let base = std::env::temp_dir().join(format!("pilot-cluster-{}", serf[0]));
         let mut servers = Vec::new();
@@ -217,10 +259,22 @@ impl Cluster {
             let name = format!("server{i}-{}", serf[0]);
             let dir = base.join(&name);
             let mut args: Vec<String> = vec![
-                "agent".into(), "-server".into(), "-bootstrap-expect".into(), "3".into(),
-                "-node".into(), name.clone(), "-data-dir".into(), dir.join("data").display().to_string(),
-                "-bind".into(), "127.0.0.1".into(), "-client".into(), "127.0.0.1".into(),
-                "-retry-interval".into(), "1s".into(), "-hcl".into(), "performance { raft_multiplier = 1 }".into(),
+                "agent".into(),
+                "-server".into(),
+                "-bootstrap-expect".into(),
+                "3".into(),
+                "-node".into(),
+                name.clone(),
+                "-data-dir".into(),
+                dir.join("data").display().to_string(),
+                "-bind".into(),
+                "127.0.0.1".into(),
+                "-client".into(),
+                "127.0.0.1".into(),
+                "-retry-interval".into(),
+                "1s".into(),
+                "-hcl".into(),
+                "performance { raft_multiplier = 1 }".into(),
             ];
             args.extend(ports(http, free_port(), serf[i]));
             args.extend(join(i));
@@ -232,8 +286,17 @@ impl Cluster {
         let name = format!("client-{}", serf[0]);
         let dir = base.join(&name);
         let mut args: Vec<String> = vec![
-            "agent".into(), "-node".into(), name.clone(), "-data-dir".into(), dir.join("data").display().to_string(),
-            "-bind".into(), "127.0.0.1".into(), "-client".into(), "127.0.0.1".into(), "-retry-interval".into(), "1s".into(),
+            "agent".into(),
+            "-node".into(),
+            name.clone(),
+            "-data-dir".into(),
+            dir.join("data").display().to_string(),
+            "-bind".into(),
+            "127.0.0.1".into(),
+            "-client".into(),
+            "127.0.0.1".into(),
+            "-retry-interval".into(),
+            "1s".into(),
         ];
         args.extend(ports(http, free_port(), serf[3]));
         args.extend(join(3));

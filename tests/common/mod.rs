@@ -19,7 +19,12 @@ pub fn fixture(name: &str) -> String {
 
 /// Fail (never skip) when a needed program is missing.
 pub fn require(program: &str, how: &str) {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     assert!(found, "this test needs `{program}`, which is not installed: {how}");
 }
 
@@ -29,7 +34,10 @@ pub fn require_python() {
 
 /// Tests that make roots, mount namespaces or run HTCondor need to be root.
 pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").unwrap().lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
 /// A scratch directory unique to this test.
@@ -98,7 +106,13 @@ impl Running {
     pub fn start(cmd: &mut Command) -> Running {
         use std::os::unix::process::CommandExt;
         // Own process group, so Drop can kill pilot even under `unshare --fork`.
-        let mut child = cmd.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn pilot");
+        let mut child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pilot");
         let out = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -156,7 +170,14 @@ impl Drop for Running {
 /// The Prometheus server: $PILOT_PROMETHEUS, else the one scripts/install-prometheus.sh
 /// caches (never PATH: Debian's lacks Consul service discovery).
 pub fn prometheus_bin() -> PathBuf {
-    built_tool("prometheus", "PILOT_PROMETHEUS", "prometheus-build", "github.com/prometheus/prometheus", "install-prometheus.sh", false)
+    built_tool(
+        "prometheus",
+        "PILOT_PROMETHEUS",
+        "prometheus-build",
+        "github.com/prometheus/prometheus",
+        "install-prometheus.sh",
+        false,
+    )
 }
 
 /// A tool a project script builds with go and caches: `$env_var`, else the cached build
@@ -174,14 +195,20 @@ pub fn built_tool(name: &str, env_var: &str, module_dir: &str, module: &str, scr
         .trim()
         .to_string();
     let cache = std::env::var("PILOT_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-        let base = std::env::var("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
+        let base = std::env::var("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
         base.join("pilot")
     });
     let cached = cache.join(format!("{name}-{version}")).join(name);
     if cached.exists() {
         return cached;
     }
-    let on_path = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().ok().filter(|o| o.status.success() && path_ok);
+    let on_path = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()
+        .filter(|o| o.status.success() && path_ok);
     match on_path {
         Some(o) => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
         None => panic!(

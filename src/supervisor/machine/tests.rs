@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::decode::Decoder;
-use crate::config::{parse_json5, Config};
+use crate::config::{Config, parse_json5};
 
 #[derive(Default)]
 struct Fake {
@@ -207,7 +207,10 @@ fn other_signals_are_forwarded_to_the_payload() {
     for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGWINCH, libc::SIGRTMIN() + 2] {
         m.on_signal(sig);
     }
-    assert_eq!(m.fx.kills, vec![(pid, libc::SIGHUP), (pid, libc::SIGUSR1), (pid, libc::SIGWINCH), (pid, libc::SIGRTMIN() + 2)]);
+    assert_eq!(
+        m.fx.kills,
+        vec![(pid, libc::SIGHUP), (pid, libc::SIGUSR1), (pid, libc::SIGWINCH), (pid, libc::SIGRTMIN() + 2)]
+    );
     assert!(!m.shutting_down);
 }
 
@@ -222,7 +225,10 @@ fn second_sigterm_hurries_with_sigkill() {
 
 #[test]
 fn health_results_become_events_and_timeouts_kill_the_check() {
-    let mut m = machine(r#"{jobs: [{name: "a", exec: "x", health: {exec: "chk", interval: 1, ttl: 3, timeout: "500ms"}}]}"#, None);
+    let mut m = machine(
+        r#"{jobs: [{name: "a", exec: "x", health: {exec: "chk", interval: 1, ttl: 3, timeout: "500ms"}}]}"#,
+        None,
+    );
     m.on_timer(TimerKey::Health(0));
     let check = pid_of(&m, "check.a");
     m.on_timer(TimerKey::CheckTimeout(0, 1));
@@ -271,7 +277,8 @@ fn when_timeout_publishes_timer_expired_and_halts() {
 
 #[test]
 fn sighup_source_runs_on_each_signal() {
-    let mut m = machine(r#"{jobs: [{name: "main", exec: "x"}, {name: "hup", exec: "y", when: {source: "SIGHUP"}}]}"#, None);
+    let mut m =
+        machine(r#"{jobs: [{name: "main", exec: "x"}, {name: "hup", exec: "y", when: {source: "SIGHUP"}}]}"#, None);
     m.on_signal(libc::SIGHUP);
     m.on_exit(pid_of(&m, "hup"), ExitStatus::Code(0));
     m.on_signal(libc::SIGHUP);
@@ -280,7 +287,10 @@ fn sighup_source_runs_on_each_signal() {
 
 #[test]
 fn jobs_can_run_on_shutdown() {
-    let mut m = machine(r#"{jobs: [{name: "a", exec: "x"}, {name: "ship-logs", exec: "y", when: {source: "global", once: "shutdown"}}]}"#, None);
+    let mut m = machine(
+        r#"{jobs: [{name: "a", exec: "x"}, {name: "ship-logs", exec: "y", when: {source: "global", once: "shutdown"}}]}"#,
+        None,
+    );
     m.on_signal(libc::SIGTERM);
     assert_eq!(spawns(&m, "ship-logs"), 1);
     m.on_exit(pid_of(&m, "a"), ExitStatus::Code(0));
@@ -379,7 +389,8 @@ fn exec_less_health_is_a_heartbeat() {
     assert!(m.fx.consul.contains(&"health:app:true".to_string()));
 }
 
-const OLD: &str = r#"{ jobs: [ { name: "a", exec: "a" }, { name: "b", exec: "b", when: { source: "a", once: "exitSuccess" } } ] }"#;
+const OLD: &str =
+    r#"{ jobs: [ { name: "a", exec: "a" }, { name: "b", exec: "b", when: { source: "a", once: "exitSuccess" } } ] }"#;
 const NEW: &str = r#"{ jobs: [ { name: "c", exec: "c" } ] }"#;
 
 #[test]
@@ -418,7 +429,8 @@ fn sigterm_during_a_reload_is_an_orderly_shutdown() {
 
 #[test]
 fn a_job_that_ends_on_its_own_deregisters_before_pilot_finishes() {
-    let text = r#"{ jobs: [ { name: "app", exec: "app", port: 80, health: { exec: "check", interval: 5, ttl: 10 } } ] }"#;
+    let text =
+        r#"{ jobs: [ { name: "app", exec: "app", port: 80, health: { exec: "check", interval: 5, ttl: 10 } } ] }"#;
     let fx = Fake { services: vec!["app".into()], ..Fake::default() };
     let mut m = Machine::new(&config(text), None, Duration::from_secs(30), fx);
     m.start();
