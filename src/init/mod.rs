@@ -62,6 +62,20 @@ pub fn kill(pid: i32, sig: i32, group: bool) -> bool {
     unsafe { libc::kill(target, sig) == 0 }
 }
 
+/// Make a child started with `std::process::Command` die (SIGKILL) when the thread that
+/// spawned it exits: for helpers such as test agents, which must not outlive a crashed test.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+    // async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            Ok(())
+        });
+    }
+}
+
 /// Pids of every live process whose parent is `parent` (scans /proc; used at the end of
 /// shutdown to find daemons that escaped their job's process group).
 pub fn children_of(parent: u32) -> Vec<i32> {

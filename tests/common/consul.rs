@@ -6,7 +6,6 @@
 
 use serde_json::Value;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -109,14 +108,8 @@ impl Agent {
         let log = std::fs::File::create(self.dir.join("consul.log")).unwrap();
         let mut cmd = Command::new(consul_bin());
         cmd.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the agent if
-        // the test process dies without running Drop.
-        unsafe {
-            cmd.pre_exec(|| {
-                prctl(1 /* PR_SET_PDEATHSIG */, 9);
-                Ok(())
-            });
-        }
+        // The kernel kills the agent if the test process dies without running Drop.
+        pilot::init::die_with_parent(&mut cmd);
         self.child = Some(cmd.spawn().expect("start consul"));
     }
 
@@ -325,6 +318,3 @@ impl Cluster {
     }
 }
 
-unsafe extern "C" {
-    fn prctl(option: i32, arg2: u64, ...) -> i32;
-}

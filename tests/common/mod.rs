@@ -142,7 +142,7 @@ impl Running {
     }
 
     pub fn signal(&self, sig: i32) {
-        assert_eq!(unsafe { libc_kill(self.child.id() as i32, sig) }, 0);
+        assert!(pilot::init::kill(self.child.id() as i32, sig, false), "signal {sig} to pilot");
     }
 
     pub fn wait(mut self, limit: Duration) -> i32 {
@@ -162,7 +162,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         // A failed test must not leave pilot (or a PID namespace) behind holding pipes.
-        unsafe { libc_kill(-(self.child.id() as i32), 9) };
+        pilot::init::kill(self.child.id() as i32, 9, true);
         let _ = self.child.wait();
     }
 }
@@ -231,7 +231,3 @@ pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
