@@ -21,6 +21,11 @@ INITS = {
     "dumb-init": ["/usr/bin/dumb-init"],
     "catatonit": ["/usr/bin/catatonit", "--"],
 }
+# A previous pilot build (PILOT_BASELINE=/path/to/pilot) measured beside the current one, so a
+# change's before/after figures come from one run on one machine.
+BASELINE = os.environ.get("PILOT_BASELINE")
+if BASELINE:
+    INITS["pilot-baseline"] = [BASELINE, "run", "--"]
 PEERS = [k for k in INITS if k != "pilot"]
 
 
@@ -79,6 +84,8 @@ def memory_and_idle(idle_secs):
     cfg.write_text('{ jobs: [ { name: "app", exec: "sleep 1000", health: { exec: "true", interval: 1, ttl: 5 } } ] }')
     cases = {n: a + ["/bin/sleep", "1000"] for n, a in INITS.items()}
     cases["pilot + health check"] = [PILOT, "run", "-c", str(cfg)]
+    if BASELINE:
+        cases["pilot-baseline + health check"] = [BASELINE, "run", "-c", str(cfg)]
     for name, argv in cases.items():
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(3)

@@ -7,6 +7,9 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent / "results"
 r = json.loads((OUT / "results.json").read_text())
 PEERS = ["tini", "tini-static", "dumb-init", "catatonit"]
+# A previous pilot measured in the same run (bench/run.sh with PILOT_BASELINE set).
+if "pilot-baseline" in r["size"]:
+    PEERS.append("pilot-baseline")
 # ContainerPilot 3.8.0 could not be built here (see the note); these are figures from its
 # own release page / docs, not measured in this run.
 CP_PUBLISHED = "ContainerPilot 3.8.0: not measured in this run (see note)"

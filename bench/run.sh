@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # pilot's benchmarks, side by side with the peer inits, in one run:
-#   bench/run.sh            (as root; BENCH_QUICK=1 for a short smoke run)
+#   bench/run.sh            (as root; BENCH_QUICK=1 for a short smoke run;
+#                            PILOT_BASELINE=/path/to/older/pilot adds it as a peer: before/after)
 # Installs the peers (Debian's tini, tini-static, dumb-init, catatonit), builds the static
 # pilot and consul, tries to build ContainerPilot, measures (bench/measure.py) and writes
 # bench/results/results.{json,md} and chart.png (bench/report.py, matplotlib from PyPI).
