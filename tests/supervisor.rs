@@ -1,6 +1,6 @@
 //! Jobs as ContainerPilot runs them, with the real binary and real processes: restarts,
 //! periodic jobs, ordering, health-check timeouts, shutdown order and SIGKILL escalation,
-//! and ContainerPilot's own integration-test configs run unchanged.
+//! and ContainerPilot v3 configs of tests/fixtures/containerpilot run unchanged.
 
 mod common;
 use common::*;
@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/containerpilot-examples");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/containerpilot");
 
 fn lines(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
@@ -151,63 +151,70 @@ fn payload_exit_stops_jobs_and_sets_the_status() {
     assert!(start.elapsed() < Duration::from_secs(3), "sidecar stopped with SIGTERM, no waiting out timeouts");
 }
 
-fn example(name: &str) -> String {
-    let path = format!("{EXAMPLES}/{name}");
-    assert!(std::path::Path::new(&path).exists(), "missing {path}: tests need ../shared beside the checkout");
+fn fixture(name: &str) -> String {
+    let path = format!("{FIXTURES}/{name}");
+    assert!(std::path::Path::new(&path).exists(), "missing {path}");
     path
 }
 
 #[test]
 fn containerpilot_sigterm_test_runs_unchanged() {
-    // ContainerPilot's integration_tests/tests/test_sigterm: preStop on app's stopping,
-    // postStop on its stopped, in that order.
-    let running =
-        Running::start(Command::new(pilot()).args(["run", "-c", &example("12-itest-sigterm-prestop-poststop.json5")]));
+    // As ContainerPilot's own SIGTERM integration test: the pre-stop job on app's stopping,
+    // the post-stop job on its stopped, in that order.
+    let running = Running::start(Command::new(pilot()).args(["run", "-c", &fixture("sigterm-stop-hooks.json5")]));
     running.expect_line(
         |l| l.contains("job main") || l.contains("job app started") || l.contains("event {startup"),
         "startup",
     );
     std::thread::sleep(Duration::from_millis(300));
     running.signal(15);
-    let pre = running.expect_line(|l| l.contains("preStop fired on app stopping"), "preStop output");
-    assert!(pre.contains("job=preStop") && pre.contains("msg=\"'preStop fired"), "text format with job field: {pre}");
-    running.expect_line(|l| l.contains("postStop fired on app stopped"), "postStop output");
+    let pre = running.expect_line(|l| l.contains("before-stop ran: app is stopping"), "pre-stop output");
+    assert!(
+        pre.contains("job=before-stop") && pre.contains("msg=\"'before-stop ran"),
+        "text format with job field: {pre}"
+    );
+    running.expect_line(|l| l.contains("after-stop ran: app has stopped"), "post-stop output");
     assert_eq!(running.wait(LIMIT), 0);
 }
 
 #[test]
 fn containerpilot_sighup_test_runs_unchanged() {
-    let running =
-        Running::start(Command::new(pilot()).args(["run", "-c", &example("13-itest-sighup-signal-events.json5")]));
+    let running = Running::start(Command::new(pilot()).args(["run", "-c", &fixture("signal-events.json5")]));
     running.expect_line(|l| l.contains("event {startup"), "startup");
     running.signal(1);
-    running.expect_line(|l| l.contains("'on-sighup job fired on SIGHUP"), "on-sighup output");
+    running.expect_line(|l| l.contains("'on-hangup ran for SIGHUP"), "on-hangup output");
     running.signal(12);
-    running.expect_line(|l| l.contains("'on-sigusr2 job fired on SIGUSR2"), "on-sigusr2 output");
+    running.expect_line(|l| l.contains("'on-user2 ran for SIGUSR2"), "on-user2 output");
     running.signal(15);
     assert_eq!(running.wait(LIMIT), 0);
 }
 
 #[test]
 fn containerpilot_tasks_test_counts() {
-    // test_tasks: task1 and task2 run 6 times with no timeouts, task3 6 times all timed
-    // out, task4 (no restarts given: unlimited) more than once.
+    // As ContainerPilot's tasks integration test: short and short-with-timeout run 6 times
+    // with no timeouts, always-killed 6 times all timed out, forever (no restarts given:
+    // unlimited) more than once.
     let dir = scratch("tasks");
     let task = dir.join("task.sh");
     std::fs::write(&task, "#!/bin/sh\necho start >> \"$2\"\nsleep \"$1\"\necho end >> \"$2\"\n").unwrap();
     Command::new("chmod").arg("+x").arg(&task).status().unwrap();
-    let text_cfg = std::fs::read_to_string(example("14-itest-tasks-intervals.json5")).unwrap();
-    let text_cfg = text_cfg
-        .replace("\"/task.sh\"", &format!("\"{}\"", task.display()))
-        .replace("\"/task", &format!("\"{}/task", dir.display()));
+    let mut text_cfg = std::fs::read_to_string(fixture("interval-tasks.json5")).unwrap();
+    text_cfg = text_cfg.replace("\"/task.sh\"", &format!("\"{}\"", task.display()));
+    for n in ["short", "short-with-timeout", "always-killed", "forever"] {
+        text_cfg = text_cfg.replace(&format!("\"/{n}.txt\""), &format!("\"{}/{n}.txt\"", dir.display()));
+    }
     let cfg = write_config(&dir, &text_cfg);
     let running = Running::start(Command::new(pilot()).args(["run", "-c", &cfg]));
     std::thread::sleep(Duration::from_millis(4500));
     running.signal(15);
     running.wait(LIMIT);
-    let count = |n: &str, what: &str| lines(&dir.join(format!("task{n}.txt"))).iter().filter(|l| *l == what).count();
-    assert_eq!((count("1", "start"), count("1", "end")), (6, 6), "task1");
-    assert_eq!((count("2", "start"), count("2", "end")), (6, 6), "task2");
-    assert_eq!((count("3", "start"), count("3", "end")), (6, 0), "task3: every run timed out");
-    assert!(count("4", "start") >= 2, "task4 ran more than once");
+    let count = |n: &str, what: &str| lines(&dir.join(format!("{n}.txt"))).iter().filter(|l| *l == what).count();
+    assert_eq!((count("short", "start"), count("short", "end")), (6, 6), "short");
+    assert_eq!(
+        (count("short-with-timeout", "start"), count("short-with-timeout", "end")),
+        (6, 6),
+        "short-with-timeout"
+    );
+    assert_eq!((count("always-killed", "start"), count("always-killed", "end")), (6, 0), "every run timed out");
+    assert!(count("forever", "start") >= 2, "forever ran more than once");
 }
