@@ -8,7 +8,6 @@ use std::process::Command;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/containerpilot");
 
 fn lines(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
@@ -151,17 +150,12 @@ fn payload_exit_stops_jobs_and_sets_the_status() {
     assert!(start.elapsed() < Duration::from_secs(3), "sidecar stopped with SIGTERM, no waiting out timeouts");
 }
 
-fn fixture(name: &str) -> String {
-    let path = format!("{FIXTURES}/{name}");
-    assert!(std::path::Path::new(&path).exists(), "missing {path}");
-    path
-}
-
 #[test]
 fn containerpilot_sigterm_test_runs_unchanged() {
     // As ContainerPilot's own SIGTERM integration test: the pre-stop job on app's stopping,
     // the post-stop job on its stopped, in that order.
-    let running = Running::start(Command::new(pilot()).args(["run", "-c", &fixture("sigterm-stop-hooks.json5")]));
+    let running =
+        Running::start(Command::new(pilot()).args(["run", "-c", &fixture("containerpilot/sigterm-stop-hooks.json5")]));
     running.expect_line(
         |l| l.contains("job main") || l.contains("job app started") || l.contains("event {startup"),
         "startup",
@@ -179,7 +173,8 @@ fn containerpilot_sigterm_test_runs_unchanged() {
 
 #[test]
 fn containerpilot_sighup_test_runs_unchanged() {
-    let running = Running::start(Command::new(pilot()).args(["run", "-c", &fixture("signal-events.json5")]));
+    let running =
+        Running::start(Command::new(pilot()).args(["run", "-c", &fixture("containerpilot/signal-events.json5")]));
     running.expect_line(|l| l.contains("event {startup"), "startup");
     running.signal(1);
     running.expect_line(|l| l.contains("'on-hangup ran for SIGHUP"), "on-hangup output");
@@ -198,7 +193,7 @@ fn containerpilot_tasks_test_counts() {
     let task = dir.join("task.sh");
     std::fs::write(&task, "#!/bin/sh\necho start >> \"$2\"\nsleep \"$1\"\necho end >> \"$2\"\n").unwrap();
     Command::new("chmod").arg("+x").arg(&task).status().unwrap();
-    let mut text_cfg = std::fs::read_to_string(fixture("interval-tasks.json5")).unwrap();
+    let mut text_cfg = std::fs::read_to_string(fixture("containerpilot/interval-tasks.json5")).unwrap();
     text_cfg = text_cfg.replace("\"/task.sh\"", &format!("\"{}\"", task.display()));
     for n in ["short", "short-with-timeout", "always-killed", "forever"] {
         text_cfg = text_cfg.replace(&format!("\"/{n}.txt\""), &format!("\"{}/{n}.txt\"", dir.display()));

@@ -161,6 +161,22 @@ impl Decoder {
         }
     }
 
+    /// An array of strings, and only that: ContainerPilot 3.8.0 refuses a lone string for its
+    /// `[]string` fields (job and telemetry `tags`), and so does pilot: `tags: "a,b"` would
+    /// silently be one tag. The message shows the fix.
+    pub fn string_array(&mut self, path: &str, v: &Value) -> Vec<String> {
+        match v {
+            Value::String(s) => {
+                self.error(
+                    path,
+                    format!("expected an array of strings, got a string; write [{}]", Value::from(s.as_str())),
+                );
+                Vec::new()
+            }
+            other => self.string_list(path, other),
+        }
+    }
+
     /// ContainerPilot's `exec`: a string split on single spaces (no shell, no quoting), or
     /// an array whose first element is the program.
     pub fn exec(&mut self, path: &str, v: &Value) -> Option<Vec<String>> {
