@@ -1,6 +1,6 @@
 //! The typed configuration and its validation, field by field as ContainerPilot v3 does
-//! (see shared/reference/containerpilot-notes.md §1), with pilot's documented differences:
-//! `consul` is optional, jobs may carry `meta`, and names of jobs must be unique.
+//! (docs/containerpilot.md, "Configuration"), with pilot's documented differences (the table
+//! there): `consul` is optional, jobs may carry `meta`, and names of jobs must be unique.
 
 use super::decode::{Decoder, Obj};
 use crate::events::{self, Code};
