@@ -213,3 +213,52 @@ fn containerpilot_tasks_test_counts() {
     assert_eq!((count("always-killed", "start"), count("always-killed", "end")), (6, 0), "every run timed out");
     assert!(count("forever", "start") >= 2, "forever ran more than once");
 }
+
+#[test]
+fn every_containerpilot_fixture_runs_and_stops_cleanly() {
+    // Each valid v3 fixture, run as it is but for the agent's address (port 1 on loopback:
+    // nothing answers, whatever else runs on this machine), telemetry ports and the log
+    // file's path; most of
+    // their programs do not exist here, which a supervisor must survive too. All at once,
+    // then SIGTERM: each must be running its config (or have ended naturally) and stop with
+    // status 0.
+    let dir = scratch("fixtures-run");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/containerpilot");
+    let mut running = Vec::new();
+    for entry in std::fs::read_dir(fixtures).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "json5") {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace("\"localhost:8500\"", "\"127.0.0.1:1\"")
+            .replace("\"consul:8500\"", "\"127.0.0.1:1\"")
+            // Telemetry on an ephemeral port: 9090 may be another test's Prometheus.
+            .replace("port: 9090,", "port: 0,")
+            .replace("port: 9000,", "port: 0,")
+            .replace("/tmp/pilot-fixture.log", &dir.join(format!("{name}.log")).display().to_string());
+        let cfg = dir.join(format!("{name}.json5"));
+        std::fs::write(&cfg, text).unwrap();
+        let r = Running::start(
+            Command::new(pilot())
+                .args(["run", "-c", cfg.to_str().unwrap()])
+                .env("CONSUL", "consul")
+                .env("APP_PORT", "8000"),
+        );
+        running.push((name, r));
+    }
+    assert!(running.len() >= 15, "the compatibility set");
+    std::thread::sleep(Duration::from_millis(1500));
+    for (name, mut r) in running {
+        // A config whose jobs all end (their programs are missing here) ends naturally,
+        // with 0; a refused config would have ended with 1.
+        if let Some(status) = r.child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0), "{name}: ended on its own, but not as a natural end");
+            continue;
+        }
+        r.signal(15);
+        assert_eq!(r.wait(LIMIT), 0, "{name}: an orderly stop");
+    }
+}
