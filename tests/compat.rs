@@ -138,3 +138,43 @@ fn a_block_comment_with_a_star_and_a_slash_is_a_comment() {
     let (code, out) = check(&cfg);
     assert_eq!(code, 0, "{out}");
 }
+
+/// The fixtures must stay valid for ContainerPilot 3.8.0 itself (the last column of their
+/// README was observed with it): every one says which upstream document its behaviour comes
+/// from, and none has a block comment that its JSON5 parser would end early (a `/` after a
+/// `*` inside `/* */`, see the test above).
+#[test]
+fn the_fixtures_stay_readable_by_containerpilot() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/containerpilot");
+    let mut n = 0;
+    for dir in [root.to_string(), format!("{root}/mistakes")] {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "json5") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.contains("https://github.com/TritonDataCenter/containerpilot/tree/master/docs"),
+                "{}: cite the upstream document the behaviour comes from",
+                path.display()
+            );
+            let mut rest = text.as_str();
+            while let Some(start) = rest.find("/*") {
+                let body = &rest[start + 2..];
+                let end = body.find("*/").expect("an unterminated block comment");
+                let comment = &body[..end];
+                if let Some(star) = comment.find('*') {
+                    assert!(
+                        !comment[star..].contains('/'),
+                        "{}: ContainerPilot 3.8.0 would end the comment /*{comment}*/ at its '/'",
+                        path.display()
+                    );
+                }
+                rest = &body[end + 2..];
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 21, "15 valid configs and 6 mistakes, got {n}");
+}
