@@ -1,5 +1,6 @@
 //! pilot as a library: the binary (`main.rs`) is a thin CLI over these modules, and the
-//! fuzz target reaches the config parser through here.
+//! fuzz target reaches the config parser through here. docs/ARCHITECTURE.md is the map:
+//! what each module owns and may call, the threads, and the invariants.
 
 pub mod check;
 pub mod config;

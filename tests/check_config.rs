@@ -1,12 +1,14 @@
 //! `pilot check-config` and `pilot template` on good and bad files, with exact messages:
-//! the 15 ContainerPilot configs are the compatibility set.
+//! the ContainerPilot v3 configs of tests/fixtures/containerpilot are the compatibility set.
 
 mod common;
 use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/containerpilot-examples");
+/// pilot's own ContainerPilot v3 configs (tests/fixtures/containerpilot/README.md): every
+/// file at the top is valid for ContainerPilot 3.8.0, every file in `mistakes/` is not.
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/containerpilot");
 
 fn check(args: &[&str]) -> (i32, String) {
     let out = run_limited(
@@ -16,17 +18,25 @@ fn check(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap(), text(&out.stdout) + &text(&out.stderr))
 }
 
-fn example(n: &str) -> String {
-    let dir = std::fs::read_dir(EXAMPLES)
-        .unwrap_or_else(|_| panic!("{EXAMPLES} missing: tests need ../shared beside the checkout"));
-    dir.flatten().map(|e| e.path().display().to_string()).find(|p| p.contains(&format!("/{n}-"))).unwrap()
+fn fixtures(dir: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json5"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]
 fn valid_containerpilot_configs_pass() {
-    for n in ["07", "08", "09", "10", "11", "12", "13", "14", "15"] {
-        let (code, out) = check(&["-c", &example(n)]);
-        assert_eq!(code, 0, "{n}: {out}");
+    let files = fixtures(FIXTURES);
+    assert!(files.len() >= 15, "the compatibility set: {files:?}");
+    for f in files {
+        let (code, out) = check(&["-c", &f]);
+        assert_eq!(code, 0, "{f}: {out}");
         assert!(out.contains(": valid: "), "{out}");
     }
 }
@@ -34,24 +44,32 @@ fn valid_containerpilot_configs_pass() {
 #[test]
 fn broken_documentation_examples_are_rejected_precisely() {
     let cases: &[(&str, &[&str])] = &[
-        ("01", &["01-docs-consul-agent.json5:50:5: error: JSON5 syntax: expected comma"]),
-        ("03", &["03-docs-nginx-upstreams.json5:58:9: error: JSON5 syntax: expected comma"]),
-        ("04", &["04-docs-periodic-tasks.json5:11:7: error: JSON5 syntax: expected comma"]),
-        ("02", &["02-docs-database-config.json5: error: jobs[0].health.interval: is required"]),
-        ("05", &["05-docs-service-reg-only.json5: error: jobs[0].health.ttl: is required"]),
+        ("missing-comma-between-jobs", &["missing-comma-between-jobs.json5:14:5: error: JSON5 syntax: expected comma"]),
+        ("missing-comma-in-when", &["missing-comma-in-when.json5:14:9: error: JSON5 syntax: expected comma"]),
+        ("missing-comma-after-exec", &["missing-comma-after-exec.json5:9:7: error: JSON5 syntax: expected comma"]),
         (
-            "06",
+            "health-without-interval-or-ttl",
             &[
-                "06-docs-stopping.json5: error: jobs[0].health.tll: unknown key 'tll'; did you mean 'ttl'?",
-                "06-docs-stopping.json5: error: jobs[1].restart: unknown key 'restart'; did you mean 'restarts'?",
+                "health-without-interval-or-ttl.json5: error: jobs[0].health.interval: is required",
+                "health-without-interval-or-ttl.json5: error: jobs[0].health.ttl: is required",
+            ],
+        ),
+        ("health-without-ttl", &["health-without-ttl.json5: error: jobs[0].health.ttl: is required"]),
+        (
+            "misspelt-keys",
+            &[
+                "misspelt-keys.json5: error: jobs[0].health.tll: unknown key 'tll'; did you mean 'ttl'?",
+                "misspelt-keys.json5: error: jobs[1].restart: unknown key 'restart'; did you mean 'restarts'?",
             ],
         ),
     ];
-    for (n, expected) in cases {
-        let (code, out) = check(&["-c", &example(n)]);
-        assert_eq!(code, 1, "{n}: {out}");
+    let mistakes = format!("{FIXTURES}/mistakes");
+    assert_eq!(fixtures(&mistakes).len(), cases.len(), "every mistake has its expected diagnostics here");
+    for (name, expected) in cases {
+        let (code, out) = check(&["-c", &format!("{mistakes}/{name}.json5")]);
+        assert_eq!(code, 1, "{name}: {out}");
         for e in *expected {
-            assert!(out.contains(e), "{n}: expected `{e}` in:\n{out}");
+            assert!(out.contains(e), "{name}: expected `{e}` in:\n{out}");
         }
     }
 }

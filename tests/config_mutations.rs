@@ -1,18 +1,21 @@
 //! A deterministic slice of the fuzz target in the normal suite: thousands of mutations of
-//! the real ContainerPilot configs must produce diagnostics, never a panic.
+//! the ContainerPilot v3 configs of tests/fixtures/containerpilot (valid and mistaken) must
+//! produce diagnostics, never a panic.
 
 use std::collections::HashMap;
 
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/containerpilot-examples");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/containerpilot");
 
 #[test]
 fn mutated_configs_never_panic() {
-    let mut seeds: Vec<String> = std::fs::read_dir(EXAMPLES)
-        .expect("tests need ../shared beside the checkout")
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json5"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+    // Sorted, so the same seed gets the same mutations on every machine.
+    let mut paths: Vec<std::path::PathBuf> = [FIXTURES.to_string(), format!("{FIXTURES}/mistakes")]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir}: {e}")).flatten().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json5"))
         .collect();
+    paths.sort();
+    let mut seeds: Vec<String> = paths.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
     seeds.push("{{ range loop 3 }}{{ . }}{{ end }}{{ .X | split \",\" | join }}{{ loop }}".into());
     assert!(seeds.len() >= 15);
     let env: HashMap<String, String> = [("CONSUL".to_string(), "consul".to_string())].into_iter().collect();

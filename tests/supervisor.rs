@@ -1,6 +1,6 @@
 //! Jobs as ContainerPilot runs them, with the real binary and real processes: restarts,
 //! periodic jobs, ordering, health-check timeouts, shutdown order and SIGKILL escalation,
-//! and ContainerPilot's own integration-test configs run unchanged.
+//! and ContainerPilot v3 configs of tests/fixtures/containerpilot run unchanged.
 
 mod common;
 use common::*;
@@ -8,7 +8,6 @@ use std::process::Command;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/containerpilot-examples");
 
 fn lines(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
@@ -151,63 +150,115 @@ fn payload_exit_stops_jobs_and_sets_the_status() {
     assert!(start.elapsed() < Duration::from_secs(3), "sidecar stopped with SIGTERM, no waiting out timeouts");
 }
 
-fn example(name: &str) -> String {
-    let path = format!("{EXAMPLES}/{name}");
-    assert!(std::path::Path::new(&path).exists(), "missing {path}: tests need ../shared beside the checkout");
-    path
-}
-
 #[test]
 fn containerpilot_sigterm_test_runs_unchanged() {
-    // ContainerPilot's integration_tests/tests/test_sigterm: preStop on app's stopping,
-    // postStop on its stopped, in that order.
+    // As ContainerPilot's own SIGTERM integration test: the pre-stop job on app's stopping,
+    // the post-stop job on its stopped, in that order.
     let running =
-        Running::start(Command::new(pilot()).args(["run", "-c", &example("12-itest-sigterm-prestop-poststop.json5")]));
+        Running::start(Command::new(pilot()).args(["run", "-c", &fixture("containerpilot/sigterm-stop-hooks.json5")]));
     running.expect_line(
         |l| l.contains("job main") || l.contains("job app started") || l.contains("event {startup"),
         "startup",
     );
     std::thread::sleep(Duration::from_millis(300));
     running.signal(15);
-    let pre = running.expect_line(|l| l.contains("preStop fired on app stopping"), "preStop output");
-    assert!(pre.contains("job=preStop") && pre.contains("msg=\"'preStop fired"), "text format with job field: {pre}");
-    running.expect_line(|l| l.contains("postStop fired on app stopped"), "postStop output");
+    let pre = running.expect_line(|l| l.contains("before-stop ran: app is stopping"), "pre-stop output");
+    assert!(
+        pre.contains("job=before-stop") && pre.contains("msg=\"'before-stop ran"),
+        "text format with job field: {pre}"
+    );
+    running.expect_line(|l| l.contains("after-stop ran: app has stopped"), "post-stop output");
     assert_eq!(running.wait(LIMIT), 0);
 }
 
 #[test]
 fn containerpilot_sighup_test_runs_unchanged() {
     let running =
-        Running::start(Command::new(pilot()).args(["run", "-c", &example("13-itest-sighup-signal-events.json5")]));
+        Running::start(Command::new(pilot()).args(["run", "-c", &fixture("containerpilot/signal-events.json5")]));
     running.expect_line(|l| l.contains("event {startup"), "startup");
     running.signal(1);
-    running.expect_line(|l| l.contains("'on-sighup job fired on SIGHUP"), "on-sighup output");
+    running.expect_line(|l| l.contains("'on-hangup ran for SIGHUP"), "on-hangup output");
     running.signal(12);
-    running.expect_line(|l| l.contains("'on-sigusr2 job fired on SIGUSR2"), "on-sigusr2 output");
+    running.expect_line(|l| l.contains("'on-user2 ran for SIGUSR2"), "on-user2 output");
     running.signal(15);
     assert_eq!(running.wait(LIMIT), 0);
 }
 
 #[test]
 fn containerpilot_tasks_test_counts() {
-    // test_tasks: task1 and task2 run 6 times with no timeouts, task3 6 times all timed
-    // out, task4 (no restarts given: unlimited) more than once.
+    // As ContainerPilot's tasks integration test: short and short-with-timeout run 6 times
+    // with no timeouts, always-killed 6 times all timed out, forever (no restarts given:
+    // unlimited) more than once.
     let dir = scratch("tasks");
     let task = dir.join("task.sh");
     std::fs::write(&task, "#!/bin/sh\necho start >> \"$2\"\nsleep \"$1\"\necho end >> \"$2\"\n").unwrap();
     Command::new("chmod").arg("+x").arg(&task).status().unwrap();
-    let text_cfg = std::fs::read_to_string(example("14-itest-tasks-intervals.json5")).unwrap();
-    let text_cfg = text_cfg
-        .replace("\"/task.sh\"", &format!("\"{}\"", task.display()))
-        .replace("\"/task", &format!("\"{}/task", dir.display()));
+    let mut text_cfg = std::fs::read_to_string(fixture("containerpilot/interval-tasks.json5")).unwrap();
+    text_cfg = text_cfg.replace("\"/task.sh\"", &format!("\"{}\"", task.display()));
+    for n in ["short", "short-with-timeout", "always-killed", "forever"] {
+        text_cfg = text_cfg.replace(&format!("\"/{n}.txt\""), &format!("\"{}/{n}.txt\"", dir.display()));
+    }
     let cfg = write_config(&dir, &text_cfg);
     let running = Running::start(Command::new(pilot()).args(["run", "-c", &cfg]));
     std::thread::sleep(Duration::from_millis(4500));
     running.signal(15);
     running.wait(LIMIT);
-    let count = |n: &str, what: &str| lines(&dir.join(format!("task{n}.txt"))).iter().filter(|l| *l == what).count();
-    assert_eq!((count("1", "start"), count("1", "end")), (6, 6), "task1");
-    assert_eq!((count("2", "start"), count("2", "end")), (6, 6), "task2");
-    assert_eq!((count("3", "start"), count("3", "end")), (6, 0), "task3: every run timed out");
-    assert!(count("4", "start") >= 2, "task4 ran more than once");
+    let count = |n: &str, what: &str| lines(&dir.join(format!("{n}.txt"))).iter().filter(|l| *l == what).count();
+    assert_eq!((count("short", "start"), count("short", "end")), (6, 6), "short");
+    assert_eq!(
+        (count("short-with-timeout", "start"), count("short-with-timeout", "end")),
+        (6, 6),
+        "short-with-timeout"
+    );
+    assert_eq!((count("always-killed", "start"), count("always-killed", "end")), (6, 0), "every run timed out");
+    assert!(count("forever", "start") >= 2, "forever ran more than once");
+}
+
+#[test]
+fn every_containerpilot_fixture_runs_and_stops_cleanly() {
+    // Each valid v3 fixture, run as it is but for the agent's address (port 1 on loopback:
+    // nothing answers, whatever else runs on this machine), telemetry ports and the log
+    // file's path; most of
+    // their programs do not exist here, which a supervisor must survive too. All at once,
+    // then SIGTERM: each must be running its config (or have ended naturally) and stop with
+    // status 0.
+    let dir = scratch("fixtures-run");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/containerpilot");
+    let mut running = Vec::new();
+    for entry in std::fs::read_dir(fixtures).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "json5") {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace("\"localhost:8500\"", "\"127.0.0.1:1\"")
+            .replace("\"consul:8500\"", "\"127.0.0.1:1\"")
+            // Telemetry on an ephemeral port: 9090 may be another test's Prometheus.
+            .replace("port: 9090,", "port: 0,")
+            .replace("port: 9000,", "port: 0,")
+            .replace("/tmp/pilot-fixture.log", &dir.join(format!("{name}.log")).display().to_string());
+        let cfg = dir.join(format!("{name}.json5"));
+        std::fs::write(&cfg, text).unwrap();
+        let r = Running::start(
+            Command::new(pilot())
+                .args(["run", "-c", cfg.to_str().unwrap()])
+                .env("CONSUL", "consul")
+                .env("APP_PORT", "8000"),
+        );
+        running.push((name, r));
+    }
+    assert!(running.len() >= 15, "the compatibility set");
+    std::thread::sleep(Duration::from_millis(1500));
+    for (name, mut r) in running {
+        // A config whose jobs all end (their programs are missing here) ends naturally,
+        // with 0; a refused config would have ended with 1.
+        if let Some(status) = r.child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0), "{name}: ended on its own, but not as a natural end");
+            continue;
+        }
+        r.signal(15);
+        assert_eq!(r.wait(LIMIT), 0, "{name}: an orderly stop");
+    }
 }

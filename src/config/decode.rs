@@ -161,6 +161,25 @@ impl Decoder {
         }
     }
 
+    /// An array of strings, and only that: ContainerPilot 3.8.0 refuses a lone string for its
+    /// `[]string` fields (job and telemetry `tags`), and so does pilot: `tags: "a,b"` would
+    /// silently be one tag. The message shows the fix.
+    pub fn string_array(&mut self, path: &str, v: &Value) -> Vec<String> {
+        match v {
+            Value::String(s) => {
+                // The fix, quoted, when it is short and plain; a hostile value is not echoed.
+                let fix = if s.len() <= 40 && !s.chars().any(char::is_control) {
+                    format!("write [{}]", Value::from(s.as_str()))
+                } else {
+                    "write an array, e.g. [\"web\"]".to_string()
+                };
+                self.error(path, format!("expected an array of strings, got a string; {fix}"));
+                Vec::new()
+            }
+            other => self.string_list(path, other),
+        }
+    }
+
     /// ContainerPilot's `exec`: a string split on single spaces (no shell, no quoting), or
     /// an array whose first element is the program.
     pub fn exec(&mut self, path: &str, v: &Value) -> Option<Vec<String>> {
@@ -242,6 +261,17 @@ mod tests {
         assert_eq!(d.exec("e", &json!(" a  'b c' ")).unwrap(), vec!["a", "", "'b", "c'"]);
         assert_eq!(d.exec("e", &json!(["sh", "-c", 1])).unwrap(), vec!["sh", "-c", "1"]);
         assert!(d.exec("e", &json!("")).is_none());
+    }
+
+    #[test]
+    fn a_lone_string_for_a_string_array_is_refused_with_the_fix() {
+        let mut d = Decoder::default();
+        assert_eq!(d.string_array("tags", &json!(["a", "b"])), vec!["a", "b"]);
+        assert!(d.diags.is_empty());
+        assert!(d.string_array("tags", &json!("web")).is_empty());
+        assert_eq!(d.diags[0].message, "expected an array of strings, got a string; write [\"web\"]");
+        d.string_array("tags", &json!(format!("x\n{}", "y".repeat(10_000))));
+        assert_eq!(d.diags[1].message, "expected an array of strings, got a string; write an array, e.g. [\"web\"]");
     }
 
     #[test]

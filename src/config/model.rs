@@ -1,6 +1,6 @@
 //! The typed configuration and its validation, field by field as ContainerPilot v3 does
-//! (see shared/reference/containerpilot-notes.md §1), with pilot's documented differences:
-//! `consul` is optional, jobs may carry `meta`, and names of jobs must be unique.
+//! (docs/containerpilot.md, "Configuration"), with pilot's documented differences (the table
+//! there): `consul` is optional, jobs may carry `meta`, and names of jobs must be unique.
 
 use super::decode::{Decoder, Obj};
 use crate::events::{self, Code};
@@ -69,7 +69,8 @@ pub enum Trigger {
     Interval(Duration),
     /// `source: "SIGHUP"`/`"SIGUSR2"`: run on every such signal.
     Signal(String),
-    /// A `source` with neither `once` nor `each`: the job never starts (as in ContainerPilot).
+    /// A `source` with neither `once` nor `each`, or a job's event with no `source`: the job
+    /// never starts (as in ContainerPilot; check-config warns).
     Never,
 }
 
@@ -442,14 +443,21 @@ fn decode_when(d: &mut Decoder, path: &str, v: Option<&Value>) -> (Trigger, Opti
     } else {
         startup
     };
-    if let Trigger::Event { source, .. } = &trigger
-        && source.is_empty()
-    {
-        d.error(
-            o.field("source"),
-            "is required for this event: name the job, 'check.<job>', 'watch.<name>' or 'global' it comes from",
-        );
-    }
+    // ContainerPilot 3.8.0 accepts e.g. `each: "healthy"` without a source and never starts
+    // the job; so does pilot (a v3 file must run unchanged), but says so.
+    let trigger = match trigger {
+        Trigger::Event { source, code, .. } if source.is_empty() => {
+            d.warning(
+                o.field("source"),
+                format!(
+                    "is missing: no '{}' event comes without a source, so this job will never start; name the job, 'check.<job>' or 'watch.<name>' it comes from",
+                    code.name()
+                ),
+            );
+            Trigger::Never
+        }
+        other => other,
+    };
     o.finish(d);
     (trigger, timeout)
 }
@@ -533,7 +541,7 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
         // Empty: pilot's default (see consul::interfaces), not ContainerPilot's eth0 first.
         .unwrap_or_default();
     check_interfaces(d, &o.field("interfaces"), &interfaces);
-    let tags = o.get("tags").map(|v| d.string_list(&o.field("tags"), v)).unwrap_or_default();
+    let tags = o.get("tags").map(|v| d.string_array(&o.field("tags"), v)).unwrap_or_default();
     let meta = o.get("meta").map(|v| decode_meta(d, &o.field("meta"), v)).unwrap_or_default();
     let initial_status = opt_string(d, &o, "initial_status");
     let (enable_tag_override, deregister_critical_after) = decode_job_consul(d, &o);
@@ -625,7 +633,7 @@ fn decode_telemetry(d: &mut Decoder, v: &Value) -> Option<Telemetry> {
     };
     let interfaces = o.get("interfaces").map(|v| d.string_list("telemetry.interfaces", v)).unwrap_or_default();
     check_interfaces(d, "telemetry.interfaces", &interfaces);
-    let tags = o.get("tags").map(|v| d.string_list("telemetry.tags", v)).unwrap_or_default();
+    let tags = o.get("tags").map(|v| d.string_array("telemetry.tags", v)).unwrap_or_default();
     let mut metrics = Vec::new();
     if let Some(v) = o.get("metrics") {
         match v {

@@ -1,6 +1,6 @@
 //! Where the Consul agent is and how to talk to it: the config's `consul` stanza first, then
 //! the environment variables the `consul` CLI reads (CONSUL_HTTP_ADDR and friends, with the
-//! Go client's precedence — see shared/reference/consul-notes.md §A.2), then 127.0.0.1:8500.
+//! Go client's precedence — see docs/consul.md, "Where the agent is"), then 127.0.0.1:8500.
 
 use crate::config::Consul;
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! Which IP address a service is registered with: ContainerPilot's interface specs
-//! (shared/reference/containerpilot-notes.md §1.9), walked in order, first match wins.
+//! (docs/containerpilot.md, "Interface specs"), walked in order, first match wins.
 //! pilot's default differs: on an Apptainer host `eth0` rarely exists and CP's fallback picks
 //! the alphabetically first interface (often a docker bridge), so pilot takes the first
 //! non-loopback IPv4 of an interface that is up, then any IPv4, then loopback.

@@ -1,5 +1,5 @@
 //! `watches`: follow a service's passing instances and publish `changed`, then `healthy` or
-//! `unhealthy`, from `watch.<name>` — ContainerPilot's events (containerpilot-notes §2.5).
+//! `unhealthy`, from `watch.<name>` — ContainerPilot's events (docs/containerpilot.md, "Watches").
 //!
 //! ContainerPilot polls every `interval`. pilot uses Consul's blocking queries instead, so a
 //! change is seen at once, and keeps `interval` as the least time between two queries so a
