@@ -68,6 +68,8 @@ impl Client {
             // A site's HTTP proxy must never carry node-local agent traffic.
             .proxy(None)
             .timeout_global(Some(CALL_TIMEOUT))
+            // Even under a blocking query's long timeout: a connect is what a stop cannot cut.
+            .timeout_connect(Some(CALL_TIMEOUT))
             .max_idle_connections_per_host(4)
             .user_agent(concat!("pilot/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
@@ -75,7 +77,7 @@ impl Client {
         let agent = match &address.endpoint {
             Endpoint::Unix(path) => ureq::Agent::with_parts(
                 config,
-                super::unix::UnixConnector(path.clone()),
+                crate::unix_http::UnixConnector(path.clone()),
                 ureq::unversioned::resolver::DefaultResolver::default(),
             ),
             Endpoint::Tcp { .. } => config.into(),
@@ -87,6 +89,13 @@ impl Client {
             token: address.token.clone(),
             address: address.clone(),
         })
+    }
+
+    /// End every call of this client and its clones, at once: idle connections close, a
+    /// call blocked on the socket (a blocking query) fails straight away, and later calls
+    /// fail. For a watch whose config was replaced.
+    pub fn shutdown(&self) {
+        self.agent.clone().shutdown();
     }
 
     pub fn put(&self, path: &str, body: Option<&serde_json::Value>) -> Result<Reply, Failure> {

@@ -12,11 +12,66 @@ use crate::config::Watch;
 use crate::events::{Code, Event};
 use log::{debug, info, warn};
 use serde_json::Value;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long one blocking query may wait on the agent; the agent adds up to 1/16 of jitter.
 const BLOCK: Duration = Duration::from_secs(60);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The stop signal of one config's watches, owned by its `consul::Handle`. Stopping wakes
+/// a watch sleeping between queries and shuts down the clients of the watches, which cuts
+/// a blocking query in flight; the thread then sees the signal and ends.
+#[derive(Clone, Default)]
+pub struct Stop(Arc<StopInner>);
+
+#[derive(Default)]
+struct StopInner {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+    /// The watches' clients, shut down on stop.
+    clients: Mutex<Vec<Client>>,
+}
+
+impl Stop {
+    pub fn stop(&self) {
+        *self.0.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.0.wake.notify_all();
+        for c in self.0.clients.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            c.shutdown();
+        }
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.0.stopped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleep for `d` unless stopped first; true if stopped.
+    fn sleep(&self, d: Duration) -> bool {
+        let guard = self.0.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) =
+            self.0.wake.wait_timeout_while(guard, d, |stopped| !*stopped).unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+
+    /// Shut `client` down when this stops (at once if it already has).
+    fn own(&self, client: &Client) {
+        let mut clients = self.0.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_stopped() {
+            client.shutdown();
+        } else {
+            clients.push(client.clone());
+        }
+    }
+}
+
+/// What went wrong with the last query, to log a problem once per change, not per retry.
+#[derive(Debug, Clone, PartialEq)]
+enum Problem {
+    Unreachable,
+    Refused(u16),
+    BadAnswer,
+}
 
 /// One instance as ContainerPilot compares them (tags and meta changes are not changes).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -98,69 +153,80 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// Run one watch on its own thread for the life of pilot.
+/// Run one watch on its own thread until `stop` (its config was replaced or pilot exits).
 pub fn spawn(
     client: Client,
     w: Watch,
     metrics: Option<std::sync::Arc<crate::telemetry::Metrics>>,
     publish: impl Fn(Event) -> bool + Send + 'static,
+    stop: Stop,
 ) {
     let name = format!("watch.{}", w.name);
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            let mut last: Option<Vec<Instance>> = None;
-            let mut index = 0u64;
-            let mut backoff = w.interval;
-            let mut failing = false;
-            loop {
-                let started = Instant::now();
-                let timeout =
-                    if index > 0 { BLOCK + BLOCK / 16 + Duration::from_secs(5) } else { super::http::CALL_TIMEOUT };
-                let what = format!("watching {}", w.name);
-                let result = client.get(&query(&w, index), Some(timeout));
-                let outcome = match result {
-                    Err(e) => Err(e.to_string()),
-                    Ok(r) if !r.ok() => {
-                        explain(&what, &w.name, &r);
-                        Err(format!("HTTP {}", r.status))
+    stop.own(&client);
+    let shown = name.clone();
+    let spawned = std::thread::Builder::new().name(name.clone()).spawn(move || {
+        let mut last: Option<Vec<Instance>> = None;
+        let mut index = 0u64;
+        let mut backoff = w.interval;
+        let mut problem: Option<Problem> = None;
+        let what = format!("watching {}", w.name);
+        while !stop.is_stopped() {
+            let started = Instant::now();
+            let timeout =
+                if index > 0 { BLOCK + BLOCK / 16 + Duration::from_secs(5) } else { super::http::CALL_TIMEOUT };
+            let result = client.get(&query(&w, index), Some(timeout));
+            if stop.is_stopped() {
+                break;
+            }
+            let outcome = match result {
+                Err(e) => Err((Problem::Unreachable, e.to_string(), None)),
+                Ok(r) if !r.ok() => Err((Problem::Refused(r.status), format!("HTTP {}", r.status), Some(r))),
+                Ok(r) => parse_instances(&r.body).map(|now| (now, r.index)).map_err(|e| (Problem::BadAnswer, e, None)),
+            };
+            match outcome {
+                Ok((now, got)) => {
+                    if problem.take().is_some() {
+                        info!("consul: {what}: answering again");
                     }
-                    Ok(r) => parse_instances(&r.body).map(|now| (now, r.index)),
-                };
-                match outcome {
-                    Ok((now, got)) => {
-                        if failing {
-                            info!("consul: {what}: answering again");
-                            failing = false;
-                        }
-                        backoff = w.interval;
-                        index = next_index(index, got);
-                        debug!("{name}: {} passing instance(s), index {index}", now.len());
-                        if let Some(m) = &metrics {
-                            m.watch_instances.with_label_values(&[w.name.as_str()]).set(now.len() as f64);
-                        }
-                        for ev in events_for(&name, last.as_deref(), &now) {
-                            if !publish(ev) {
-                                return;
-                            }
-                        }
-                        last = Some(now);
-                        // At most one query per interval.
-                        std::thread::sleep(w.interval.saturating_sub(started.elapsed()));
+                    backoff = w.interval;
+                    index = next_index(index, got);
+                    debug!("{name}: {} passing instance(s), index {index}", now.len());
+                    if let Some(m) = &metrics {
+                        m.watch_instances.with_label_values(&[w.name.as_str()]).set(now.len() as f64);
                     }
-                    Err(e) => {
-                        if !failing {
-                            warn!("consul: {what}: {e}; no events until it answers (retrying with backoff)");
-                            failing = true;
+                    for ev in events_for(&name, last.as_deref(), &now) {
+                        if !publish(ev) {
+                            return;
                         }
-                        index = 0;
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(BACKOFF_MAX.max(w.interval));
+                    }
+                    last = Some(now);
+                    // At most one query per interval.
+                    if stop.sleep(w.interval.saturating_sub(started.elapsed())) {
+                        break;
                     }
                 }
+                Err((kind, e, reply)) => {
+                    // Logged once per change of problem, not on every retry.
+                    if problem.as_ref() != Some(&kind) {
+                        match &reply {
+                            Some(r) => explain(&what, &w.name, r),
+                            None => warn!("consul: {what}: {e}; no events until it answers (retrying with backoff)"),
+                        }
+                        problem = Some(kind);
+                    }
+                    index = 0;
+                    if stop.sleep(backoff) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX.max(w.interval));
+                }
             }
-        })
-        .expect("spawn watch thread");
+        }
+        debug!("{name}: stopped (its config was replaced)");
+    });
+    if let Err(e) = spawned {
+        warn!("consul: cannot start the thread of {shown}: {e}; it gives no events");
+    }
 }
 
 #[cfg(test)]
