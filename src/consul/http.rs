@@ -74,14 +74,7 @@ impl Client {
             .user_agent(concat!("pilot/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
             .build();
-        let agent = match &address.endpoint {
-            Endpoint::Unix(path) => ureq::Agent::with_parts(
-                config,
-                crate::unix_http::UnixConnector(path.clone()),
-                ureq::unversioned::resolver::DefaultResolver::default(),
-            ),
-            Endpoint::Tcp { .. } => config.into(),
-        };
+        let agent = agent_for(&address.endpoint, config);
         let scheme = if https { "https" } else { "http" };
         Ok(Client {
             agent,
@@ -89,6 +82,12 @@ impl Client {
             token: address.token.clone(),
             address: address.clone(),
         })
+    }
+
+    /// A client for the same agent with the same settings but its own connections, so
+    /// that shutting it down (a watch that stops) leaves this one's calls alone.
+    pub fn separate(&self) -> Client {
+        Client { agent: agent_for(&self.address.endpoint, self.agent.config().clone()), ..self.clone() }
     }
 
     /// End every call of this client and its clones, at once: idle connections close, a
@@ -136,6 +135,17 @@ impl Client {
                 Failure(format!("{} {path}: reading the answer: {}", self.address.display(), describe(&e)))
             })?;
         Ok(Reply { status, body, index })
+    }
+}
+
+fn agent_for(endpoint: &Endpoint, config: ureq::config::Config) -> ureq::Agent {
+    match endpoint {
+        Endpoint::Unix(path) => ureq::Agent::with_parts(
+            config,
+            crate::unix_http::UnixConnector(path.clone()),
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        ),
+        Endpoint::Tcp { .. } => config.into(),
     }
 }
 

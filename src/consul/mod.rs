@@ -115,8 +115,7 @@ pub fn start(
     for w in &config.watches {
         // Each watch has its own client (its own connections), so stopping it can cut its
         // blocking query without touching the worker's calls.
-        let own = http::Client::new(&client.address).unwrap_or_else(|_| client.clone());
-        watch::spawn(own, w.clone(), setup.metrics.clone(), publish.clone(), watches.clone());
+        watch::spawn(client.separate(), w.clone(), setup.metrics.clone(), publish.clone(), watches.clone());
     }
     Some(Handle { tx, services, addresses, watches })
 }
