@@ -233,6 +233,36 @@ impl log::Log for Logger {
     }
 }
 
+/// Log what a job prints, line by line, as records of target `job:<name>`, until its pipe
+/// closes; `each` also sees every line (a health check keeps its tail for the Consul
+/// note). Bytes that are not UTF-8 are replaced, not a reason to stop reading (which would
+/// leave the job writing into a pipe nobody drains), and a line longer than
+/// [`MESSAGE_MAX`] is logged in pieces, so memory stays bounded whatever the job prints.
+pub fn job_output(job: &str, reader: impl std::io::Read, mut each: impl FnMut(&str)) {
+    use std::io::{BufRead, Read};
+    let target = format!("job:{job}");
+    let mut reader = std::io::BufReader::new(reader);
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        match reader.by_ref().take(MESSAGE_MAX as u64).read_until(b'\n', &mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        let line = String::from_utf8_lossy(&buf);
+        log::info!(target: &target, "{line}");
+        each(&line);
+    }
+}
+
 /// Cut `s` to at most `max` bytes (at a character boundary), saying how much went.
 fn cut(s: &mut String, max: usize) {
     if s.len() <= max {
@@ -401,6 +431,20 @@ mod tests {
         let mut s = "é".repeat(MESSAGE_MAX);
         cut(&mut s, MESSAGE_MAX);
         assert!(s.len() < MESSAGE_MAX + 40 && s.ends_with(" bytes cut)"), "{}", s.len());
+    }
+
+    #[test]
+    fn job_output_survives_bad_bytes_and_endless_lines() {
+        let mut input = b"one\r\n\xff\xfe latin\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 2 * MESSAGE_MAX + 5));
+        input.extend(b"\nlast");
+        let mut seen = Vec::new();
+        job_output("j", &input[..], |l| seen.push(l.to_string()));
+        assert_eq!(seen[0], "one");
+        assert_eq!(seen[1], "\u{fffd}\u{fffd} latin");
+        assert_eq!(seen[2].len(), MESSAGE_MAX, "an endless line comes in pieces");
+        assert_eq!(seen[4].len(), 5);
+        assert_eq!(seen[5], "last");
     }
 
     #[test]
