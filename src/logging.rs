@@ -136,8 +136,25 @@ impl Sink {
     }
 }
 
+/// Open the log file for appending without ever waiting: opening a FIFO for writing
+/// blocks until a reader comes, and this runs on the main thread at start (every signal
+/// blocked) and on the supervisor thread for SIGUSR1. With `O_NONBLOCK` a FIFO without a
+/// reader is an error (ENXIO) instead; the flag is then cleared, since only the writer
+/// thread ever writes and it may wait.
 fn open(path: &str) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => std::io::Error::new(e.kind(), "a FIFO nobody reads"),
+            _ => e,
+        })?;
+    fcntl(&f, FcntlArg::F_SETFL(OFlag::O_APPEND)).map_err(std::io::Error::from)?;
+    Ok(f)
 }
 
 /// Re-open the log file (after logrotate moved it). A no-op unless logging to a file. The
@@ -222,9 +239,9 @@ impl log::Log for Logger {
             return;
         }
         let job = record.target().strip_prefix("job:");
-        let mut msg = String::new();
+        let mut msg = Capped { text: String::new(), max: MESSAGE_MAX, cut: 0 };
         let _ = write!(msg, "{}", record.args());
-        cut(&mut msg, MESSAGE_MAX);
+        let msg = msg.finish();
         self.queue.try_push(render(&self.format, record.level(), job, &msg));
     }
 
@@ -263,18 +280,42 @@ pub fn job_output(job: &str, reader: impl std::io::Read, mut each: impl FnMut(&s
     }
 }
 
-/// Cut `s` to at most `max` bytes (at a character boundary), saying how much went.
-fn cut(s: &mut String, max: usize) {
-    if s.len() <= max {
-        return;
+/// A message being formatted, kept to `max` bytes as it is written: a huge argument (an
+/// agent's error page) never exists whole in memory; what does not fit is only counted.
+struct Capped {
+    text: String,
+    max: usize,
+    cut: usize,
+}
+
+impl std::fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = self.max - self.text.len();
+        if self.cut > 0 || s.len() > room {
+            let mut at = room.min(s.len());
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            if self.cut == 0 {
+                self.text.push_str(&s[..at]);
+            } else {
+                at = 0;
+            }
+            self.cut += s.len() - at;
+        } else {
+            self.text.push_str(s);
+        }
+        Ok(())
     }
-    let mut at = max;
-    while !s.is_char_boundary(at) {
-        at -= 1;
+}
+
+impl Capped {
+    fn finish(mut self) -> String {
+        if self.cut > 0 {
+            let _ = write!(self.text, "... ({} bytes cut)", self.cut);
+        }
+        self.text
     }
-    let gone = s.len() - at;
-    s.truncate(at);
-    let _ = write!(s, "... ({gone} bytes cut)");
 }
 
 /// Install the logger and start its writer thread. Call once, before any thread logs.
@@ -428,9 +469,25 @@ mod tests {
 
     #[test]
     fn long_messages_are_cut_at_a_character_boundary() {
-        let mut s = "é".repeat(MESSAGE_MAX);
-        cut(&mut s, MESSAGE_MAX);
-        assert!(s.len() < MESSAGE_MAX + 40 && s.ends_with(" bytes cut)"), "{}", s.len());
+        let mut c = Capped { text: String::new(), max: MESSAGE_MAX, cut: 0 };
+        let _ = write!(c, "{}{}", "é".repeat(MESSAGE_MAX), "more");
+        let s = c.finish();
+        assert!(s.starts_with('é') && s.ends_with(&format!("é... ({} bytes cut)", MESSAGE_MAX + 4)), "{}", s.len());
+        let mut c = Capped { text: String::new(), max: 10, cut: 0 };
+        let _ = write!(c, "{}", "short");
+        assert_eq!(c.finish(), "short");
+    }
+
+    #[test]
+    fn a_fifo_without_reader_is_refused_not_waited_on() {
+        let dir = std::env::temp_dir().join(format!("pilot-logfifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("log");
+        let _ = std::fs::remove_file(&fifo);
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let e = open(fifo.to_str().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("a FIFO nobody reads"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

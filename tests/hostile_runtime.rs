@@ -191,6 +191,20 @@ fn a_job_ad_that_is_a_fifo_is_refused_and_sigterm_works() {
     assert_eq!(r.wait(LIMIT), 5);
 }
 
+/// `logging.output` naming a FIFO nobody reads: opening it for writing would block for ever
+/// (with every signal blocked); pilot says so and exits instead.
+#[test]
+fn a_log_file_that_is_a_fifo_without_reader_is_an_error_not_a_hang() {
+    let dir = scratch("fifo-log");
+    let fifo = dir.join("log");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let cfg = write_config(&dir, &format!(r#"{{ logging: {{ output: "{}" }}, jobs: [] }}"#, fifo.display()));
+    let out = run_limited(Command::new(pilot()).args(["run", "-c", &cfg, "--", "true"]), LIMIT);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("a FIFO nobody reads"), "{err}");
+}
+
 /// Every reload replaces the config's watches: the old watch threads must end (the old
 /// pilot kept one polling thread per watch per reload for ever).
 #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 /// How long one blocking query may wait on the agent; the agent adds up to 1/16 of jitter.
 const BLOCK: Duration = Duration::from_secs(60);
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The stop signal of one config's watches, owned by its `consul::Handle`. Stopping wakes
@@ -128,7 +129,7 @@ pub fn next_index(last: u64, got: Option<u64>) -> u64 {
 }
 
 fn query(w: &Watch, index: u64) -> String {
-    let mut q = format!("/v1/health/service/{}?passing=1&stale", w.name);
+    let mut q = format!("/v1/health/service/{}?passing=1&stale", urlencode(&w.name));
     if let Some(t) = &w.tag {
         q.push_str(&format!("&tag={}", urlencode(t)));
     }
@@ -167,7 +168,8 @@ pub fn spawn(
     let spawned = std::thread::Builder::new().name(name.clone()).spawn(move || {
         let mut last: Option<Vec<Instance>> = None;
         let mut index = 0u64;
-        let mut backoff = w.interval;
+        // At least a second between failing queries, whatever the interval.
+        let mut backoff = w.interval.max(BACKOFF_MIN);
         let mut problem: Option<Problem> = None;
         let what = format!("watching {}", w.name);
         while !stop.is_stopped() {
@@ -188,7 +190,7 @@ pub fn spawn(
                     if problem.take().is_some() {
                         info!("consul: {what}: answering again");
                     }
-                    backoff = w.interval;
+                    backoff = w.interval.max(BACKOFF_MIN);
                     index = next_index(index, got);
                     debug!("{name}: {} passing instance(s), index {index}", now.len());
                     if let Some(m) = &metrics {
@@ -218,7 +220,7 @@ pub fn spawn(
                     if stop.sleep(backoff) {
                         break;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX.max(w.interval));
+                    backoff = backoff.saturating_mul(2).min(BACKOFF_MAX.max(w.interval));
                 }
             }
         }
