@@ -470,11 +470,11 @@ mod tests {
     #[test]
     fn long_messages_are_cut_at_a_character_boundary() {
         let mut c = Capped { text: String::new(), max: MESSAGE_MAX, cut: 0 };
-        let _ = write!(c, "{}{}", "é".repeat(MESSAGE_MAX), "more");
+        let _ = write!(c, "{}more", "é".repeat(MESSAGE_MAX));
         let s = c.finish();
         assert!(s.starts_with('é') && s.ends_with(&format!("é... ({} bytes cut)", MESSAGE_MAX + 4)), "{}", s.len());
         let mut c = Capped { text: String::new(), max: 10, cut: 0 };
-        let _ = write!(c, "{}", "short");
+        let _ = write!(c, "short");
         assert_eq!(c.finish(), "short");
     }
 
