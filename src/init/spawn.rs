@@ -339,3 +339,60 @@ unsafe fn child(take_tty: bool, mut fds: [RawFd; 3], err_fd: RawFd, inherited: &
         fail(err_fd, Step::Execve, e);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reap(pid: i32) -> i32 {
+        let mut status = 0;
+        // SAFETY: waitpid writes one int through a valid pointer.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn a_failing_dup2_is_reported_with_its_step_and_errno() {
+        let inherited = super::super::signals::Inherited {
+            // SAFETY: an all-zero sigset_t is a valid (empty) set.
+            mask: unsafe { std::mem::zeroed() },
+        };
+        let argv = ["true".to_string()];
+        let spec = Spec {
+            program: Path::new("/bin/true"),
+            argv: &argv,
+            env: &[],
+            stdin: Stdio::Inherit,
+            // No such descriptor: dup2 gives EBADF.
+            stdout: Stdio::Fd(1_000_000),
+            stderr: Stdio::Inherit,
+            foreground: false,
+        };
+        let e = spawn(&spec, &inherited).unwrap_err();
+        let pid = e.pid.expect("fork succeeded");
+        assert_eq!(reap(pid), 126);
+        assert_eq!(e.exit_code(), 126);
+        let msg = e.to_string();
+        assert!(msg.starts_with("dup2 of stdout failed: EBADF"), "{msg}");
+    }
+
+    #[test]
+    fn a_nul_in_an_argument_fails_before_fork() {
+        let inherited = super::super::signals::Inherited {
+            // SAFETY: an all-zero sigset_t is a valid (empty) set.
+            mask: unsafe { std::mem::zeroed() },
+        };
+        let argv = ["a\0b".to_string()];
+        let spec = Spec {
+            program: Path::new("/bin/true"),
+            argv: &argv,
+            env: &[],
+            stdin: Stdio::Inherit,
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+            foreground: false,
+        };
+        let e = spawn(&spec, &inherited).unwrap_err();
+        assert!(e.pid.is_none() && e.to_string().contains("NUL"), "{e}");
+    }
+}
