@@ -304,3 +304,27 @@ fn log_lines_cannot_be_forged() {
         }
     }
 }
+
+/// A watch whose token the agent refuses: the 403 is explained once, not on every retry.
+#[test]
+fn a_watch_403_is_logged_once() {
+    let agent = common::consul::Agent::dev_with(&[
+        r#"acl { enabled = true default_policy = "deny" tokens { initial_management = "root-secret-1234" } }"#,
+    ]);
+    let dir = scratch("watch-403");
+    let cfg = write_config(
+        &dir,
+        &format!(r#"{{ consul: "{}", watches: [{{ name: "backend", interval: 1 }}], jobs: [] }}"#, agent.addr()),
+    );
+    let mut cmd = Command::new(pilot());
+    // A token the agent does not know: every query is refused with 403 "ACL not found"
+    // (without a token, reads are filtered rather than refused).
+    cmd.args(["run", "-c", &cfg, "--", "sh", "-c", "sleep 8"])
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env("CONSUL_HTTP_TOKEN", "0b5d4a61-7a0e-4c51-9d57-2f0f4b1e9a11");
+    let mut r = Running::start(&mut cmd);
+    assert_eq!(wait_sampling(&mut r.child, LIMIT, |_| {}), Some(0));
+    let lines = drain(&r.lines, Duration::from_secs(3));
+    let denied: Vec<_> = lines.iter().filter(|l| l.contains("watching backend") && l.contains("403")).collect();
+    assert_eq!(denied.len(), 1, "once per change, not per retry:\n{}", lines.join("\n"));
+}
