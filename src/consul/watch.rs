@@ -11,7 +11,6 @@ use super::worker::explain;
 use crate::config::Watch;
 use crate::events::{Code, Event};
 use log::{debug, info, warn};
-use serde_json::Value;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,22 +81,44 @@ pub struct Instance {
     pub port: u64,
 }
 
+/// The parts of one `/v1/health/service` entry a watch compares; everything else (checks,
+/// tags, meta, which make up most of a big answer) is skipped while parsing, so memory
+/// follows the number of instances, not the size of the answer.
+#[derive(serde::Deserialize)]
+struct Entry {
+    #[serde(rename = "Node", default)]
+    node: NodePart,
+    #[serde(rename = "Service", default)]
+    service: ServicePart,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct NodePart {
+    #[serde(rename = "Address", default)]
+    address: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ServicePart {
+    #[serde(rename = "ID", default)]
+    id: Option<String>,
+    #[serde(rename = "Address", default)]
+    address: Option<String>,
+    #[serde(rename = "Port", default)]
+    port: Option<u64>,
+}
+
 pub fn parse_instances(body: &str) -> Result<Vec<Instance>, String> {
-    let v: Value = serde_json::from_str(body).map_err(|e| format!("unexpected answer: {e}"))?;
-    let list = v.as_array().ok_or("unexpected answer: not a list")?;
+    let list: Vec<Entry> = serde_json::from_str(body).map_err(|e| format!("unexpected answer: {e}"))?;
     let mut out: Vec<Instance> = list
-        .iter()
+        .into_iter()
         .map(|e| {
-            let svc = &e["Service"];
-            let mut address = svc["Address"].as_str().unwrap_or_default().to_string();
-            if address.is_empty() {
-                address = e["Node"]["Address"].as_str().unwrap_or_default().to_string();
-            }
-            Instance {
-                id: svc["ID"].as_str().unwrap_or_default().into(),
-                address,
-                port: svc["Port"].as_u64().unwrap_or(0),
-            }
+            let address = match e.service.address.filter(|a| !a.is_empty()) {
+                Some(a) => a,
+                // An empty service address means the node's.
+                None => e.node.address.unwrap_or_default(),
+            };
+            Instance { id: e.service.id.unwrap_or_default(), address, port: e.service.port.unwrap_or(0) }
         })
         .collect();
     out.sort();
