@@ -184,9 +184,19 @@ fn a_job_ad_that_is_a_fifo_is_refused_and_sigterm_works() {
     cmd.args(["run", "-c", &cfg, "--", "sh", "-c", "trap 'exit 5' TERM; echo started; while :; do sleep 0.1; done"])
         .env("_CONDOR_JOB_AD", &fifo);
     let r = Running::start(&mut cmd);
-    let warning = r.expect_line(|l| l.contains("_CONDOR_JOB_AD"), "warning about the ad");
+    // The payload writes to stdout directly, pilot through its log writer: either may come first.
+    let (mut warning, mut started) = (None, false);
+    while warning.is_none() || !started {
+        let l = r
+            .expect_line(|l| l.contains("_CONDOR_JOB_AD") || l == "started", "the ad's warning and the payload's line");
+        if l == "started" {
+            started = true;
+        } else {
+            warning = Some(l);
+        }
+    }
+    let warning = warning.unwrap();
     assert!(warning.contains("a FIFO, expected a regular file"), "{warning}");
-    r.expect_line(|l| l == "started", "from the payload");
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(LIMIT), 5);
 }
