@@ -55,6 +55,24 @@ pub fn read_regular(path: &Path, max: u64) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|e| format!("{shown}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
 }
 
+/// [`read_regular`] on a helper thread, given up after `within`: a file on a hung network
+/// file system blocks `read` in the kernel, and pilot reads the ads before its signal
+/// thread exists (every signal blocked), so a hang there would make SIGTERM useless. A
+/// thread that never comes back is left behind; it holds nothing pilot needs.
+pub fn read_regular_within(path: &Path, max: u64, within: std::time::Duration) -> Result<String, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    let spawned = std::thread::Builder::new().name("read ad".into()).spawn(move || {
+        let _ = tx.send(read_regular(&owned, max));
+    });
+    if spawned.is_err() {
+        return read_regular(path, max);
+    }
+    rx.recv_timeout(within).unwrap_or_else(|_| {
+        Err(format!("{}: no answer within {within:?} (a hung file system?): not read", path.display()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +92,9 @@ mod tests {
         std::fs::write(&big, "x".repeat(11)).unwrap();
         assert!(read_regular(&big, 10).unwrap_err().contains("more than the limit of 10"));
         assert_eq!(read_regular(&big, 11).unwrap(), "x".repeat(11));
+        let within = std::time::Duration::from_secs(5);
+        assert_eq!(read_regular_within(&big, 11, within).unwrap(), "x".repeat(11));
+        assert!(read_regular_within(&fifo, 11, within).unwrap_err().contains("a FIFO"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
