@@ -204,12 +204,13 @@ fn write_loop(q: Arc<Queue>, mut sink: Sink, format: LogFormat) {
                     st.writing = true;
                     break Some(e);
                 }
-                st.writing = false;
-                q.idle.notify_all();
                 // Drops after the last queued record: report them once the queue is empty.
                 if DROPPED.load(Ordering::Relaxed) > reported {
+                    st.writing = true;
                     break None;
                 }
+                st.writing = false;
+                q.idle.notify_all();
                 st = q.ready.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         };
