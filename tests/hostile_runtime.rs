@@ -338,3 +338,24 @@ fn a_watch_403_is_logged_once() {
     let denied: Vec<_> = lines.iter().filter(|l| l.contains("watching backend") && l.contains("403")).collect();
     assert_eq!(denied.len(), 1, "once per change, not per retry:\n{}", lines.join("\n"));
 }
+
+/// An agent that answers blocking queries at once, under a watch with a tiny interval:
+/// pilot still makes at most about one query a second.
+#[test]
+fn a_watch_does_not_hammer_an_agent_that_never_blocks() {
+    let agent = FakeAgent::start(|_, _| (200, "[]"));
+    let dir = scratch("no-blocking");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ consul: "127.0.0.1:{}", watches: [{{ name: "backend", interval: "1ms" }}], jobs: [] }}"#,
+            agent.port
+        ),
+    );
+    let mut cmd = Command::new(pilot());
+    cmd.args(["run", "-c", &cfg, "--", "sleep", "4"]).env_remove("CONSUL_HTTP_ADDR").env_remove("CONSUL_HTTP_TOKEN");
+    let mut r = Running::start(&mut cmd);
+    assert_eq!(wait_sampling(&mut r.child, LIMIT, |_| {}), Some(0));
+    let queries = agent.seen("GET /v1/health/service/backend");
+    assert!((1..=8).contains(&queries), "{queries} queries in 4 s");
+}

@@ -223,8 +223,9 @@ pub fn spawn(
                         }
                     }
                     last = Some(now);
-                    // At most one query per interval.
-                    if stop.sleep(w.interval.saturating_sub(started.elapsed())) {
+                    // At most one query per interval, and never more than one a second: an
+                    // agent that answers at once (no blocking) must not be hammered.
+                    if stop.sleep(w.interval.max(BACKOFF_MIN).saturating_sub(started.elapsed())) {
                         break;
                     }
                 }
