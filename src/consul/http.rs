@@ -9,6 +9,13 @@ use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConf
 /// Short calls (register, TTL update, deregister, KV): the agent answers these locally.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest answer read for a GET: a watch of a service with thousands of instances is a
+/// few MB; anything beyond is refused rather than held in memory.
+const GET_REPLY_MAX: u64 = 64 << 20;
+/// The largest answer read for a PUT (register, TTL update, deregister, maintenance): the
+/// agent answers these with a line at most; a flood of bytes is a broken agent.
+const PUT_REPLY_MAX: u64 = 1 << 20;
+
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
@@ -107,7 +114,7 @@ impl Client {
             Some(b) => req.content_type("application/json").send(&serde_json::to_vec(b).unwrap_or_default()),
             None => req.send_empty(),
         };
-        self.finish(result, path)
+        self.finish(result, path, PUT_REPLY_MAX)
     }
 
     /// A GET; `timeout` overrides the short default (blocking queries wait for minutes).
@@ -118,20 +125,21 @@ impl Client {
             None => req,
         };
         let req = req.config().timeout_global(Some(timeout.unwrap_or(CALL_TIMEOUT))).build();
-        self.finish(req.call(), path)
+        self.finish(req.call(), path, GET_REPLY_MAX)
     }
 
     fn finish(
         &self,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         path: &str,
+        limit: u64,
     ) -> Result<Reply, Failure> {
         let path = path.split('?').next().unwrap_or(path);
         let mut resp = result.map_err(|e| Failure(format!("{} {path}: {}", self.address.display(), describe(&e))))?;
         let index = resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let status = resp.status().as_u16();
         let body =
-            resp.body_mut().with_config().limit(64 << 20).read_to_string().map_err(|e| {
+            resp.body_mut().with_config().limit(limit).read_to_string().map_err(|e| {
                 Failure(format!("{} {path}: reading the answer: {}", self.address.display(), describe(&e)))
             })?;
         Ok(Reply { status, body, index })
