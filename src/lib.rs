@@ -14,3 +14,4 @@ pub mod logging;
 pub mod pathsearch;
 pub mod supervisor;
 pub mod telemetry;
+pub mod unix_http;

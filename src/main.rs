@@ -192,7 +192,10 @@ fn main() -> ExitCode {
             // Before any thread exists: every thread inherits the blocked mask, and only
             // the signal thread ever receives a signal.
             let inherited = init::signals::block_all();
-            run(config.as_deref(), grace, cmd, inherited)
+            let code = run(config.as_deref(), grace, cmd, inherited);
+            // Bounded: a log reader that stopped reading must not keep pilot from exiting.
+            logging::flush(logging::EXIT_FLUSH);
+            code
         }
         Command::Reload { socket } => control(socket, "POST", "/v3/reload", None),
         Command::Maintenance { action, socket } => {
@@ -238,6 +241,10 @@ fn run(
     cmd: Vec<String>,
     inherited: init::signals::Inherited,
 ) -> i32 {
+    if cmd.first().is_some_and(|c| c.is_empty()) {
+        eprintln!("pilot: empty command");
+        return 127;
+    }
     let main = (!cmd.is_empty()).then_some(cmd);
     let path = config::locate(config_flag);
     // Inside an HTCondor job: the job and machine ads feed templates and Consul meta.

@@ -18,7 +18,43 @@ fn is_executable(p: &Path) -> Option<bool> {
     Some(meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
+/// Why a command cannot be run, with the shell's exit status for it.
+#[derive(Debug, PartialEq)]
+pub struct NotRunnable {
+    /// 127: not found (or empty); 126: found but not executable.
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for NotRunnable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `lookup` with the failure worded for the user: "empty command" (127), "X: command not
+/// found" (127), "X: permission denied (not an executable file)" (126).
+pub fn resolve(program: &str, path_var: Option<&str>) -> Result<PathBuf, NotRunnable> {
+    if program.is_empty() {
+        return Err(NotRunnable { code: 127, message: "empty command".into() });
+    }
+    match lookup(program, path_var) {
+        Lookup::Found(p) => Ok(p),
+        Lookup::NotFound => Err(NotRunnable { code: 127, message: format!("{program}: command not found") }),
+        Lookup::NotExecutable(p) => Err(NotRunnable {
+            code: 126,
+            message: format!("{}: permission denied (not an executable file)", p.display()),
+        }),
+    }
+}
+
+/// Where `program` is: a path as given when it contains a `/`, else the first executable
+/// file of that name in `path_var`'s directories. An empty name is not found (it would
+/// otherwise name the first PATH directory itself).
 pub fn lookup(program: &str, path_var: Option<&str>) -> Lookup {
+    if program.is_empty() {
+        return Lookup::NotFound;
+    }
     if program.contains('/') {
         let p = PathBuf::from(program);
         return match is_executable(&p) {
@@ -48,5 +84,8 @@ mod tests {
         assert!(matches!(lookup("sh", Some("/nonexistent:/bin:/usr/bin")), Lookup::Found(_)));
         assert_eq!(lookup("no-such-program-xyz", Some("/bin")), Lookup::NotFound);
         assert_eq!(lookup("/etc", None), Lookup::NotExecutable(PathBuf::from("/etc")));
+        assert_eq!(lookup("", Some("/bin")), Lookup::NotFound, "not the directory /bin/");
+        assert_eq!(resolve("", Some("/bin")).unwrap_err().message, "empty command");
+        assert_eq!(resolve("", None).unwrap_err().code, 127);
     }
 }

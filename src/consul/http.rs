@@ -9,6 +9,13 @@ use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConf
 /// Short calls (register, TTL update, deregister, KV): the agent answers these locally.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest answer read for a GET: a watch of a service with thousands of instances is a
+/// few MB; anything beyond is refused rather than held in memory.
+const GET_REPLY_MAX: u64 = 64 << 20;
+/// The largest answer read for a PUT (register, TTL update, deregister, maintenance): the
+/// agent answers these with a line at most; a flood of bytes is a broken agent.
+const PUT_REPLY_MAX: u64 = 1 << 20;
+
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
@@ -68,18 +75,13 @@ impl Client {
             // A site's HTTP proxy must never carry node-local agent traffic.
             .proxy(None)
             .timeout_global(Some(CALL_TIMEOUT))
+            // Even under a blocking query's long timeout: a connect is what a stop cannot cut.
+            .timeout_connect(Some(CALL_TIMEOUT))
             .max_idle_connections_per_host(4)
             .user_agent(concat!("pilot/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
             .build();
-        let agent = match &address.endpoint {
-            Endpoint::Unix(path) => ureq::Agent::with_parts(
-                config,
-                super::unix::UnixConnector(path.clone()),
-                ureq::unversioned::resolver::DefaultResolver::default(),
-            ),
-            Endpoint::Tcp { .. } => config.into(),
-        };
+        let agent = agent_for(&address.endpoint, config);
         let scheme = if https { "https" } else { "http" };
         Ok(Client {
             agent,
@@ -87,6 +89,19 @@ impl Client {
             token: address.token.clone(),
             address: address.clone(),
         })
+    }
+
+    /// A client for the same agent with the same settings but its own connections, so
+    /// that shutting it down (a watch that stops) leaves this one's calls alone.
+    pub fn separate(&self) -> Client {
+        Client { agent: agent_for(&self.address.endpoint, self.agent.config().clone()), ..self.clone() }
+    }
+
+    /// End every call of this client and its clones, at once: idle connections close, a
+    /// call blocked on the socket (a blocking query) fails straight away, and later calls
+    /// fail. For a watch whose config was replaced.
+    pub fn shutdown(&self) {
+        self.agent.clone().shutdown();
     }
 
     pub fn put(&self, path: &str, body: Option<&serde_json::Value>) -> Result<Reply, Failure> {
@@ -99,7 +114,7 @@ impl Client {
             Some(b) => req.content_type("application/json").send(&serde_json::to_vec(b).unwrap_or_default()),
             None => req.send_empty(),
         };
-        self.finish(result, path)
+        self.finish(result, path, PUT_REPLY_MAX)
     }
 
     /// A GET; `timeout` overrides the short default (blocking queries wait for minutes).
@@ -110,23 +125,35 @@ impl Client {
             None => req,
         };
         let req = req.config().timeout_global(Some(timeout.unwrap_or(CALL_TIMEOUT))).build();
-        self.finish(req.call(), path)
+        self.finish(req.call(), path, GET_REPLY_MAX)
     }
 
     fn finish(
         &self,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         path: &str,
+        limit: u64,
     ) -> Result<Reply, Failure> {
         let path = path.split('?').next().unwrap_or(path);
         let mut resp = result.map_err(|e| Failure(format!("{} {path}: {}", self.address.display(), describe(&e))))?;
         let index = resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let status = resp.status().as_u16();
         let body =
-            resp.body_mut().with_config().limit(64 << 20).read_to_string().map_err(|e| {
+            resp.body_mut().with_config().limit(limit).read_to_string().map_err(|e| {
                 Failure(format!("{} {path}: reading the answer: {}", self.address.display(), describe(&e)))
             })?;
         Ok(Reply { status, body, index })
+    }
+}
+
+fn agent_for(endpoint: &Endpoint, config: ureq::config::Config) -> ureq::Agent {
+    match endpoint {
+        Endpoint::Unix(path) => ureq::Agent::with_parts(
+            config,
+            crate::unix_http::UnixConnector(path.clone()),
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        ),
+        Endpoint::Tcp { .. } => config.into(),
     }
 }
 

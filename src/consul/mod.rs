@@ -8,7 +8,6 @@ pub mod http;
 pub mod interfaces;
 pub mod kv;
 pub mod service;
-pub mod unix;
 pub mod watch;
 pub mod worker;
 
@@ -23,13 +22,24 @@ use std::sync::mpsc::Sender;
 
 pub use worker::{Command, Output};
 
-/// The supervisor's side of the Consul worker.
+/// The supervisor's side of the Consul worker and of the watches of one config. Dropping
+/// it (a reload replaced the config, or pilot exits) ends them: the worker when its channel
+/// closes, the watches through their stop signal, which also interrupts a blocking query in
+/// flight, so an old watch is gone within moments (at most a TCP connect's timeout, 5 s).
 pub struct Handle {
     pub tx: Sender<Command>,
     /// Jobs that have a service: their stop waits for the deregistration.
     pub services: BTreeSet<String>,
     /// Each service's job and address, for ContainerPilot's `CONTAINERPILOT_<JOB>_IP`.
     pub addresses: Vec<(String, std::net::IpAddr)>,
+    /// Set on drop: this config's watch threads stop.
+    watches: watch::Stop,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.watches.stop();
+    }
 }
 
 impl Handle {
@@ -101,8 +111,11 @@ pub fn start(
     if setup.telemetry.is_some() {
         let _ = tx.send(Command::Started { job: service::TELEMETRY_JOB.into() });
     }
+    let watches = watch::Stop::default();
     for w in &config.watches {
-        watch::spawn(client.clone(), w.clone(), setup.metrics.clone(), publish.clone());
+        // Each watch has its own client (its own connections), so stopping it can cut its
+        // blocking query without touching the worker's calls.
+        watch::spawn(client.separate(), w.clone(), setup.metrics.clone(), publish.clone(), watches.clone());
     }
-    Some(Handle { tx, services, addresses })
+    Some(Handle { tx, services, addresses, watches })
 }

@@ -12,7 +12,7 @@ use super::http::{Client, Failure, Reply};
 use super::service::ServiceDef;
 use crate::telemetry::Metrics;
 use log::{debug, error, info, warn};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,6 +95,8 @@ pub struct Worker {
     metrics: Option<Arc<Metrics>>,
     /// Each service's registration state, for `pilot status`.
     states: States,
+    /// Jobs whose service the agent forgets right after registering it (logged once).
+    forgetful: BTreeSet<String>,
 }
 
 /// What the agent knows of one job's service, for `pilot status` and the supervisor.
@@ -141,6 +143,7 @@ impl Worker {
             next_heartbeat,
             metrics,
             states,
+            forgetful: BTreeSet::new(),
         }
     }
 
@@ -261,41 +264,65 @@ impl Worker {
         }
     }
 
+    /// Bring one service to its wanted state: registered, maintenance as wanted, the pending
+    /// TTL status sent. A TTL update the agent answers with 404 means it no longer has the
+    /// service: register again, but at most once per sync. An agent that forgets the service
+    /// right after every registration (two agents behind one load-balanced address) would
+    /// otherwise make this loop forever; instead the sync fails and the worker's backoff
+    /// paces the retries (1 s doubling to 30 s).
     fn reconcile(&mut self, job: &str) -> bool {
-        if !self.services[job].registered && !self.register(job) {
-            return false;
-        }
-        if !self.sync_maintenance(job) {
-            return false;
-        }
-        let Some((status, output)) = self.services[job].pending.clone() else { return true };
-        let s = &self.services[job];
-        let path = format!("/v1/agent/check/update/{}", s.def.check_id);
-        let body = serde_json::json!({ "Status": status, "Output": output });
-        let what = format!("updating the TTL check of {}", s.def.id);
-        match self.call(&what, job, |c| c.put(&path, Some(&body))) {
-            Some(r) if r.ok() => {
-                let s = self.services.get_mut(job).unwrap();
-                if s.last_status != status {
-                    info!("consul: service {} is now {status}", s.def.id);
+        let mut registered_again = false;
+        loop {
+            if !self.services[job].registered && !self.register(job) {
+                return false;
+            }
+            if !self.sync_maintenance(job) {
+                return false;
+            }
+            let Some((status, output)) = self.services[job].pending.clone() else { return true };
+            let s = &self.services[job];
+            let path = format!("/v1/agent/check/update/{}", s.def.check_id);
+            let body = serde_json::json!({ "Status": status, "Output": output });
+            let what = format!("updating the TTL check of {}", s.def.id);
+            match self.call(&what, job, |c| c.put(&path, Some(&body))) {
+                Some(r) if r.ok() => {
+                    let s = self.services.get_mut(job).unwrap();
+                    if s.last_status != status {
+                        info!("consul: service {} is now {status}", s.def.id);
+                    }
+                    if self.forgetful.remove(job) {
+                        info!("consul: the agent keeps service {} again", s.def.id);
+                    }
+                    let state = format!("registered as {} ({status})", s.def.id);
+                    s.last_status = status;
+                    s.pending = None;
+                    self.set_state(job, state, true);
+                    return true;
                 }
-                let state = format!("registered as {} ({status})", s.def.id);
-                s.last_status = status;
-                s.pending = None;
-                self.set_state(job, state, true);
-                true
+                Some(r) if r.status == 404 || (r.status == 500 && r.body.contains("nknown check")) => {
+                    let s = self.services.get_mut(job).unwrap();
+                    s.registered = false;
+                    s.maintenance_sent = false;
+                    let id = s.def.id.clone();
+                    if registered_again {
+                        // Logged once when it starts, not on every retry.
+                        if self.forgetful.insert(job.to_string()) {
+                            warn!(
+                                "consul: the agent forgets service {id} right after registering it (several agents behind one address?); retrying with backoff"
+                            );
+                        }
+                        self.set_state(job, format!("registering as {id}: the agent keeps forgetting it"), true);
+                        return false;
+                    }
+                    if !self.forgetful.contains(job) {
+                        warn!(
+                            "consul: the agent no longer knows service {id} (it restarted or reaped it): registering again"
+                        );
+                    }
+                    registered_again = true;
+                }
+                _ => return false,
             }
-            Some(r) if r.status == 404 || (r.status == 500 && r.body.contains("nknown check")) => {
-                let s = self.services.get_mut(job).unwrap();
-                warn!(
-                    "consul: the agent no longer knows service {} (it restarted or reaped it): registering again",
-                    s.def.id
-                );
-                s.registered = false;
-                s.maintenance_sent = false;
-                self.reconcile(job)
-            }
-            _ => false,
         }
     }
 
@@ -308,7 +335,11 @@ impl Worker {
         match self.call(&what, job, |c| c.put("/v1/agent/service/register", Some(&body))) {
             Some(r) if r.ok() => {
                 let s = self.services.get_mut(job).unwrap();
-                info!("consul: registered service {} as {}:{} ({status})", s.def.id, s.def.address, s.def.port);
+                if self.forgetful.contains(job) {
+                    debug!("consul: registered service {} again", s.def.id);
+                } else {
+                    info!("consul: registered service {} as {}:{} ({status})", s.def.id, s.def.address, s.def.port);
+                }
                 s.registered = true;
                 s.last_status = status;
                 // `pending` stays: the TTL update that follows carries the check's output.

@@ -1,7 +1,7 @@
 //! The CLI side of the control plane: `pilot reload`, `maintenance`, `putenv`, `putmetric`,
 //! `ping` and `status` talk HTTP to a running pilot over its socket.
 
-use crate::consul::unix::UnixConnector;
+use crate::unix_http::UnixConnector;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -5,9 +5,17 @@
 //! the ad, e.g. `{{ .CONDOR_JOB_GlobalJobId }}`).
 
 pub mod classad;
+pub mod read;
 
 use classad::Ad;
 use std::collections::BTreeMap;
+
+/// The largest ad pilot reads. Job and machine ads are a few KB; anything near this is not
+/// an ad, and reading it would only cost memory.
+pub const AD_MAX: u64 = 1 << 20;
+
+/// How long reading one ad may take before pilot gives up on it (a hung file system).
+pub const AD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Default, Clone)]
 pub struct Ads {
@@ -17,13 +25,15 @@ pub struct Ads {
 
 impl Ads {
     /// Read the ads the environment points at. A missing or unreadable ad is not an error
-    /// for the payload: it is reported and left out.
+    /// for the payload: it is reported and left out. Only regular files up to [`AD_MAX`]
+    /// are read; a FIFO or device is refused without waiting on it, and a read that does not
+    /// finish within [`AD_WAIT`] is given up (see [`read`]).
     pub fn load(env: &dyn Fn(&str) -> Option<String>) -> (Ads, Vec<String>) {
         let mut problems = Vec::new();
         let mut read = |var: &str| {
             let path = env(var).filter(|p| !p.is_empty())?;
-            let parsed = std::fs::read_to_string(&path)
-                .map_err(|e| format!("{var}={path}: {e}"))
+            let parsed = read::read_regular_within(std::path::Path::new(&path), AD_MAX, AD_WAIT)
+                .map_err(|e| format!("{var}: {e}"))
                 .and_then(|t| classad::parse(&t, &path));
             parsed.map_err(|e| problems.push(e)).ok()
         };

@@ -22,25 +22,11 @@ pub struct Inherited {
     pub mask: libc::sigset_t,
 }
 
-/// Block every asynchronous signal in the calling thread (do this before any thread
-/// exists, so every thread inherits it) and return what was inherited.
-pub fn block_all() -> Inherited {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigfillset/sigdelset initialise it and
-    // pthread_sigmask reads `set` and writes `old`, both valid for the call.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut set);
-        for s in SYNCHRONOUS {
-            libc::sigdelset(&mut set, *s);
-        }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, &mut old);
-        Inherited { mask: old }
-    }
-}
-
-fn waited_set() -> libc::sigset_t {
-    // SAFETY: as in block_all.
+/// The one signal set pilot deals in: every signal but the synchronous ones. It is blocked
+/// in every thread and waited for by the signal thread.
+fn pilot_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigfillset/sigdelset initialise and edit
+    // the set through a valid pointer.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut set);
@@ -49,6 +35,50 @@ fn waited_set() -> libc::sigset_t {
         }
         set
     }
+}
+
+/// Block every asynchronous signal in the calling thread (do this before any thread
+/// exists, so every thread inherits it) and return what was inherited.
+pub fn block_all() -> Inherited {
+    let set = pilot_set();
+    // SAFETY: pthread_sigmask reads `set` and writes `old`, both valid for the call.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, &mut old);
+        Inherited { mask: old }
+    }
+}
+
+/// Which part of restoring the signal state failed in a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreStep {
+    /// Setting SIGPIPE back to its default action.
+    SigpipeDefault,
+    /// Restoring the inherited signal mask.
+    Mask,
+}
+
+/// In a forked child, just before `execve`: give the program the signal state a program
+/// expects: SIGPIPE at its default action (Rust's runtime set it to ignored in pilot, and
+/// an ignored signal stays ignored across exec) and the mask pilot inherited (pilot's own
+/// mask blocks everything). Returns the failing step and errno.
+///
+/// # Safety
+/// Only async-signal-safe calls are made and nothing is allocated, so this may run in the
+/// child of a multi-threaded process between `fork` and `execve`.
+pub unsafe fn restore_in_child(inherited: &Inherited) -> Result<(), (RestoreStep, i32)> {
+    // SAFETY: signal and pthread_sigmask are async-signal-safe; the mask is a valid set.
+    unsafe {
+        if libc::signal(libc::SIGPIPE, libc::SIG_DFL) == libc::SIG_ERR {
+            return Err((RestoreStep::SigpipeDefault, *libc::__errno_location()));
+        }
+        // pthread_sigmask returns the error instead of setting errno.
+        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &inherited.mask, std::ptr::null_mut());
+        if rc != 0 {
+            return Err((RestoreStep::Mask, rc));
+        }
+    }
+    Ok(())
 }
 
 /// Reap every exited child without blocking, reporting each.
@@ -75,7 +105,7 @@ pub fn reap_all(send: &impl Fn(Report) -> bool) {
 
 /// The signal thread's body: wait for any blocked signal, reap on SIGCHLD, report the rest.
 pub fn run_signal_thread(send: impl Fn(Report) -> bool) {
-    let set = waited_set();
+    let set = pilot_set();
     // Children may have exited before this thread started.
     reap_all(&send);
     loop {
