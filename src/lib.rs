@@ -11,5 +11,6 @@ pub mod htcondor;
 pub mod init;
 pub mod logging;
 pub mod pathsearch;
+pub mod status;
 pub mod supervisor;
 pub mod telemetry;

@@ -149,7 +149,7 @@ fn status(socket: SocketArg, json: bool) -> i32 {
             print!("{text}");
             0
         }
-        Ok((200, text)) => match serde_json::from_str(&text) {
+        Ok((200, text)) => match serde_json::from_str::<pilot::status::Status>(&text) {
             Ok(v) => {
                 print!("{}", client::status_table(&v));
                 0
@@ -247,8 +247,11 @@ fn run(
     let grace = grace.unwrap_or_else(|| default_grace(ads.vacate_time()));
     let config = match path.clone() {
         Some(path) => {
-            let loaded =
-                config::load_with(path, &config::environment(&context.template_vars), Some(&pilot::consul::kv::fetch));
+            let loaded = config::load_with(
+                path.clone(),
+                &config::environment(&context.template_vars),
+                Some(&pilot::consul::kv::fetch),
+            );
             for d in &loaded.diags {
                 eprintln!("pilot: {d}");
             }
@@ -263,6 +266,13 @@ fn run(
             return 2;
         }
     };
+    // The payload's job is called `main`: a config job of that name would be ambiguous.
+    if let (Some(_), Some(file)) = (&main, &path)
+        && let Err(e) = supervisor::machine::check_payload_name(&config)
+    {
+        eprintln!("pilot: {}: {e}", file.display());
+        return 1;
+    }
     if let Err(e) = logging::init(&config.logging) {
         eprintln!("pilot: {e}");
         return 1;

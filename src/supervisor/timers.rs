@@ -41,7 +41,11 @@ impl Timers {
         Timers { tx }
     }
 
+    /// Fire `key` after `after`. A duration too large to be a point in time (centuries)
+    /// means never: the timer is dropped rather than overflowing `Instant + Duration`.
     pub fn set(&self, after: Duration, key: TimerKey) {
-        let _ = self.tx.send((Instant::now() + after, key));
+        if let Some(at) = Instant::now().checked_add(after) {
+            let _ = self.tx.send((at, key));
+        }
     }
 }

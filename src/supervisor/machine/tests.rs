@@ -10,6 +10,10 @@ struct Fake {
     next_pid: i32,
     spawned: Vec<(String, i32)>,
     kills: Vec<(i32, i32)>,
+    /// SIGCONTs sent after a stop signal, kept apart so `kills` reads as the stop sequence.
+    conts: Vec<i32>,
+    /// Signals to the process group of a job or check that exited (its leftovers).
+    leftovers: Vec<(i32, i32)>,
     timers: Vec<TimerKey>,
     events: Vec<String>,
     fail: Vec<String>,
@@ -30,7 +34,14 @@ impl Effects for Fake {
         Ok(pid)
     }
     fn kill(&mut self, pid: i32, sig: i32, _group: bool) {
-        self.kills.push((pid, sig));
+        if sig == libc::SIGCONT {
+            self.conts.push(pid);
+        } else {
+            self.kills.push((pid, sig));
+        }
+    }
+    fn signal_leftovers(&mut self, pgid: i32, sig: i32) {
+        self.leftovers.push((pgid, sig));
     }
     fn set_timer(&mut self, _after: Duration, key: TimerKey) {
         self.timers.push(key);
@@ -44,7 +55,7 @@ impl Effects for Fake {
     fn service_started(&mut self, job: &str) {
         self.consul.push(format!("started:{job}"));
     }
-    fn service_stopped(&mut self, job: &str) -> bool {
+    fn service_stopped(&mut self, _id: JobId, job: &str) -> bool {
         self.consul.push(format!("stopped:{job}"));
         self.services.iter().any(|s| s == job)
     }
@@ -76,15 +87,32 @@ fn spawns(m: &Machine<Fake>, job: &str) -> usize {
     m.fx.spawned.iter().filter(|(j, _)| j == job).count()
 }
 
+/// The current job of that name.
+fn id(m: &Machine<Fake>, job: &str) -> JobId {
+    m.jobs.iter().rev().find(|j| j.cfg.name == job).map(|j| j.id).unwrap_or_else(|| panic!("no job {job}"))
+}
+
+fn state<'a>(m: &'a Machine<Fake>, job: &str) -> &'a JobState {
+    m.job(id(m, job)).unwrap()
+}
+
+/// The job exited; if its restart waits out a backoff, the backoff passes.
+fn crash(m: &mut Machine<Fake>, job: &str, status: ExitStatus) {
+    let j = id(m, job);
+    m.on_exit(pid_of(m, job), status);
+    if m.job(j).is_some_and(|s| s.restart_due) {
+        m.on_timer(TimerKey::Restart(j));
+    }
+}
+
 #[test]
 fn restarts_n_times_then_gives_up() {
     let mut m = machine(r#"{jobs: [{name: "a", exec: "x", restarts: 2}]}"#, None);
     for _ in 0..3 {
-        let pid = pid_of(&m, "a");
-        m.on_exit(pid, ExitStatus::Code(1));
+        crash(&mut m, "a", ExitStatus::Code(1));
     }
     assert_eq!(spawns(&m, "a"), 3, "restarts: 2 means three runs");
-    assert!(m.finished, "natural termination once every job is done");
+    assert!(m.finished(), "natural termination once every job is done");
     assert!(m.fx.events.contains(&"stopped:a".to_string()));
 }
 
@@ -119,7 +147,7 @@ fn shutdown_stops_dependents_first_and_waits_for_exit() {
         ]}"#,
         None,
     );
-    m.on_timer(TimerKey::Health(0));
+    m.on_timer(TimerKey::Health(id(&m, "db")));
     m.on_exit(pid_of(&m, "check.db"), ExitStatus::Code(0));
     assert_eq!(spawns(&m, "app"), 1, "app starts when db is healthy");
     let (db, app) = (pid_of(&m, "db"), pid_of(&m, "app"));
@@ -127,9 +155,9 @@ fn shutdown_stops_dependents_first_and_waits_for_exit() {
     assert_eq!(m.fx.kills, vec![(app, libc::SIGTERM)], "the dependent is stopped first, alone");
     m.on_exit(app, ExitStatus::Signaled(libc::SIGTERM));
     assert_eq!(m.fx.kills.last(), Some(&(db, libc::SIGTERM)), "then the job it depended on");
-    assert!(!m.finished);
+    assert!(!m.finished());
     m.on_exit(db, ExitStatus::Code(0));
-    assert!(m.finished);
+    assert!(m.finished());
 }
 
 #[test]
@@ -141,7 +169,7 @@ fn stop_timeout_escalates_to_sigkill() {
     m.on_timer(key);
     assert_eq!(m.fx.kills, vec![(pid, libc::SIGTERM), (pid, libc::SIGKILL)]);
     m.on_exit(pid, ExitStatus::Signaled(libc::SIGKILL));
-    assert!(m.finished);
+    assert!(m.finished());
 }
 
 #[test]
@@ -151,7 +179,7 @@ fn stale_stop_timer_is_ignored_after_exit() {
     m.on_signal(libc::SIGTERM);
     m.on_exit(a, ExitStatus::Code(0));
     let before = m.fx.kills.len();
-    m.on_timer(TimerKey::StopKill(0, 1));
+    m.on_timer(TimerKey::StopKill(id(&m, "a"), 1));
     assert_eq!(m.fx.kills.len(), before, "no SIGKILL for a job that already exited");
 }
 
@@ -174,9 +202,9 @@ fn pre_stop_runs_before_term_and_post_stop_after_exit() {
     assert_eq!(spawns(&m, "postStop"), 0, "postStop waits for app to be gone");
     m.on_exit(app, ExitStatus::Code(0));
     assert_eq!(spawns(&m, "postStop"), 1);
-    assert!(!m.finished);
+    assert!(!m.finished());
     m.on_exit(pid_of(&m, "postStop"), ExitStatus::Code(0));
-    assert!(m.finished);
+    assert!(m.finished());
 }
 
 #[test]
@@ -186,7 +214,7 @@ fn payload_exit_ends_everything_with_its_status() {
     m.on_exit(pid_of(&m, MAIN_JOB), ExitStatus::Code(42));
     assert_eq!(m.fx.kills, vec![(side, libc::SIGTERM)]);
     m.on_exit(side, ExitStatus::Signaled(libc::SIGTERM));
-    assert!(m.finished);
+    assert!(m.finished());
     assert_eq!(m.exit_code(), 42);
 }
 
@@ -211,7 +239,7 @@ fn other_signals_are_forwarded_to_the_payload() {
         m.fx.kills,
         vec![(pid, libc::SIGHUP), (pid, libc::SIGUSR1), (pid, libc::SIGWINCH), (pid, libc::SIGRTMIN() + 2)]
     );
-    assert!(!m.shutting_down);
+    assert!(!m.shutting_down() && !m.reloading());
 }
 
 #[test]
@@ -229,24 +257,24 @@ fn health_results_become_events_and_timeouts_kill_the_check() {
         r#"{jobs: [{name: "a", exec: "x", health: {exec: "chk", interval: 1, ttl: 3, timeout: "500ms"}}]}"#,
         None,
     );
-    m.on_timer(TimerKey::Health(0));
+    m.on_timer(TimerKey::Health(id(&m, "a")));
     let check = pid_of(&m, "check.a");
-    m.on_timer(TimerKey::CheckTimeout(0, 1));
+    m.on_timer(TimerKey::CheckTimeout(id(&m, "a"), 1));
     assert_eq!(m.fx.kills, vec![(check, libc::SIGKILL)]);
     m.on_exit(check, ExitStatus::Signaled(libc::SIGKILL));
-    assert_eq!(m.jobs[0].health, Health::Unhealthy);
+    assert_eq!(state(&m, "a").health, Health::Unhealthy);
     assert!(m.fx.events.contains(&"unhealthy:a".to_string()));
-    m.on_timer(TimerKey::Health(0));
+    m.on_timer(TimerKey::Health(id(&m, "a")));
     m.on_exit(pid_of(&m, "check.a"), ExitStatus::Code(0));
-    assert_eq!(m.jobs[0].health, Health::Healthy);
+    assert_eq!(state(&m, "a").health, Health::Healthy);
     assert!(m.fx.events.contains(&"healthy:a".to_string()));
 }
 
 #[test]
 fn a_running_check_is_not_started_twice() {
     let mut m = machine(r#"{jobs: [{name: "a", exec: "x", health: {exec: "chk", interval: 1, ttl: 3}}]}"#, None);
-    m.on_timer(TimerKey::Health(0));
-    m.on_timer(TimerKey::Health(0));
+    m.on_timer(TimerKey::Health(id(&m, "a")));
+    m.on_timer(TimerKey::Health(id(&m, "a")));
     assert_eq!(spawns(&m, "check.a"), 1);
 }
 
@@ -254,10 +282,10 @@ fn a_running_check_is_not_started_twice() {
 fn interval_job_runs_restarts_plus_one_times() {
     let mut m = machine(r#"{jobs: [{name: "t", exec: "x", when: {interval: "1s"}, restarts: 2}]}"#, None);
     for _ in 0..5 {
-        if let Some(pid) = m.jobs[0].pid {
+        if let Some(pid) = state(&m, "t").pid {
             m.on_exit(pid, ExitStatus::Code(0));
         }
-        m.on_timer(TimerKey::Interval(0));
+        m.on_timer(TimerKey::Interval(id(&m, "t")));
     }
     assert_eq!(spawns(&m, "t"), 3);
 }
@@ -269,9 +297,9 @@ fn when_timeout_publishes_timer_expired_and_halts() {
                   {name: "watcher", exec: "y", when: {source: "late", once: "timerExpired"}}]}"#,
         None,
     );
-    m.on_timer(TimerKey::WhenTimeout(0));
+    m.on_timer(TimerKey::WhenTimeout(id(&m, "late")));
     assert!(m.fx.events.contains(&"timerExpired:late".to_string()));
-    assert_eq!(m.jobs[0].phase, Phase::Done);
+    assert_eq!(state(&m, "late").phase, Phase::Done);
     assert_eq!(spawns(&m, "watcher"), 1);
 }
 
@@ -294,9 +322,9 @@ fn jobs_can_run_on_shutdown() {
     m.on_signal(libc::SIGTERM);
     assert_eq!(spawns(&m, "ship-logs"), 1);
     m.on_exit(pid_of(&m, "a"), ExitStatus::Code(0));
-    assert!(!m.finished, "waits for the shutdown job");
+    assert!(!m.finished(), "waits for the shutdown job");
     m.on_exit(pid_of(&m, "ship-logs"), ExitStatus::Code(0));
-    assert!(m.finished);
+    assert!(m.finished());
 }
 
 #[test]
@@ -305,7 +333,7 @@ fn spawn_failure_of_payload_exits_127() {
     fx.fail.push(MAIN_JOB.into());
     let mut m = Machine::new(&config("{}"), Some(vec!["nope".into()]), Duration::from_secs(5), fx);
     m.start();
-    assert!(m.finished);
+    assert!(m.finished());
     assert_eq!(m.exit_code(), 127);
 }
 
@@ -314,7 +342,7 @@ fn orphans_are_counted_not_confused_with_jobs() {
     let mut m = machine(r#"{jobs: [{name: "a", exec: "x"}]}"#, None);
     m.on_exit(9999, ExitStatus::Code(0));
     assert_eq!(m.orphans_reaped, 1);
-    assert!(m.jobs[0].pid.is_some(), "the job's own state is untouched");
+    assert!(state(&m, "a").pid.is_some(), "the job's own state is untouched");
 }
 
 const SERVICE: &str = r#"{ jobs: [
@@ -332,10 +360,10 @@ fn service_machine() -> Machine<Fake> {
 fn health_results_are_reported_to_consul() {
     let mut m = service_machine();
     assert_eq!(m.fx.consul, ["started:app"]);
-    m.on_timer(TimerKey::Health(0));
+    m.on_timer(TimerKey::Health(id(&m, "app")));
     let check = pid_of(&m, "check.app");
     m.on_exit(check, ExitStatus::Code(1));
-    m.on_timer(TimerKey::Health(0));
+    m.on_timer(TimerKey::Health(id(&m, "app")));
     let check = pid_of(&m, "check.app");
     m.on_exit(check, ExitStatus::Code(0));
     assert_eq!(m.fx.consul, ["started:app", "health:app:false", "health:app:true"]);
@@ -350,7 +378,7 @@ fn post_stop_jobs_wait_for_deregistration() {
     assert!(m.fx.consul.contains(&"stopped:app".to_string()));
     assert_eq!(spawns(&m, "post"), 0, "post-stop waits for the deregistration");
     assert!(!m.fx.events.contains(&"stopped:app".to_string()));
-    m.on_deregistered("app");
+    m.on_deregistered(id(&m, "app"));
     assert!(m.fx.events.contains(&"stopped:app".to_string()));
     assert_eq!(spawns(&m, "post"), 1);
 }
@@ -361,22 +389,22 @@ fn a_deregistration_that_hangs_is_given_up_on() {
     let app = pid_of(&m, "app");
     m.on_signal(libc::SIGTERM);
     m.on_exit(app, ExitStatus::Signaled(libc::SIGTERM));
-    assert!(m.fx.timers.contains(&TimerKey::Deregistered(0)));
-    m.on_timer(TimerKey::Deregistered(0));
+    assert!(m.fx.timers.contains(&TimerKey::Deregistered(id(&m, "app"))));
+    m.on_timer(TimerKey::Deregistered(id(&m, "app")));
     assert_eq!(spawns(&m, "post"), 1, "post-stop runs after the deregistration wait");
     let post = pid_of(&m, "post");
     m.on_exit(post, ExitStatus::Code(0));
-    assert!(m.finished);
+    assert!(m.finished());
 }
 
 #[test]
 fn maintenance_events_reach_consul_and_pause_checks() {
     let mut m = service_machine();
     m.on_event(Event::global(Code::EnterMaintenance));
-    m.on_timer(TimerKey::Health(0));
+    m.on_timer(TimerKey::Health(id(&m, "app")));
     assert_eq!(spawns(&m, "check.app"), 0, "no health checks in maintenance");
     m.on_event(Event::global(Code::ExitMaintenance));
-    m.on_timer(TimerKey::Health(0));
+    m.on_timer(TimerKey::Health(id(&m, "app")));
     assert_eq!(spawns(&m, "check.app"), 1);
     assert_eq!(m.fx.consul, ["started:app", "maint:true", "maint:false"]);
 }
@@ -385,7 +413,7 @@ fn maintenance_events_reach_consul_and_pause_checks() {
 fn exec_less_health_is_a_heartbeat() {
     let text = r#"{ jobs: [ { name: "app", exec: "app", port: 80, health: { interval: 5, ttl: 10 } } ] }"#;
     let mut m = machine(text, None);
-    m.on_timer(TimerKey::Health(0));
+    m.on_timer(TimerKey::Health(id(&m, "app")));
     assert!(m.fx.consul.contains(&"health:app:true".to_string()));
 }
 
@@ -403,13 +431,13 @@ fn reload_replaces_jobs_but_not_the_payload() {
     assert_eq!(spawns(&m, "c"), 0, "new jobs wait for the old ones to be gone");
     m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
     assert_eq!(spawns(&m, "c"), 1);
-    assert!(!m.shutting_down);
-    assert!(m.jobs.iter().filter(|j| j.retired).all(|j| j.cfg.name != "c"));
+    assert!(matches!(m.mode, Mode::Running), "neither shutting down nor still reloading");
+    assert!(m.jobs.iter().any(|j| j.cfg.name == "c"), "c is a current job, not a replaced one");
     // The payload's exit still ends everything, with its status.
     let c = pid_of(&m, "c");
     m.on_exit(payload, ExitStatus::Code(3));
     m.on_exit(c, ExitStatus::Signaled(libc::SIGTERM));
-    assert!(m.finished);
+    assert!(m.finished());
     assert_eq!(m.exit_code(), 3);
 }
 
@@ -424,7 +452,7 @@ fn sigterm_during_a_reload_is_an_orderly_shutdown() {
     m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
     m.on_exit(payload, ExitStatus::Signaled(libc::SIGTERM));
     assert_eq!(spawns(&m, "c"), 0, "the new config never starts");
-    assert!(m.finished);
+    assert!(m.finished());
 }
 
 #[test]
@@ -437,7 +465,7 @@ fn a_job_that_ends_on_its_own_deregisters_before_pilot_finishes() {
     let app = pid_of(&m, "app");
     m.on_exit(app, ExitStatus::Code(0));
     assert!(m.fx.consul.contains(&"stopped:app".to_string()));
-    assert!(!m.finished, "pilot waits for the deregistration");
-    m.on_deregistered("app");
-    assert!(m.finished);
+    assert!(!m.finished(), "pilot waits for the deregistration");
+    m.on_deregistered(id(&m, "app"));
+    assert!(m.finished());
 }
