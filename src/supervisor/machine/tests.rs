@@ -15,6 +15,7 @@ struct Fake {
     /// Signals to the process group of a job or check that exited (its leftovers).
     leftovers: Vec<(i32, i32)>,
     timers: Vec<TimerKey>,
+    delays: Vec<(TimerKey, Duration)>,
     events: Vec<String>,
     fail: Vec<String>,
     /// Consul calls, in order: "health:app:true", "started:app", "stopped:app", "maint:true".
@@ -43,8 +44,9 @@ impl Effects for Fake {
     fn signal_leftovers(&mut self, pgid: i32, sig: i32) {
         self.leftovers.push((pgid, sig));
     }
-    fn set_timer(&mut self, _after: Duration, key: TimerKey) {
+    fn set_timer(&mut self, after: Duration, key: TimerKey) {
         self.timers.push(key);
+        self.delays.push((key, after));
     }
     fn published(&mut self, ev: &Event) {
         self.events.push(format!("{}:{}", ev.code.name(), ev.source));
@@ -468,4 +470,253 @@ fn a_job_that_ends_on_its_own_deregisters_before_pilot_finishes() {
     assert!(!m.finished(), "pilot waits for the deregistration");
     m.on_deregistered(id(&m, "app"));
     assert!(m.finished());
+}
+
+// ---- Reloads: the newest config wins, old jobs are dropped ----
+
+const NEWER: &str = r#"{ jobs: [ { name: "d", exec: "d", health: { exec: "chk", interval: 1, ttl: 3 } } ] }"#;
+
+#[test]
+fn reload_after_reload_starts_each_generation_and_drops_the_one_before() {
+    let mut m = machine(OLD, Some(&["payload"]));
+    let (a, payload) = (pid_of(&m, "a"), pid_of(&m, MAIN_JOB));
+    let old_a = id(&m, "a");
+    m.reload(config(NEW));
+    m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
+    let c = pid_of(&m, "c");
+    let first_c = id(&m, "c");
+    assert_eq!(first_c.generation, old_a.generation + 1);
+    m.reload(config(NEWER));
+    assert_eq!(spawns(&m, "d"), 0, "d waits for c to stop");
+    m.on_exit(c, ExitStatus::Code(0));
+    assert_eq!(spawns(&m, "d"), 1);
+    assert_eq!(id(&m, "d").generation, first_c.generation + 1);
+    let names: Vec<&str> = m.jobs.iter().map(|j| j.cfg.name.as_str()).collect();
+    assert_eq!(names, [MAIN_JOB, "d"], "only the payload and the newest config's jobs are kept");
+    assert_eq!(pid_of(&m, MAIN_JOB), payload, "the payload ran through both reloads");
+    assert!(matches!(m.mode, Mode::Running));
+}
+
+#[test]
+fn old_jobs_are_dropped_and_their_timers_find_nothing() {
+    let text = r#"{ jobs: [ { name: "a", exec: "a", restarts: "unlimited", timeout: "5s",
+                              health: { exec: "chk", interval: 1, ttl: 3 } } ] }"#;
+    let mut m = machine(text, Some(&["payload"]));
+    let old = id(&m, "a");
+    let a = pid_of(&m, "a");
+    m.reload(config(text));
+    m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
+    let new = id(&m, "a");
+    assert_ne!(old, new, "the reloaded job of the same name is a new job");
+    assert!(m.job(old).is_none(), "the old job is gone, not kept as retired");
+    assert_eq!(m.jobs.len(), 2);
+    let (spawned, kills) = (m.fx.spawned.len(), m.fx.kills.len());
+    for key in [
+        TimerKey::Health(old),
+        TimerKey::Interval(old),
+        TimerKey::Restart(old),
+        TimerKey::StopKill(old, 1),
+        TimerKey::ExecTimeout(old, 1),
+        TimerKey::HooksDone(old),
+        TimerKey::WhenTimeout(old),
+    ] {
+        m.on_timer(key);
+    }
+    m.on_deregistered(old);
+    assert_eq!((m.fx.spawned.len(), m.fx.kills.len()), (spawned, kills), "old timers did nothing");
+    m.on_timer(TimerKey::Health(new));
+    assert_eq!(spawns(&m, "check.a"), 1, "the new job's timers work");
+}
+
+#[test]
+fn a_reload_during_a_reload_is_not_dropped_the_newest_wins() {
+    let mut m = machine(OLD, Some(&["payload"]));
+    let a = pid_of(&m, "a");
+    m.reload(config(NEW));
+    m.reload(config(NEWER));
+    assert!(m.reloading());
+    m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
+    assert_eq!(spawns(&m, "c"), 0, "the replaced config never starts");
+    assert_eq!(spawns(&m, "d"), 1, "the newest one does");
+}
+
+#[test]
+fn a_reload_during_shutdown_is_ignored() {
+    let mut m = machine(OLD, Some(&["payload"]));
+    let (a, payload) = (pid_of(&m, "a"), pid_of(&m, MAIN_JOB));
+    m.on_signal(libc::SIGTERM);
+    m.reload(config(NEW));
+    m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
+    m.on_exit(payload, ExitStatus::Signaled(libc::SIGTERM));
+    assert_eq!(spawns(&m, "c"), 0);
+    assert!(m.finished());
+}
+
+#[test]
+fn sigquit_during_a_reload_is_forwarded_but_does_not_kill_the_payload() {
+    let mut m = machine(OLD, Some(&["payload"]));
+    let payload = pid_of(&m, MAIN_JOB);
+    m.reload(config(NEW));
+    m.on_signal(libc::SIGQUIT);
+    assert!(m.fx.kills.contains(&(payload, libc::SIGQUIT)));
+    assert!(!m.fx.kills.contains(&(payload, libc::SIGKILL)), "a reload is not a shutdown to hurry");
+}
+
+// ---- Shutdown: cycles, the grace, a second signal ----
+
+const CYCLE: &str = r#"{ jobs: [
+    { name: "a", exec: "a", when: { source: "b", once: "exitSuccess" } },
+    { name: "b", exec: "b", when: { source: "a", once: "exitSuccess" } },
+    { name: "svc", exec: "svc" } ] }"#;
+
+#[test]
+fn a_dependency_cycle_does_not_hang_shutdown() {
+    let mut m = machine(CYCLE, Some(&["payload"]));
+    let (svc, payload) = (pid_of(&m, "svc"), pid_of(&m, MAIN_JOB));
+    m.on_signal(libc::SIGTERM);
+    m.on_exit(svc, ExitStatus::Signaled(libc::SIGTERM));
+    m.on_exit(payload, ExitStatus::Signaled(libc::SIGTERM));
+    assert!(m.finished(), "a and b wait for each other, yet both are stopped: {:?}", m.mode);
+}
+
+#[test]
+fn a_dependency_cycle_does_not_hang_a_reload() {
+    let mut m = machine(CYCLE, Some(&["payload"]));
+    let svc = pid_of(&m, "svc");
+    m.reload(config(NEW));
+    m.on_exit(svc, ExitStatus::Signaled(libc::SIGTERM));
+    assert_eq!(spawns(&m, "c"), 1);
+}
+
+#[test]
+fn when_the_grace_is_over_everything_is_killed_and_pilot_finishes() {
+    let mut m = machine(r#"{ jobs: [ { name: "stubborn", exec: "x", stopTimeout: "1h" } ] }"#, None);
+    let pid = pid_of(&m, "stubborn");
+    m.on_signal(libc::SIGTERM);
+    assert!(m.fx.delays.contains(&(TimerKey::Grace, Duration::from_secs(30))));
+    m.on_timer(TimerKey::Grace);
+    assert_eq!(m.fx.kills.last(), Some(&(pid, libc::SIGKILL)));
+    assert!(!m.finished(), "waits (briefly) for the SIGKILLed process");
+    m.on_timer(TimerKey::GiveUp);
+    assert!(m.finished(), "even a process that never goes away does not keep pilot");
+}
+
+#[test]
+fn when_hurried_deregistrations_and_hooks_are_not_waited_for() {
+    let mut m = service_machine();
+    let app = pid_of(&m, "app");
+    m.on_signal(libc::SIGTERM);
+    m.on_exit(app, ExitStatus::Signaled(libc::SIGTERM));
+    assert_eq!(state(&m, "app").phase, Phase::Deregistering);
+    m.on_signal(libc::SIGTERM);
+    assert!(m.finished(), "no waiting for Consul, no post-stop job once hurried");
+    assert_eq!(spawns(&m, "post"), 0);
+}
+
+#[test]
+fn a_second_sigterm_ends_a_cycle_with_running_processes() {
+    // A cycle through a health check's source: a waits for b, b for a's check.
+    let text = r#"{ jobs: [
+        { name: "a", exec: "a", when: { source: "b", once: "healthy" }, health: { exec: "c", interval: 1, ttl: 3 } },
+        { name: "b", exec: "b", when: { source: "check.a", once: "exitSuccess" } } ] }"#;
+    let mut m = machine(text, Some(&["payload"]));
+    let payload = pid_of(&m, MAIN_JOB);
+    m.on_signal(libc::SIGTERM);
+    m.on_signal(libc::SIGTERM);
+    assert!(m.fx.kills.contains(&(payload, libc::SIGKILL)));
+    m.on_exit(payload, ExitStatus::Signaled(libc::SIGKILL));
+    assert!(m.finished());
+}
+
+// ---- Processes: leftovers, stopped payloads ----
+
+#[test]
+fn an_exited_job_or_checks_process_group_is_terminated() {
+    let mut m =
+        machine(r#"{ jobs: [ { name: "a", exec: "x", health: { exec: "chk", interval: 1, ttl: 3 } } ] }"#, None);
+    m.on_timer(TimerKey::Health(id(&m, "a")));
+    let check = pid_of(&m, "check.a");
+    m.on_exit(check, ExitStatus::Code(0));
+    assert_eq!(m.fx.leftovers, [(check, libc::SIGTERM), (check, libc::SIGCONT)]);
+    let a = pid_of(&m, "a");
+    m.on_exit(a, ExitStatus::Code(0));
+    assert_eq!(&m.fx.leftovers[2..], [(a, libc::SIGTERM), (a, libc::SIGCONT)]);
+    m.on_exit(4242, ExitStatus::Code(0));
+    assert_eq!(m.fx.leftovers.len(), 4, "an orphan's pid is no process group of ours");
+}
+
+#[test]
+fn the_stop_signal_is_followed_by_sigcont() {
+    let mut m = machine(r#"{ jobs: [ { name: "a", exec: "x" } ] }"#, Some(&["payload"]));
+    let (a, payload) = (pid_of(&m, "a"), pid_of(&m, MAIN_JOB));
+    m.on_signal(libc::SIGINT);
+    assert!(m.fx.kills.contains(&(payload, libc::SIGINT)));
+    assert!(m.fx.kills.contains(&(a, libc::SIGTERM)));
+    assert_eq!(m.fx.conts, [a, payload], "each stop signal is followed by SIGCONT");
+    m.on_signal(libc::SIGTERM);
+    assert_eq!(m.fx.conts.len(), 2, "SIGKILL needs no SIGCONT");
+}
+
+// ---- Restarts: counted as restarts, with backoff ----
+
+fn restart_delays(m: &Machine<Fake>) -> Vec<Duration> {
+    m.fx.delays.iter().filter(|(k, _)| matches!(k, TimerKey::Restart(_))).map(|(_, d)| *d).collect()
+}
+
+#[test]
+fn a_crash_loop_backs_off_exponentially_up_to_ten_seconds() {
+    let mut m = machine(r#"{ jobs: [ { name: "a", exec: "x", restarts: "unlimited" } ] }"#, None);
+    for _ in 0..10 {
+        crash(&mut m, "a", ExitStatus::Code(1));
+    }
+    assert_eq!(spawns(&m, "a"), 11, "still restarted every time");
+    let ms: Vec<u128> = restart_delays(&m).iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000], "the first restart is immediate");
+    assert_eq!(state(&m, "a").restarts, 10);
+}
+
+#[test]
+fn a_run_that_lasted_resets_the_backoff() {
+    let mut m = machine(r#"{ jobs: [ { name: "a", exec: "x", restarts: "unlimited" } ] }"#, None);
+    for _ in 0..4 {
+        crash(&mut m, "a", ExitStatus::Code(1));
+    }
+    let a = id(&m, "a");
+    let ran_well = *m.fx.timers.iter().rev().find(|k| matches!(k, TimerKey::RanWell(..))).unwrap();
+    assert!(m.fx.delays.contains(&(ran_well, RAN_WELL)));
+    m.on_timer(ran_well);
+    let before = restart_delays(&m).len();
+    crash(&mut m, "a", ExitStatus::Code(1));
+    assert_eq!(restart_delays(&m).len(), before, "after a good run the first restart is immediate again");
+    assert!(m.job(a).unwrap().pid.is_some());
+}
+
+#[test]
+fn a_pending_restart_does_not_run_during_shutdown() {
+    let mut m = machine(r#"{ jobs: [ { name: "a", exec: "x", restarts: "unlimited" } ] }"#, None);
+    m.on_exit(pid_of(&m, "a"), ExitStatus::Code(1));
+    m.on_exit(pid_of(&m, "a"), ExitStatus::Code(1));
+    assert!(state(&m, "a").restart_due);
+    m.on_signal(libc::SIGTERM);
+    m.on_timer(TimerKey::Restart(id(&m, "a")));
+    assert_eq!(spawns(&m, "a"), 2);
+    assert!(m.finished());
+}
+
+#[test]
+fn restarts_count_restarts_not_interval_runs() {
+    let mut m = machine(r#"{jobs: [{name: "t", exec: "x", when: {interval: "1s"}, restarts: 4}]}"#, None);
+    for _ in 0..3 {
+        m.on_exit(pid_of(&m, "t"), ExitStatus::Code(0));
+        m.on_timer(TimerKey::Interval(id(&m, "t")));
+    }
+    assert_eq!(state(&m, "t").runs, 4);
+    assert_eq!(state(&m, "t").restarts, 0, "runs on an interval are not restarts");
+    assert!(restart_delays(&m).is_empty());
+}
+
+#[test]
+fn a_config_job_named_main_next_to_a_payload_is_refused() {
+    assert!(check_payload_name(&config(r#"{ jobs: [ { name: "main", exec: "x" } ] }"#)).is_err());
+    assert!(check_payload_name(&config(r#"{ jobs: [ { name: "web", exec: "x" } ] }"#)).is_ok());
 }
