@@ -47,6 +47,9 @@ pub enum TimerKey {
     Deregistered(JobId),
     /// `--grace` is over: SIGKILL whatever is left.
     Grace,
+    /// A reload has been stopping the jobs of this config generation for `--grace`: SIGKILL
+    /// what is left of them (never the payload) and start the new config.
+    ReloadGrace(u32),
     /// [`GIVE_UP`] after the grace: stop waiting for processes that do not go away.
     GiveUp,
 }
@@ -252,7 +255,9 @@ pub struct Machine<E: Effects> {
     pub jobs: Vec<JobState>,
     pub fx: E,
     queue: VecDeque<Event>,
-    pub mode: Mode,
+    mode: Mode,
+    /// Hurried at some point (the end of the shutdown is hurried too: see `sweep`).
+    was_hurried: bool,
     /// The current config's generation (see [`JobId`]).
     generation: u32,
     /// The signal that started shutdown, passed on to the payload as its stop signal.
@@ -319,6 +324,7 @@ impl<E: Effects> Machine<E> {
             fx,
             queue: VecDeque::new(),
             mode: Mode::Running,
+            was_hurried: false,
             generation: 0,
             stop_signal: libc::SIGTERM,
             main,
@@ -334,6 +340,16 @@ impl<E: Effects> Machine<E> {
     /// The global stop timeout of the current config.
     pub fn stop_timeout(&self) -> Duration {
         self.stop_timeout
+    }
+
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// A second stop signal or the end of the grace hurried the shutdown: what is left to
+    /// do after the machine (the sweep of leftovers) is hurried too.
+    pub fn was_hurried(&self) -> bool {
+        self.was_hurried
     }
 
     pub fn finished(&self) -> bool {
@@ -658,6 +674,12 @@ impl<E: Effects> Machine<E> {
                     self.hurry();
                 }
             }
+            TimerKey::ReloadGrace(generation) => {
+                if self.reloading() && generation == self.generation {
+                    warn!("reload: the old jobs did not stop within {:?}: killing what is left of them", self.grace);
+                    self.force_out_old_jobs();
+                }
+            }
             TimerKey::GiveUp => {
                 if self.hurried() {
                     let left: Vec<String> = self
@@ -751,7 +773,7 @@ impl<E: Effects> Machine<E> {
                     self.deregistered(j);
                 }
             }
-            TimerKey::Grace | TimerKey::GiveUp => {}
+            TimerKey::Grace | TimerKey::GiveUp | TimerKey::ReloadGrace(_) => {}
         }
     }
 
@@ -870,6 +892,9 @@ impl<E: Effects> Machine<E> {
                 for job in &mut self.jobs {
                     job.restart_due = false;
                 }
+                // A reload's drain is bounded like a shutdown's: hooks have no timeout of
+                // their own, and the new config must start.
+                self.fx.set_timer(self.grace, TimerKey::ReloadGrace(self.generation));
             }
             Mode::Draining(AfterDrain::Reload(pending)) => {
                 info!("reload during a reload: the newer config replaces the one waiting for the old jobs to stop");
@@ -914,6 +939,7 @@ impl<E: Effects> Machine<E> {
             return;
         }
         self.mode = Mode::Draining(AfterDrain::Exit { hurried: true });
+        self.was_hurried = true;
         for job in &mut self.jobs {
             for pid in [job.pid, job.check_pid].into_iter().flatten() {
                 self.fx.kill(pid, libc::SIGKILL, true);
@@ -934,6 +960,28 @@ impl<E: Effects> Machine<E> {
             }
         }
         self.fx.set_timer(GIVE_UP, TimerKey::GiveUp);
+    }
+
+    /// A reload's drain took the whole grace: SIGKILL every process of the old jobs (their
+    /// hooks included, never the payload), start no more hooks and wait for no more
+    /// deregistrations, so the new config starts once those processes are reaped.
+    fn force_out_old_jobs(&mut self) {
+        for job in self.jobs.iter_mut().filter(|j| !j.is_main) {
+            for pid in [job.pid, job.check_pid].into_iter().flatten() {
+                self.fx.kill(pid, libc::SIGKILL, true);
+            }
+            job.pending_run = false;
+            job.starts_left = Some(0);
+            if job.pid.is_none() && (job.is_hook() || job.phase == Phase::Deregistering) {
+                job.phase = Phase::Done;
+            }
+        }
+        for j in 0..self.jobs.len() {
+            let job = &self.jobs[j];
+            if !job.is_main && job.phase == (Phase::Stopping { term_sent: false }) {
+                self.terminate(j);
+            }
+        }
     }
 
     /// Jobs that others started after (`when.source` = this job) are stopped first: a job

@@ -336,7 +336,10 @@ pub fn run(
     let code = m.exit_code();
     // Everything below happens within the grace that began with the shutdown; past it,
     // only the SIGKILLed leftovers' reaping (`machine::GIVE_UP`) and `LOG_DRAIN_LATE`.
-    let deadline = m.fx.grace_deadline.or_else(|| Instant::now().checked_add(grace));
+    let deadline = match m.was_hurried() {
+        true => Some(Instant::now()),
+        false => m.fx.grace_deadline.or_else(|| Instant::now().checked_add(grace)),
+    };
     if let Some(path) = socket {
         let _ = std::fs::remove_file(path);
     }

@@ -433,7 +433,7 @@ fn reload_replaces_jobs_but_not_the_payload() {
     assert_eq!(spawns(&m, "c"), 0, "new jobs wait for the old ones to be gone");
     m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
     assert_eq!(spawns(&m, "c"), 1);
-    assert!(matches!(m.mode, Mode::Running), "neither shutting down nor still reloading");
+    assert!(matches!(m.mode(), Mode::Running), "neither shutting down nor still reloading");
     assert!(m.jobs.iter().any(|j| j.cfg.name == "c"), "c is a current job, not a replaced one");
     // The payload's exit still ends everything, with its status.
     let c = pid_of(&m, "c");
@@ -494,7 +494,7 @@ fn reload_after_reload_starts_each_generation_and_drops_the_one_before() {
     let names: Vec<&str> = m.jobs.iter().map(|j| j.cfg.name.as_str()).collect();
     assert_eq!(names, [MAIN_JOB, "d"], "only the payload and the newest config's jobs are kept");
     assert_eq!(pid_of(&m, MAIN_JOB), payload, "the payload ran through both reloads");
-    assert!(matches!(m.mode, Mode::Running));
+    assert!(matches!(m.mode(), Mode::Running));
 }
 
 #[test]
@@ -576,7 +576,7 @@ fn a_dependency_cycle_does_not_hang_shutdown() {
     m.on_signal(libc::SIGTERM);
     m.on_exit(svc, ExitStatus::Signaled(libc::SIGTERM));
     m.on_exit(payload, ExitStatus::Signaled(libc::SIGTERM));
-    assert!(m.finished(), "a and b wait for each other, yet both are stopped: {:?}", m.mode);
+    assert!(m.finished(), "a and b wait for each other, yet both are stopped: {:?}", m.mode());
 }
 
 #[test]
@@ -719,4 +719,25 @@ fn restarts_count_restarts_not_interval_runs() {
 fn a_config_job_named_main_next_to_a_payload_is_refused() {
     assert!(check_payload_name(&config(r#"{ jobs: [ { name: "main", exec: "x" } ] }"#)).is_err());
     assert!(check_payload_name(&config(r#"{ jobs: [ { name: "web", exec: "x" } ] }"#)).is_ok());
+}
+
+#[test]
+fn a_reload_whose_old_jobs_hang_is_bounded_by_the_grace() {
+    let text = r#"{ jobs: [ { name: "app", exec: "app", stopTimeout: "1h" },
+                             { name: "post", exec: "post", when: { source: "app", once: "stopped" } } ] }"#;
+    let mut m = machine(text, Some(&["payload"]));
+    let (app, payload) = (pid_of(&m, "app"), pid_of(&m, MAIN_JOB));
+    m.reload(config(NEW));
+    m.on_exit(app, ExitStatus::Signaled(libc::SIGTERM));
+    let post = pid_of(&m, "post");
+    assert_eq!(spawns(&m, "c"), 0, "the post-stop hook runs (and hangs)");
+    let key = *m.fx.timers.iter().find(|k| matches!(k, TimerKey::ReloadGrace(_))).expect("a reload grace");
+    assert!(m.fx.delays.contains(&(key, Duration::from_secs(30))));
+    m.on_timer(key);
+    assert!(m.fx.kills.contains(&(post, libc::SIGKILL)));
+    assert!(!m.fx.kills.iter().any(|(p, _)| *p == payload), "never the payload");
+    m.on_exit(post, ExitStatus::Signaled(libc::SIGKILL));
+    assert_eq!(spawns(&m, "c"), 1, "the new config starts");
+    m.on_timer(key);
+    assert!(matches!(m.mode(), Mode::Running), "a stale reload grace does nothing");
 }
