@@ -6,6 +6,7 @@
 
 pub mod launch;
 pub mod machine;
+pub mod order;
 pub mod output;
 pub mod sweep;
 pub mod timers;
@@ -300,6 +301,7 @@ pub fn run(
         grace_deadline: None,
     };
     driver.reconfigured(config);
+    warn_cycles(config);
     let mut m = Machine::new(config, main, grace, driver);
     m.stop_signals = context.stop_signals.clone();
     m.start();
@@ -330,7 +332,10 @@ pub fn run(
                 m.fx.env.retain(|(k, _)| !vars.iter().any(|(n, _)| n == k));
                 m.fx.env.extend(vars);
             }
-            Msg::Control(Request::Reload(config)) => m.reload(*config),
+            Msg::Control(Request::Reload(config)) => {
+                warn_cycles(&config);
+                m.reload(*config)
+            }
         }
     }
     let code = m.exit_code();
@@ -354,6 +359,13 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(2));
     }
     code
+}
+
+/// Jobs that wait for each other to stop are stopped together; say so up front.
+fn warn_cycles(config: &Config) {
+    for jobs in order::cycles(config) {
+        warn!("jobs {} wait for each other (a dependency cycle): they will be stopped together", jobs.join(", "));
+    }
 }
 
 /// The telemetry endpoint is registered without a job to stop it: take it out of Consul at
