@@ -290,3 +290,36 @@ fn a_config_job_named_main_next_to_a_payload_is_an_error() {
     let out = run_limited(Command::new(pilot()).args(["run", "-c", &cfg]), LIMIT);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+/// A reload whose old jobs never finish stopping (a post-stop hook that hangs: hooks have
+/// no stop timeout) is bounded by the grace like a shutdown: the hook is killed, the new
+/// config starts, the payload keeps running.
+#[test]
+fn a_reload_whose_old_jobs_hang_still_starts_the_new_config() {
+    let dir = scratch("reload-hang");
+    let sock = dir.join("pilot.sock");
+    let marker = dir.join("new-config-ran");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ control: {{ socket: "{}" }}, jobs: [
+                {{ name: "app", exec: "sleep 300" }},
+                {{ name: "hangs", exec: "sleep 300", when: {{ source: "app", once: "stopped" }} }} ] }}"#,
+            sock.display()
+        ),
+    );
+    let mut p = Running::start(Command::new(pilot()).args(["run", "-c", &cfg, "--grace", "2s", "--", "sleep", "300"]));
+    eventually(Duration::from_secs(10), "the control socket", || sock.exists().then_some(()));
+    write_config(
+        &dir,
+        &format!(
+            r#"{{ control: {{ socket: "{}" }}, jobs: [ {{ name: "new", exec: ["sh", "-c", "touch {}; sleep 300"] }} ] }}"#,
+            sock.display(),
+            marker.display()
+        ),
+    );
+    let out = run_limited(Command::new(pilot()).args(["reload", "--socket", &sock.display().to_string()]), LIMIT);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually(Duration::from_secs(15), "the new config's job ran", || marker.exists().then_some(()));
+    assert!(p.child.try_wait().unwrap().is_none(), "pilot and its payload still run");
+}
