@@ -690,6 +690,10 @@ impl<E: Effects> Machine<E> {
                         })
                         .collect();
                     error!("processes still not gone {GIVE_UP:?} after SIGKILL: {}; exiting anyway", left.join(", "));
+                    // The payload was SIGKILLed even if its exit never came: say so in the status.
+                    if let Some(main) = self.jobs.iter_mut().find(|j| j.is_main && j.pid.is_some()) {
+                        main.last_exit = Some(ExitStatus::Signaled(libc::SIGKILL));
+                    }
                     self.mode = Mode::Finished;
                 }
             }

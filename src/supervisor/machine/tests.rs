@@ -602,6 +602,16 @@ fn when_the_grace_is_over_everything_is_killed_and_pilot_finishes() {
 }
 
 #[test]
+fn a_payload_that_never_goes_away_ends_pilot_as_sigkilled() {
+    let mut m = machine("{}", Some(&["payload"]));
+    m.on_signal(libc::SIGTERM);
+    m.on_timer(TimerKey::Grace);
+    m.on_timer(TimerKey::GiveUp);
+    assert!(m.finished());
+    assert_eq!(m.exit_code(), 128 + libc::SIGKILL);
+}
+
+#[test]
 fn when_hurried_deregistrations_and_hooks_are_not_waited_for() {
     let mut m = service_machine();
     let app = pid_of(&m, "app");
