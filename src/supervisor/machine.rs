@@ -889,6 +889,12 @@ impl<E: Effects> Machine<E> {
     /// shutdown would, without the `shutdown` event), then start the new config's jobs. A
     /// reload while one is still stopping jobs replaces its config: the newest wins.
     pub fn reload(&mut self, config: Config) {
+        if self.main.is_some()
+            && let Err(e) = check_payload_name(&config)
+        {
+            error!("reload refused, the running config stays: {e}");
+            return;
+        }
         match &mut self.mode {
             Mode::Running => {
                 info!("reload: stopping the current jobs");

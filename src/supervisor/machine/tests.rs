@@ -751,3 +751,11 @@ fn a_reload_whose_old_jobs_hang_is_bounded_by_the_grace() {
     m.on_timer(key);
     assert!(matches!(m.mode(), Mode::Running), "a stale reload grace does nothing");
 }
+
+#[test]
+fn a_reload_with_a_job_named_main_next_to_a_payload_is_refused() {
+    let mut m = machine(OLD, Some(&["payload"]));
+    m.reload(config(r#"{ jobs: [ { name: "main", exec: "x" } ] }"#));
+    assert!(matches!(m.mode(), Mode::Running), "the running config stays");
+    assert!(m.fx.kills.is_empty());
+}
