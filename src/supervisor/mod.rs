@@ -80,6 +80,11 @@ struct RunningCheck {
 
 impl Effects for Driver {
     fn spawn(&mut self, req: &RunRequest) -> Result<i32, SpawnFailure> {
+        let raw = req.raw || self.loggers.saturated();
+        if raw && !req.raw {
+            warn!("{} log threads are busy: the output of {} is not captured", output::MAX_LOGGERS, req.job);
+        }
+        let req = &RunRequest { raw, ..*req };
         match launch::launch(req, &self.env, self.path.as_deref(), &self.inherited) {
             Ok(launched) => {
                 let is_check = req.kind == RunKind::Check;

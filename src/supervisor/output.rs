@@ -7,6 +7,12 @@ use std::io::{BufRead, PipeReader};
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
 
+/// At most this many threads log jobs' output at once. A pipe stays open as long as any
+/// process holds it, and a process that left its job's group (`setsid cmd &` in a check)
+/// can hold it for hours: past this many, further jobs write to pilot's own stdout and
+/// stderr unprefixed (as `raw` jobs do) rather than costing a thread each.
+pub const MAX_LOGGERS: usize = 256;
+
 /// The logging threads of jobs' output. Pilot waits (briefly) for them before it exits, or
 /// the last lines of the last job would be lost.
 #[derive(Default)]
@@ -52,8 +58,40 @@ impl Loggers {
         }
     }
 
+    /// As many threads are logging as may: the next job's output is not captured.
+    pub fn saturated(&mut self) -> bool {
+        self.threads.retain(|t| !t.is_finished());
+        self.threads.len() >= MAX_LOGGERS
+    }
+
     /// Threads still logging (their writers are alive).
     pub fn busy(&self) -> bool {
         self.threads.iter().any(|t| !t.is_finished())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writers that never close (an escaped background process) cost at most
+    /// `MAX_LOGGERS` threads; once they close, the threads go and capture resumes.
+    #[test]
+    fn logging_threads_are_bounded() {
+        let mut loggers = Loggers::default();
+        let mut writers = Vec::new();
+        for i in 0..MAX_LOGGERS {
+            assert!(!loggers.saturated(), "saturated after {i}");
+            let (r, w) = std::io::pipe().unwrap();
+            writers.push(w);
+            loggers.follow("test", r, false);
+        }
+        assert!(loggers.saturated());
+        drop(writers);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while loggers.busy() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!loggers.saturated());
     }
 }
