@@ -190,6 +190,9 @@ impl Effects for Driver {
             telemetry: self.telemetry.clone(),
             states: self.states.clone(),
         };
+        // The old config's checks are over (a drain waits for them); a killed one never
+        // reported, so its entry would stay.
+        self.checks.clear();
         if let Some(old) = self.consul.take() {
             self.env.retain(|(k, _)| !old.ip_env().iter().any(|(n, _)| n == k));
         }
