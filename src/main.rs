@@ -29,9 +29,11 @@ enum Command {
         /// Config file (else $PILOT_CONFIG, else $CONTAINERPILOT).
         #[arg(short, long, value_name = "FILE")]
         config: Option<String>,
-        /// Upper bound on the whole shutdown (stop jobs, run post-stop jobs), e.g. 30s.
-        /// Default: 30s, or inside an HTCondor job 90% of its vacate time (from the job and
-        /// machine ads), so pilot is done before HTCondor's SIGKILL.
+        /// Upper bound on the whole shutdown (stop jobs, pre/post-stop jobs, Consul
+        /// deregistration, leftover processes), e.g. 30s: when it is over, everything left
+        /// is SIGKILLed and pilot exits within about a second. Also bounds a reload's wait
+        /// for the old jobs. Default: 30s, or inside an HTCondor job 90% of its vacate time
+        /// (from the job and machine ads), so pilot is done before HTCondor's SIGKILL.
         #[arg(long, env = "PILOT_GRACE", value_parser = parse_duration)]
         grace: Option<Duration>,
         /// The main payload and its arguments.
