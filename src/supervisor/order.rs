@@ -6,6 +6,7 @@
 
 use crate::config::{Config, Trigger};
 use crate::events::{Code, Source};
+use std::collections::HashMap;
 
 /// Post-stop style jobs (on `stopping`, `stopped` or `shutdown`) are never stopped by a
 /// drain and so never wait for anything.
@@ -15,49 +16,72 @@ fn is_hook(trigger: &Trigger) -> bool {
 
 /// Every set of jobs that wait for each other to stop, each as job names in config order
 /// (strongly connected components of more than one job, or a job that depends on itself).
+/// Linear in the number of jobs (a job has one `when.source`): it runs on every reload.
 pub fn cycles(config: &Config) -> Vec<Vec<String>> {
     let jobs = &config.jobs;
     let n = jobs.len();
-    // after[i]: the jobs that started after job i (and so must stop before it).
-    let after: Vec<Vec<usize>> = jobs
-        .iter()
-        .map(|job| {
-            let check = Source::check(&job.name);
-            (0..n)
-                .filter(|&k| match &jobs[k].trigger {
-                    Trigger::Event { source, .. } if !is_hook(&jobs[k].trigger) => {
-                        *source == job.name || check == *source
-                    }
-                    _ => false,
-                })
-                .collect()
-        })
-        .collect();
-    // Reachability by repeated search: configs have tens of jobs, not thousands.
-    let reach = |from: usize| {
-        let mut seen = vec![false; n];
-        let mut stack = after[from].clone();
-        while let Some(k) = stack.pop() {
-            if !std::mem::replace(&mut seen[k], true) {
-                stack.extend(&after[k]);
-            }
-        }
-        seen
-    };
-    let reaches: Vec<Vec<bool>> = (0..n).map(reach).collect();
-    let mut done = vec![false; n];
-    let mut out = Vec::new();
-    for i in 0..n {
-        if done[i] || !reaches[i][i] {
+    let index: HashMap<&str, usize> = jobs.iter().enumerate().map(|(i, j)| (j.name.as_str(), i)).collect();
+    // after[i]: the jobs that started after job i (and so must stop before it); before[k]
+    // the reverse.
+    let mut after: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut before: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (k, job) in jobs.iter().enumerate() {
+        let Trigger::Event { source, .. } = &job.trigger else { continue };
+        if is_hook(&job.trigger) {
             continue;
         }
-        let group: Vec<usize> = (0..n).filter(|&k| reaches[i][k] && reaches[k][i]).collect();
-        for &k in &group {
-            done[k] = true;
+        let source = Source::from(source.as_str());
+        let on = index.get(source.as_str()).or_else(|| source.check_of().and_then(|j| index.get(j)));
+        if let Some(&i) = on {
+            after[i].push(k);
+            before[k].push(i);
         }
-        out.push(group.into_iter().map(|k| jobs[k].name.clone()).collect());
     }
-    out
+    // Kosaraju: finishing order on `after`, then components on `before` in reverse order.
+    let mut finished = Vec::with_capacity(n);
+    let mut seen = vec![false; n];
+    for root in 0..n {
+        if seen[root] {
+            continue;
+        }
+        seen[root] = true;
+        let mut stack = vec![(root, 0usize)];
+        while let Some((v, next)) = stack.pop() {
+            if let Some(&w) = after[v].get(next) {
+                stack.push((v, next + 1));
+                if !std::mem::replace(&mut seen[w], true) {
+                    stack.push((w, 0));
+                }
+            } else {
+                finished.push(v);
+            }
+        }
+    }
+    let mut component = vec![usize::MAX; n];
+    let mut out = Vec::new();
+    for &root in finished.iter().rev() {
+        if component[root] != usize::MAX {
+            continue;
+        }
+        let mut members = vec![root];
+        component[root] = root;
+        let mut stack = vec![root];
+        while let Some(v) = stack.pop() {
+            for &w in &before[v] {
+                if component[w] == usize::MAX {
+                    component[w] = root;
+                    members.push(w);
+                    stack.push(w);
+                }
+            }
+        }
+        if members.len() > 1 || after[root].contains(&root) {
+            members.sort_unstable();
+            out.push(members);
+        }
+    }
+    out.sort();
+    out.into_iter().map(|m| m.into_iter().map(|k| jobs[k].name.clone()).collect()).collect()
 }
 
 #[cfg(test)]
@@ -80,6 +104,20 @@ mod tests {
             { name: "d", exec: "d", when: { source: "d", once: "exitFailed" } } ] }"#,
         );
         assert_eq!(cycles(&c), [vec!["a", "b"], vec!["d"]]);
+    }
+
+    #[test]
+    fn ten_thousand_jobs_in_one_cycle_are_found_quickly() {
+        let n = 10_000;
+        let jobs: Vec<String> = (0..n)
+            .map(|i| {
+                format!(r#"{{ name: "j{i}", exec: "x", when: {{ source: "j{}", once: "exitSuccess" }} }}"#, (i + 1) % n)
+            })
+            .collect();
+        let c = config(&format!("{{ jobs: [{}] }}", jobs.join(",")));
+        let found = cycles(&c);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].len(), n);
     }
 
     #[test]
