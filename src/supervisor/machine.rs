@@ -12,7 +12,7 @@ use crate::config::{Config, Job, Restarts, Trigger};
 use crate::events::{Code, Event, GLOBAL, Source};
 use crate::init::ExitStatus;
 use log::{debug, error, info, warn};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 /// The name of the job made from `pilot run -- CMD`.
@@ -1010,7 +1010,23 @@ impl<E: Effects> Machine<E> {
                 job.phase == Phase::Active && !job.is_hook() && !(job.is_main && reloading)
             })
             .collect();
-        let mut ready: Vec<usize> = candidates.iter().copied().filter(|&j| hurried || !self.blocked(j)).collect();
+        // How many jobs still wait (are not done) on each source name: counted once, so a
+        // drain stays quadratic at worst even for a config of thousands of chained jobs.
+        let mut waiting: HashMap<&str, usize> = HashMap::new();
+        for other in self.jobs.iter().filter(|o| o.phase != Phase::Done && !o.is_hook()) {
+            if let Some(s) = other.trigger_source() {
+                *waiting.entry(s).or_default() += 1;
+            }
+        }
+        let blocked = |j: usize| {
+            let job = &self.jobs[j];
+            let check = Source::check(&job.cfg.name);
+            let on = |s: &str| waiting.get(s).copied().unwrap_or(0);
+            // A job that waits on itself does not block itself.
+            let own = usize::from(job.trigger_source().is_some_and(|s| s == job.cfg.name || check == s));
+            on(&job.cfg.name) + on(&check) > own
+        };
+        let mut ready: Vec<usize> = candidates.iter().copied().filter(|&j| hurried || !blocked(j)).collect();
         let in_flight = self.jobs.iter().any(|o| matches!(o.phase, Phase::Stopping { .. } | Phase::Deregistering));
         if ready.is_empty() && !candidates.is_empty() && !in_flight {
             let names: Vec<&str> = candidates.iter().map(|&j| self.jobs[j].cfg.name.as_str()).collect();
@@ -1020,18 +1036,6 @@ impl<E: Effects> Machine<E> {
         for j in ready {
             self.begin_stop(j);
         }
-    }
-
-    /// Another job that is not done yet started after this one (or its health check).
-    fn blocked(&self, j: usize) -> bool {
-        let name = self.jobs[j].cfg.name.as_str();
-        let check = Source::check(name);
-        self.jobs.iter().enumerate().any(|(k, other)| {
-            k != j
-                && other.phase != Phase::Done
-                && !other.is_hook()
-                && other.trigger_source().is_some_and(|s| s == name || check == s)
-        })
     }
 
     fn begin_stop(&mut self, j: usize) {

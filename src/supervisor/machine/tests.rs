@@ -759,3 +759,26 @@ fn a_reload_with_a_job_named_main_next_to_a_payload_is_refused() {
     assert!(matches!(m.mode(), Mode::Running), "the running config stays");
     assert!(m.fx.kills.is_empty());
 }
+
+/// A chain of a thousand jobs (each started by the one before) stops in order, without the
+/// drain costing a scan of every job for every job at every step.
+#[test]
+fn a_long_chain_stops_in_reverse_order() {
+    let n = 1000;
+    let mut jobs = vec![r#"{ name: "j0", exec: "x" }"#.to_string()];
+    jobs.extend(
+        (1..n).map(|i| format!(r#"{{ name: "j{i}", exec: "x", when: {{ source: "j{}", once: "healthy" }} }}"#, i - 1)),
+    );
+    let mut m = machine(&format!("{{ jobs: [{}] }}", jobs.join(",")), None);
+    for i in 1..n {
+        m.on_event(Event::new(Code::Healthy, format!("j{}", i - 1)));
+        assert_eq!(spawns(&m, &format!("j{i}")), 1);
+    }
+    m.on_signal(libc::SIGTERM);
+    for i in (0..n).rev() {
+        let pid = pid_of(&m, &format!("j{i}"));
+        assert_eq!(m.fx.kills.last(), Some(&(pid, libc::SIGTERM)), "j{i} is the one stopping now");
+        m.on_exit(pid, ExitStatus::Signaled(libc::SIGTERM));
+    }
+    assert!(m.finished());
+}
