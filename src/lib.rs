@@ -12,6 +12,7 @@ pub mod htcondor;
 pub mod init;
 pub mod logging;
 pub mod pathsearch;
+pub mod status;
 pub mod supervisor;
 pub mod telemetry;
 pub mod unix_http;

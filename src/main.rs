@@ -29,9 +29,11 @@ enum Command {
         /// Config file (else $PILOT_CONFIG, else $CONTAINERPILOT).
         #[arg(short, long, value_name = "FILE")]
         config: Option<String>,
-        /// Upper bound on the whole shutdown (stop jobs, run post-stop jobs), e.g. 30s.
-        /// Default: 30s, or inside an HTCondor job 90% of its vacate time (from the job and
-        /// machine ads), so pilot is done before HTCondor's SIGKILL.
+        /// Upper bound on the whole shutdown (stop jobs, pre/post-stop jobs, Consul
+        /// deregistration, leftover processes), e.g. 30s: when it is over, everything left
+        /// is SIGKILLed and pilot exits within about a second. Also bounds a reload's wait
+        /// for the old jobs. Default: 30s, or inside an HTCondor job 90% of its vacate time
+        /// (from the job and machine ads), so pilot is done before HTCondor's SIGKILL.
         #[arg(long, env = "PILOT_GRACE", value_parser = parse_duration)]
         grace: Option<Duration>,
         /// The main payload and its arguments.
@@ -149,7 +151,7 @@ fn status(socket: SocketArg, json: bool) -> i32 {
             print!("{text}");
             0
         }
-        Ok((200, text)) => match serde_json::from_str(&text) {
+        Ok((200, text)) => match serde_json::from_str::<pilot::status::Status>(&text) {
             Ok(v) => {
                 print!("{}", client::status_table(&v));
                 0
@@ -254,8 +256,11 @@ fn run(
     let grace = grace.unwrap_or_else(|| default_grace(ads.vacate_time()));
     let config = match path.clone() {
         Some(path) => {
-            let loaded =
-                config::load_with(path, &config::environment(&context.template_vars), Some(&pilot::consul::kv::fetch));
+            let loaded = config::load_with(
+                path.clone(),
+                &config::environment(&context.template_vars),
+                Some(&pilot::consul::kv::fetch),
+            );
             for d in &loaded.diags {
                 eprintln!("pilot: {d}");
             }
@@ -270,6 +275,13 @@ fn run(
             return 2;
         }
     };
+    // The payload's job is called `main`: a config job of that name would be ambiguous.
+    if let (Some(_), Some(file)) = (&main, &path)
+        && let Err(e) = supervisor::machine::check_payload_name(&config)
+    {
+        eprintln!("pilot: {}: {e}", file.display());
+        return 1;
+    }
     if let Err(e) = logging::init(&config.logging) {
         eprintln!("pilot: {e}");
         return 1;

@@ -1,6 +1,7 @@
 //! The CLI side of the control plane: `pilot reload`, `maintenance`, `putenv`, `putmetric`,
 //! `ping` and `status` talk HTTP to a running pilot over its socket.
 
+use crate::status::Status;
 use crate::unix_http::UnixConnector;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -68,29 +69,30 @@ pub fn pairs(args: &[String], numeric: bool) -> Result<Value, String> {
 }
 
 /// `pilot status` as a table.
-pub fn status_table(v: &Value) -> String {
+pub fn status_table(v: &Status) -> String {
     let mut out = format!(
-        "pilot {} (pid {}){}{}\n",
-        v["version"].as_str().unwrap_or("?"),
-        v["pid"],
-        if v["maintenance"] == true { ", in maintenance" } else { "" },
-        if v["shutting_down"] == true { ", shutting down" } else { "" }
+        "pilot {} (pid {}){}{}{}\n",
+        v.version,
+        v.pid,
+        if v.maintenance { ", in maintenance" } else { "" },
+        if v.shutting_down { ", shutting down" } else { "" },
+        if v.reloading { ", reloading" } else { "" },
     );
-    let rows: Vec<[String; 6]> = v["jobs"]
-        .as_array()
-        .map(|jobs| {
-            jobs.iter()
-                .map(|j| {
-                    let s = |k: &str| match &j[k] {
-                        Value::Null => "-".to_string(),
-                        Value::String(x) => x.clone(),
-                        other => other.to_string(),
-                    };
-                    [s("name"), s("state"), s("pid"), s("restarts"), s("health"), s("consul")]
-                })
-                .collect()
+    let dash = || "-".to_string();
+    let rows: Vec<[String; 6]> = v
+        .jobs
+        .iter()
+        .map(|j| {
+            [
+                j.name.clone(),
+                j.state.as_str().to_string(),
+                j.pid.map_or_else(dash, |p| p.to_string()),
+                j.restarts.to_string(),
+                j.health.map_or_else(dash, |h| h.as_str().to_string()),
+                j.consul.clone().unwrap_or_else(dash),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     let head = ["JOB", "STATE", "PID", "RESTARTS", "HEALTH", "CONSUL"].map(String::from);
     let mut widths = head.clone().map(|h| h.len());
     for r in &rows {

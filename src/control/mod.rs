@@ -10,7 +10,7 @@ use std::sync::mpsc::Sender;
 
 /// What the control server asks of the supervisor.
 pub enum Request {
-    Status(Sender<serde_json::Value>),
+    Status(Sender<crate::status::Status>),
     Maintenance(bool),
     Reload(Box<Config>),
     PutEnv(Vec<(String, String)>),

@@ -76,14 +76,40 @@ pub fn die_with_parent(cmd: &mut std::process::Command) {
     }
 }
 
-/// Pids of every live process whose parent is `parent` (scans /proc; used at the end of
-/// shutdown to find daemons that escaped their job's process group).
+/// Signal every process pilot may signal (`kill(-1, sig)`): as PID 1 of a PID namespace,
+/// every other process in it, whoever its parent is. Only for the end of a shutdown as
+/// PID 1; as a subreaper it would reach the whole machine's processes of our uid.
+pub fn kill_everyone(sig: i32) -> bool {
+    // SAFETY: kill(2) takes plain integers.
+    unsafe { libc::kill(-1, sig) == 0 }
+}
+
+/// Whether pilot has any child at all, running or exited but not yet reaped. Asked with
+/// `waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`, which reaps nothing (the signal thread stays
+/// the only reaper) and, unlike the lists in /proc (see proc(5) on `children`), cannot miss
+/// a child: ECHILD is the kernel saying there is none.
+pub fn has_children() -> bool {
+    // SAFETY: siginfo_t is plain data, zeroed is a valid value; waitid writes it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid with WNOWAIT only reads the children's state and writes `info`.
+    let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD)
+}
+
+/// Pids of every live process whose parent is `parent` (used at the end of shutdown to find
+/// daemons that escaped their job's process group and orphans reparented to pilot).
 pub fn children_of(parent: u32) -> Vec<i32> {
     // Fast path: the kernel's list of each thread's children (CONFIG_PROC_CHILDREN), so
     // pilot's exit does not cost a read of every process on a busy worker node.
     if let Some(list) = children_from_tasks(parent) {
         return list.into_iter().filter(|pid| !is_zombie(*pid)).collect();
     }
+    children_by_scan(parent)
+}
+
+/// `children_of` by reading every /proc/PID/stat: slower, but it does not depend on the
+/// `children` files, which may miss children while they fork and exit (proc(5)).
+pub fn children_by_scan(parent: u32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
@@ -91,7 +117,7 @@ pub fn children_of(parent: u32) -> Vec<i32> {
                 .ok()
                 .and_then(|s| {
                     // Fields after the ")" that closes comm: state, ppid, ...
-                    let rest = &s[s.rfind(')')? + 2..];
+                    let rest = s.get(s.rfind(')')? + 2..)?;
                     let mut it = rest.split(' ');
                     let state = it.next()?;
                     let ppid = it.next()?.parse::<u32>().ok()?;

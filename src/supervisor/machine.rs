@@ -2,35 +2,80 @@
 //! threaded struct. It never blocks and never touches a process itself: it asks its
 //! `Effects` to spawn, signal and set timers, and is driven by exits, signals and timer
 //! firings. That keeps it testable without processes (see the tests at the bottom).
+//!
+//! Its states are types: [`Mode`] says whether pilot runs, drains its jobs (and what comes
+//! after: exit, or a reload's new config), or is finished; every job has a [`JobId`] that
+//! is never reused, so a timer or an acknowledgement for a job a reload dropped finds
+//! nothing instead of a different job.
 
 use crate::config::{Config, Job, Restarts, Trigger};
-use crate::events::{Code, Event, GLOBAL};
+use crate::events::{Code, Event, GLOBAL, Source};
 use crate::init::ExitStatus;
-use log::{debug, info, warn};
-use std::collections::{HashSet, VecDeque};
+use log::{debug, error, info, warn};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 /// The name of the job made from `pilot run -- CMD`.
 pub const MAIN_JOB: &str = "main";
 
-/// Timers are never cancelled: each carries the generation of the run it belongs to and
-/// is ignored if that run is over by the time it fires.
+/// A job's identity for its whole life: the config generation it came from (0 for the first
+/// config, one more for each reload) and its place in that config. A reload drops the old
+/// generation's jobs; their late timers and acknowledgements name an id nobody has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TimerKey {
-    Interval(usize),
-    Health(usize),
-    WhenTimeout(usize),
-    ExecTimeout(usize, u64),
-    CheckTimeout(usize, u64),
-    /// A stopping job's hooks (jobs on its `stopping`) had their time.
-    HooksDone(usize),
-    StopKill(usize, u64),
-    Restart(usize),
-    /// A stopped job's deregistration had its time.
-    Deregistered(usize),
-    Grace,
+pub struct JobId {
+    pub generation: u32,
+    pub slot: u32,
 }
 
+/// Timers are never cancelled: each names the job (and for a run's timers, the run) it
+/// belongs to and is ignored if that job or run is gone by the time it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimerKey {
+    Interval(JobId),
+    Health(JobId),
+    WhenTimeout(JobId),
+    ExecTimeout(JobId, u64),
+    CheckTimeout(JobId, u64),
+    /// A stopping job's hooks (jobs on its `stopping`) had their time.
+    HooksDone(JobId),
+    StopKill(JobId, u64),
+    /// A crashed job's restart backoff is over.
+    Restart(JobId),
+    /// This run has lasted [`RAN_WELL`]: the job's restart backoff starts from nothing again.
+    RanWell(JobId, u64),
+    /// A stopped job's deregistration had its time.
+    Deregistered(JobId),
+    /// `--grace` is over: SIGKILL whatever is left.
+    Grace,
+    /// A reload has been stopping the jobs of this config generation for `--grace`: SIGKILL
+    /// what is left of them (never the payload) and start the new config.
+    ReloadGrace(u32),
+    /// [`GIVE_UP`] after the grace: stop waiting for processes that do not go away.
+    GiveUp,
+}
+
+/// What the machine is doing as a whole.
+#[derive(Debug)]
+pub enum Mode {
+    /// Jobs run, restart and react to events.
+    Running,
+    /// Every job but the hooks is being stopped in dependency order (dependents first);
+    /// no job starts but pre/post-stop and shutdown hooks. Then comes `AfterDrain`.
+    Draining(AfterDrain),
+    /// Nothing is left to run: the driver may exit.
+    Finished,
+}
+
+/// What follows once every job is stopped.
+#[derive(Debug)]
+pub enum AfterDrain {
+    /// `POST /v3/reload`: start this config's jobs. The payload keeps running meanwhile. A
+    /// newer reload replaces the config waiting here (the newest wins).
+    Reload(Box<Config>),
+    /// Shutdown: pilot exits. `hurried` once the grace is over or a second stop signal came:
+    /// everything left is SIGKILLed, hooks no longer start, deregistrations are not waited for.
+    Exit { hurried: bool },
+}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunKind {
     Exec,
@@ -38,6 +83,7 @@ pub enum RunKind {
 }
 
 pub struct RunRequest<'a> {
+    /// The job's name, or for a health check its source name (`check.<job>`).
     pub job: &'a str,
     pub argv: &'a [String],
     pub raw: bool,
@@ -55,7 +101,11 @@ pub struct SpawnFailure {
 
 pub trait Effects {
     fn spawn(&mut self, req: &RunRequest) -> Result<i32, SpawnFailure>;
+    /// Signal a process (`group`: its process group, falling back to the process itself).
     fn kill(&mut self, pid: i32, sig: i32, group: bool);
+    /// A job's or check's process exited: signal what is left of its process group (its
+    /// background children), and only the group: the process itself is reaped.
+    fn signal_leftovers(&mut self, _pgid: i32, _sig: i32) {}
     fn set_timer(&mut self, after: Duration, key: TimerKey);
     /// Every published event, for logging, telemetry and tests.
     fn published(&mut self, _ev: &Event) {}
@@ -63,9 +113,9 @@ pub trait Effects {
     fn health_reported(&mut self, _job: &str, _passing: bool, _detail: &str) {}
     /// The job ran for the first time (services with `initial_status` register now).
     fn service_started(&mut self, _job: &str) {}
-    /// The job is stopped: deregister its service. True if there is one; the machine then
-    /// waits for `on_deregistered` (or the `Deregistered` timer) before `stopped`.
-    fn service_stopped(&mut self, _job: &str) -> bool {
+    /// The job is stopped: deregister its service. True if the machine should wait for
+    /// `on_deregistered(id)` (or the `Deregistered` timer) before `stopped`.
+    fn service_stopped(&mut self, _id: JobId, _job: &str) -> bool {
         false
     }
     fn maintenance(&mut self, _on: bool) {}
@@ -79,6 +129,20 @@ pub trait Effects {
 /// How long a stopping job waits for its service's deregistration before `stopped`.
 pub const DEREGISTER_WAIT: Duration = Duration::from_secs(6);
 
+/// After the grace: how long the machine waits for SIGKILLed processes to be reaped before
+/// it calls itself finished anyway (a process in uninterruptible sleep can take longer).
+pub const GIVE_UP: Duration = Duration::from_millis(500);
+
+/// Restart backoff: the first restart after a crash is immediate (as in ContainerPilot);
+/// each further one that follows a short run waits twice as long as the one before,
+/// from `BACKOFF_FIRST` up to `BACKOFF_MAX`.
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A run that lasts this long resets the backoff: the job is no longer crash-looping.
+pub const RAN_WELL: Duration = Duration::from_secs(10);
+/// A program that cannot be exec'd fails again at once: wait at least this long.
+const SPAWN_RETRY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     Unknown,
@@ -89,7 +153,7 @@ pub enum Health {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Active,
-    /// Shutting down: `stopping` published; waiting for hooks, then for the process.
+    /// Stopping: `stopping` published; waiting for hooks, then for the process.
     Stopping {
         term_sent: bool,
     },
@@ -100,6 +164,7 @@ pub enum Phase {
 
 #[derive(Debug)]
 pub struct JobState {
+    pub id: JobId,
     pub cfg: Job,
     pub is_main: bool,
     pub started: bool,
@@ -108,18 +173,22 @@ pub struct JobState {
     pending_run: bool,
     starts_left: Option<u32>,
     restarts_left: Option<u32>,
+    /// A restart is scheduled (`TimerKey::Restart`).
+    restart_due: bool,
+    /// Restarts since the last run that lasted `RAN_WELL`: the backoff's exponent.
+    quick_restarts: u32,
     pub check_pid: Option<i32>,
     check_gen: u64,
     pub health: Health,
     pub phase: Phase,
     pub runs: u32,
+    /// Runs caused by the `restarts` policy (not interval ticks or triggers).
+    pub restarts: u32,
     pub last_exit: Option<ExitStatus>,
-    /// Replaced by a reload: kept (as Done) only so old timers find nothing to do.
-    pub retired: bool,
 }
 
 impl JobState {
-    fn new(cfg: Job, is_main: bool) -> Self {
+    fn new(id: JobId, cfg: Job, is_main: bool) -> Self {
         let starts_left = match &cfg.trigger {
             Trigger::Event { each: true, .. } | Trigger::Signal(_) => None,
             Trigger::Never => Some(0),
@@ -130,6 +199,7 @@ impl JobState {
             Restarts::Count(n) => Some(n),
         };
         JobState {
+            id,
             cfg,
             is_main,
             started: false,
@@ -138,13 +208,15 @@ impl JobState {
             pending_run: false,
             starts_left,
             restarts_left,
+            restart_due: false,
+            quick_restarts: 0,
             check_pid: None,
             check_gen: 0,
             health: Health::Unknown,
             phase: Phase::Active,
             runs: 0,
+            restarts: 0,
             last_exit: None,
-            retired: false,
         }
     }
 
@@ -164,24 +236,37 @@ impl JobState {
     fn is_interval(&self) -> bool {
         matches!(self.cfg.trigger, Trigger::Interval(_))
     }
+
+    /// How long to wait before the next restart, counting this one.
+    fn next_backoff(&mut self, spawn_failed: bool) -> Duration {
+        let n = self.quick_restarts;
+        self.quick_restarts = n.saturating_add(1);
+        let wait = match n {
+            0 => Duration::ZERO,
+            n => BACKOFF_FIRST.saturating_mul(1u32 << (n - 1).min(16)).min(BACKOFF_MAX),
+        };
+        if spawn_failed { wait.max(SPAWN_RETRY) } else { wait }
+    }
 }
 
 pub struct Machine<E: Effects> {
+    /// The payload and the current config's jobs, in config order. A reload drops the old
+    /// config's jobs (only the payload carries over).
     pub jobs: Vec<JobState>,
     pub fx: E,
     queue: VecDeque<Event>,
-    pub shutting_down: bool,
-    hurried: bool,
+    mode: Mode,
+    /// Hurried at some point (the end of the shutdown is hurried too: see `sweep`).
+    was_hurried: bool,
+    /// The current config's generation (see [`JobId`]).
+    generation: u32,
     /// The signal that started shutdown, passed on to the payload as its stop signal.
     stop_signal: i32,
-    main: Option<usize>,
+    main: Option<JobId>,
     ignored_pids: HashSet<i32>,
     stop_timeout: Duration,
     grace: Duration,
     pub orphans_reaped: u64,
-    pub finished: bool,
-    /// A valid new config waiting for the old jobs to stop (`POST /v3/reload`).
-    reloading: Option<Box<Config>>,
     /// Maintenance mode (global enter/exitMaintenance): no health checks while it lasts;
     /// carried over to the jobs of a reloaded config.
     pub maintenance: bool,
@@ -190,63 +275,131 @@ pub struct Machine<E: Effects> {
     pub stop_signals: Vec<i32>,
 }
 
+/// The job made of `pilot run -- CMD`: started at `startup`, never restarted.
+fn payload_job(argv: Vec<String>) -> Job {
+    Job {
+        name: MAIN_JOB.into(),
+        exec: Some(argv),
+        raw: true,
+        trigger: Trigger::Event { code: Code::Startup, source: GLOBAL.into(), each: false },
+        when_timeout: None,
+        timeout: None,
+        stop_timeout: None,
+        restarts: Restarts::Count(0),
+        health: None,
+        port: 0,
+        interfaces: Vec::new(),
+        tags: Vec::new(),
+        meta: Default::default(),
+        initial_status: None,
+        enable_tag_override: false,
+        deregister_critical_after: None,
+    }
+}
+
+/// A config job named like the payload's job would make event sources ambiguous: refuse it
+/// at start (`pilot run -c FILE -- CMD`).
+pub fn check_payload_name(config: &Config) -> Result<(), String> {
+    match config.jobs.iter().any(|j| j.name == MAIN_JOB) {
+        true => Err(format!(
+            "the config has a job named '{MAIN_JOB}', but that name belongs to the payload given after --: \
+             rename the job, or run the command as that job instead of after --"
+        )),
+        false => Ok(()),
+    }
+}
+
 impl<E: Effects> Machine<E> {
     pub fn new(config: &Config, main_argv: Option<Vec<String>>, grace: Duration, fx: E) -> Self {
-        let mut jobs: Vec<JobState> = config.jobs.iter().cloned().map(|j| JobState::new(j, false)).collect();
+        let id = |slot: usize| JobId { generation: 0, slot: u32::try_from(slot).unwrap_or(u32::MAX) };
+        let mut jobs: Vec<JobState> =
+            config.jobs.iter().cloned().enumerate().map(|(i, j)| JobState::new(id(i), j, false)).collect();
         let main = main_argv.map(|argv| {
-            let job = Job {
-                name: MAIN_JOB.into(),
-                exec: Some(argv),
-                raw: true,
-                trigger: Trigger::Event { code: Code::Startup, source: GLOBAL.into(), each: false },
-                when_timeout: None,
-                timeout: None,
-                stop_timeout: None,
-                restarts: Restarts::Count(0),
-                health: None,
-                port: 0,
-                interfaces: Vec::new(),
-                tags: Vec::new(),
-                meta: Default::default(),
-                initial_status: None,
-                enable_tag_override: false,
-                deregister_critical_after: None,
-            };
-            jobs.push(JobState::new(job, true));
-            jobs.len() - 1
+            let main_id = id(jobs.len());
+            jobs.push(JobState::new(main_id, payload_job(argv), true));
+            main_id
         });
         Machine {
             jobs,
             fx,
             queue: VecDeque::new(),
-            shutting_down: false,
-            hurried: false,
+            mode: Mode::Running,
+            was_hurried: false,
+            generation: 0,
             stop_signal: libc::SIGTERM,
             main,
             ignored_pids: HashSet::new(),
             stop_timeout: config.stop_timeout,
             grace,
             orphans_reaped: 0,
-            finished: false,
-            reloading: None,
             maintenance: false,
             stop_signals: Vec::new(),
         }
     }
 
+    /// The global stop timeout of the current config.
+    pub fn stop_timeout(&self) -> Duration {
+        self.stop_timeout
+    }
+
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// A second stop signal or the end of the grace hurried the shutdown: what is left to
+    /// do after the machine (the sweep of leftovers) is hurried too.
+    pub fn was_hurried(&self) -> bool {
+        self.was_hurried
+    }
+
+    pub fn finished(&self) -> bool {
+        matches!(self.mode, Mode::Finished)
+    }
+
+    /// Pilot is stopping for good (not a reload).
+    pub fn shutting_down(&self) -> bool {
+        matches!(self.mode, Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished)
+    }
+
+    pub fn reloading(&self) -> bool {
+        matches!(self.mode, Mode::Draining(AfterDrain::Reload(_)))
+    }
+
+    fn draining(&self) -> bool {
+        matches!(self.mode, Mode::Draining(_))
+    }
+
+    fn hurried(&self) -> bool {
+        matches!(self.mode, Mode::Draining(AfterDrain::Exit { hurried: true }))
+    }
+
+    /// The current index of a job, if it still exists.
+    fn index(&self, id: JobId) -> Option<usize> {
+        self.jobs.iter().position(|j| j.id == id)
+    }
+
+    pub fn job(&self, id: JobId) -> Option<&JobState> {
+        self.jobs.iter().find(|j| j.id == id)
+    }
+
     /// The exit status pilot should end with: the payload's, else 0.
     pub fn exit_code(&self) -> i32 {
-        self.main.and_then(|m| self.jobs[m].last_exit).map(ExitStatus::as_shell_code).unwrap_or(0)
+        self.main.and_then(|m| self.job(m)).and_then(|j| j.last_exit).map(ExitStatus::as_shell_code).unwrap_or(0)
     }
 
     pub fn start(&mut self) {
-        for j in 0..self.jobs.len() {
-            if let Some(t) = self.jobs[j].cfg.when_timeout {
-                self.fx.set_timer(t, TimerKey::WhenTimeout(j));
-            }
-        }
+        self.set_when_timeouts();
         self.publish(Event::global(Code::Startup));
         self.settle();
+    }
+
+    fn set_when_timeouts(&mut self) {
+        for j in 0..self.jobs.len() {
+            if let (Some(t), false) = (self.jobs[j].cfg.when_timeout, self.jobs[j].started) {
+                let key = TimerKey::WhenTimeout(self.jobs[j].id);
+                self.fx.set_timer(t, key);
+            }
+        }
     }
 
     fn publish(&mut self, ev: Event) {
@@ -259,7 +412,7 @@ impl<E: Effects> Machine<E> {
         self.queue.push_back(ev);
     }
 
-    /// Deliver queued events to every job, in config order, until quiet; move shutdown
+    /// Deliver queued events to every job, in config order, until quiet; move a drain
     /// along; and notice when everything is over.
     fn settle(&mut self) {
         loop {
@@ -268,7 +421,7 @@ impl<E: Effects> Machine<E> {
                     self.deliver(j, &ev);
                 }
             }
-            if self.shutting_down {
+            if self.draining() {
                 self.stop_ready_jobs();
                 if !self.queue.is_empty() {
                     continue; // let pre-stop jobs see `stopping` before deciding to terminate
@@ -299,8 +452,8 @@ impl<E: Effects> Machine<E> {
             Trigger::Interval(_) => ev.code == Code::Startup && ev.source == GLOBAL,
             Trigger::Never => false,
         };
-        // During shutdown only post-stop jobs may still start.
-        if !hit || job.starts_left == Some(0) || (self.shutting_down && !job.is_hook()) {
+        // While draining only hooks (pre/post-stop, shutdown jobs) may still start.
+        if !hit || job.starts_left == Some(0) || (self.draining() && !job.is_hook()) {
             return;
         }
         if let Some(n) = &mut self.jobs[j].starts_left {
@@ -316,17 +469,19 @@ impl<E: Effects> Machine<E> {
             job.pending_run = true;
             return;
         }
+        job.restart_due = false;
         let first = !job.started;
         job.started = true;
+        let id = job.id;
         if first {
             let name = job.cfg.name.clone();
             self.fx.service_started(&name);
             let job = &self.jobs[j];
             if let Trigger::Interval(i) = job.cfg.trigger {
-                self.fx.set_timer(i, TimerKey::Interval(j));
+                self.fx.set_timer(i, TimerKey::Interval(id));
             }
             if let Some(h) = &job.cfg.health {
-                self.fx.set_timer(h.interval, TimerKey::Health(j));
+                self.fx.set_timer(h.interval, TimerKey::Health(id));
             }
         }
         let job = &self.jobs[j];
@@ -338,16 +493,20 @@ impl<E: Effects> Machine<E> {
                 let job = &mut self.jobs[j];
                 job.pid = Some(pid);
                 job.run_gen += 1;
-                job.runs += 1;
+                job.runs = job.runs.saturating_add(1);
                 debug!("job {} started: pid {pid}", job.cfg.name);
-                if let Some(t) = job.cfg.timeout {
-                    let key = TimerKey::ExecTimeout(j, job.run_gen);
-                    self.fx.set_timer(t, key);
+                let (timeout, generation) = (job.cfg.timeout, job.run_gen);
+                let may_restart = job.restarts_left != Some(0) && !job.is_interval();
+                if let Some(t) = timeout {
+                    self.fx.set_timer(t, TimerKey::ExecTimeout(id, generation));
+                }
+                if may_restart {
+                    self.fx.set_timer(RAN_WELL, TimerKey::RanWell(id, generation));
                 }
             }
             Err(f) => {
                 let job = &mut self.jobs[j];
-                job.runs += 1;
+                job.runs = job.runs.saturating_add(1);
                 if let Some(pid) = f.pid {
                     self.ignored_pids.insert(pid);
                 }
@@ -364,8 +523,8 @@ impl<E: Effects> Machine<E> {
     }
 
     /// The Consul worker finished (or gave up) deregistering a job's service.
-    pub fn on_deregistered(&mut self, job: &str) {
-        if let Some(j) = self.jobs.iter().rposition(|s| s.cfg.name == job) {
+    pub fn on_deregistered(&mut self, id: JobId) {
+        if let Some(j) = self.index(id) {
             self.deregistered(j);
         }
         self.settle();
@@ -375,7 +534,7 @@ impl<E: Effects> Machine<E> {
         if self.jobs[j].phase == Phase::Deregistering {
             self.jobs[j].phase = Phase::Done;
             let name = self.jobs[j].cfg.name.clone();
-            self.publish(Event::new(Code::Stopped, &name));
+            self.publish(Event::new(Code::Stopped, Source::job(&name)));
         }
     }
 
@@ -385,9 +544,11 @@ impl<E: Effects> Machine<E> {
         }
         if let Some(j) = self.jobs.iter().position(|job| job.pid == Some(pid)) {
             self.jobs[j].pid = None;
+            self.end_leftovers(pid);
             self.exited(j, status, false);
         } else if let Some(j) = self.jobs.iter().position(|job| job.check_pid == Some(pid)) {
             self.jobs[j].check_pid = None;
+            self.end_leftovers(pid);
             self.check_exited(j, status);
         } else {
             self.orphans_reaped += 1;
@@ -395,6 +556,14 @@ impl<E: Effects> Machine<E> {
             debug!("reaped orphan pid {pid} ({status})");
         }
         self.settle();
+    }
+
+    /// A job's process is gone; what it left running in its process group (`cmd &`) goes
+    /// too, as in ContainerPilot, which SIGTERMs the group when the exec returns. SIGCONT
+    /// follows so that a stopped leftover can act on it.
+    fn end_leftovers(&mut self, pgid: i32) {
+        self.fx.signal_leftovers(pgid, libc::SIGTERM);
+        self.fx.signal_leftovers(pgid, libc::SIGCONT);
     }
 
     fn exited(&mut self, j: usize, status: ExitStatus, spawn_failed: bool) {
@@ -409,9 +578,9 @@ impl<E: Effects> Machine<E> {
             info!("job {name} exited: {status}");
         }
         if status.success() {
-            self.publish(Event::new(Code::ExitSuccess, &name));
+            self.publish(Event::new(Code::ExitSuccess, Source::job(&name)));
         } else {
-            self.publish(Event::new(Code::ExitFailed, &name));
+            self.publish(Event::new(Code::ExitFailed, Source::job(&name)));
             self.publish(Event::new(Code::Error, format!("{name}: {status}")));
         }
         let job = &mut self.jobs[j];
@@ -423,7 +592,7 @@ impl<E: Effects> Machine<E> {
         if job.is_main {
             return self.begin_shutdown(None);
         }
-        if self.shutting_down {
+        if matches!(self.mode, Mode::Draining(_)) {
             if job.is_hook() {
                 self.halt(j);
             }
@@ -442,13 +611,16 @@ impl<E: Effects> Machine<E> {
             if let Some(n) = &mut job.restarts_left {
                 *n -= 1;
             }
-            let name = job.cfg.name.clone();
+            job.restarts = job.restarts.saturating_add(1);
+            let wait = job.next_backoff(spawn_failed);
+            let id = job.id;
             self.fx.restarted(&name);
-            if spawn_failed {
-                // A program that cannot be exec'd would fail again at once: don't spin.
-                self.fx.set_timer(Duration::from_secs(1), TimerKey::Restart(j));
-            } else {
+            if wait.is_zero() {
                 self.run(j);
+            } else {
+                debug!("job {name}: restarting in {wait:?}");
+                self.jobs[j].restart_due = true;
+                self.fx.set_timer(wait, TimerKey::Restart(id));
             }
             return;
         }
@@ -461,11 +633,11 @@ impl<E: Effects> Machine<E> {
     fn check_exited(&mut self, j: usize, status: ExitStatus) {
         let job = &mut self.jobs[j];
         let name = job.cfg.name.clone();
-        let check = format!("check.{name}");
+        let check = Source::check(&name);
         if status.success() {
-            self.publish(Event::new(Code::ExitSuccess, &check));
+            self.publish(Event::new(Code::ExitSuccess, check));
         } else {
-            self.publish(Event::new(Code::ExitFailed, &check));
+            self.publish(Event::new(Code::ExitFailed, check));
         }
         let job = &mut self.jobs[j];
         if self.maintenance || job.phase != Phase::Active {
@@ -481,7 +653,7 @@ impl<E: Effects> Machine<E> {
             debug!("health check for {name} failed: {status}");
         }
         self.fx.health_reported(&name, status.success(), &status.to_string());
-        self.publish(Event::new(code, &name));
+        self.publish(Event::new(code, Source::job(&name)));
     }
 
     /// A job that finished for good on its own (not during a shutdown). Its service is
@@ -490,38 +662,88 @@ impl<E: Effects> Machine<E> {
     /// benchmark: 110 of 200 short-lived pilots left their registration).
     fn halt(&mut self, j: usize) {
         let name = self.jobs[j].cfg.name.clone();
-        self.publish(Event::new(Code::Stopping, &name));
+        self.publish(Event::new(Code::Stopping, Source::job(&name)));
         self.finish_stop(j);
     }
 
     pub fn on_timer(&mut self, key: TimerKey) {
         match key {
-            TimerKey::Interval(j) => self.interval_tick(j),
-            TimerKey::Health(j) => self.health_tick(j),
-            TimerKey::WhenTimeout(j) => {
+            TimerKey::Grace => {
+                if matches!(self.mode, Mode::Draining(AfterDrain::Exit { hurried: false })) {
+                    warn!("shutdown grace of {:?} is over: killing what is left", self.grace);
+                    self.hurry();
+                }
+            }
+            TimerKey::ReloadGrace(generation) => {
+                if self.reloading() && generation == self.generation {
+                    warn!("reload: the old jobs did not stop within {:?}: killing what is left of them", self.grace);
+                    self.force_out_old_jobs();
+                }
+            }
+            TimerKey::GiveUp => {
+                if self.hurried() {
+                    let left: Vec<String> = self
+                        .jobs
+                        .iter()
+                        .flat_map(|j| {
+                            [j.pid, j.check_pid].into_iter().flatten().map(move |p| format!("{} ({p})", j.cfg.name))
+                        })
+                        .collect();
+                    error!("processes still not gone {GIVE_UP:?} after SIGKILL: {}; exiting anyway", left.join(", "));
+                    // The payload was SIGKILLed even if its exit never came: say so in the status.
+                    if let Some(main) = self.jobs.iter_mut().find(|j| j.is_main && j.pid.is_some()) {
+                        main.last_exit = Some(ExitStatus::Signaled(libc::SIGKILL));
+                    }
+                    self.mode = Mode::Finished;
+                }
+            }
+            TimerKey::Interval(id)
+            | TimerKey::Health(id)
+            | TimerKey::WhenTimeout(id)
+            | TimerKey::ExecTimeout(id, _)
+            | TimerKey::CheckTimeout(id, _)
+            | TimerKey::HooksDone(id)
+            | TimerKey::StopKill(id, _)
+            | TimerKey::Restart(id)
+            | TimerKey::RanWell(id, _)
+            | TimerKey::Deregistered(id) => {
+                // A job a reload dropped: its timers find nothing.
+                if let Some(j) = self.index(id) {
+                    self.job_timer(j, key);
+                }
+            }
+        }
+        self.settle();
+    }
+
+    fn job_timer(&mut self, j: usize, key: TimerKey) {
+        match key {
+            TimerKey::Interval(_) => self.interval_tick(j),
+            TimerKey::Health(_) => self.health_tick(j),
+            TimerKey::WhenTimeout(_) => {
                 let job = &self.jobs[j];
-                if !job.started && job.phase == Phase::Active && !self.shutting_down {
+                if !job.started && job.phase == Phase::Active && !self.draining() {
                     let name = job.cfg.name.clone();
                     info!("job {name}: timed out waiting for its start event");
-                    self.publish(Event::new(Code::TimerExpired, &name));
+                    self.publish(Event::new(Code::TimerExpired, Source::job(&name)));
                     self.halt(j);
                 }
             }
-            TimerKey::ExecTimeout(j, generation) => {
+            TimerKey::ExecTimeout(_, generation) => {
                 let job = &self.jobs[j];
                 if let (Some(pid), true) = (job.pid, job.run_gen == generation) {
                     warn!("job {} timeout after {:?}: killing it", job.cfg.name, job.cfg.timeout.unwrap_or_default());
                     self.fx.kill(pid, libc::SIGKILL, true);
                 }
             }
-            TimerKey::CheckTimeout(j, generation) => {
+            TimerKey::CheckTimeout(_, generation) => {
                 let job = &self.jobs[j];
                 if let (Some(pid), true) = (job.check_pid, job.check_gen == generation) {
                     warn!("health check for {} timed out: killing it", job.cfg.name);
                     self.fx.kill(pid, libc::SIGKILL, true);
                 }
             }
-            TimerKey::HooksDone(j) => {
+            TimerKey::HooksDone(_) => {
                 if self.jobs[j].phase == (Phase::Stopping { term_sent: false }) {
                     warn!(
                         "job {}: its pre-stop jobs did not finish in time; stopping it anyway",
@@ -530,41 +752,43 @@ impl<E: Effects> Machine<E> {
                     self.terminate(j);
                 }
             }
-            TimerKey::StopKill(j, generation) => {
+            TimerKey::StopKill(_, generation) => {
                 let job = &self.jobs[j];
                 if let (Some(pid), true) = (job.pid, job.run_gen == generation) {
                     warn!("job {} did not stop in time: sending SIGKILL", job.cfg.name);
                     self.fx.kill(pid, libc::SIGKILL, true);
                 }
             }
-            TimerKey::Restart(j) => {
-                if self.jobs[j].phase == Phase::Active && !self.shutting_down {
+            TimerKey::Restart(_) => {
+                let job = &self.jobs[j];
+                if job.restart_due && job.phase == Phase::Active && !self.draining() {
                     self.run(j);
                 }
             }
-            TimerKey::Deregistered(j) => {
+            TimerKey::RanWell(_, generation) => {
+                let job = &mut self.jobs[j];
+                if job.pid.is_some() && job.run_gen == generation {
+                    job.quick_restarts = 0;
+                }
+            }
+            TimerKey::Deregistered(_) => {
                 if self.jobs[j].phase == Phase::Deregistering {
                     warn!("job {}: deregistration from Consul did not finish in time", self.jobs[j].cfg.name);
                     self.deregistered(j);
                 }
             }
-            TimerKey::Grace => {
-                if !self.finished {
-                    warn!("shutdown grace of {:?} is over: killing what is left", self.grace);
-                    self.hurry();
-                }
-            }
+            TimerKey::Grace | TimerKey::GiveUp | TimerKey::ReloadGrace(_) => {}
         }
-        self.settle();
     }
 
     fn interval_tick(&mut self, j: usize) {
+        let draining = self.draining();
         let job = &mut self.jobs[j];
         let Trigger::Interval(every) = job.cfg.trigger else { return };
-        if job.phase != Phase::Active || self.shutting_down {
+        if job.phase != Phase::Active || draining {
             return;
         }
-        self.fx.set_timer(every, TimerKey::Interval(j));
+        self.fx.set_timer(every, TimerKey::Interval(job.id));
         let job = &mut self.jobs[j];
         if job.pid.is_some() {
             debug!("job {}: still running at its next interval; skipping one run", job.cfg.name);
@@ -586,7 +810,7 @@ impl<E: Effects> Machine<E> {
         if matches!(job.phase, Phase::Done | Phase::Deregistering) {
             return;
         }
-        self.fx.set_timer(health.interval, TimerKey::Health(j));
+        self.fx.set_timer(health.interval, TimerKey::Health(job.id));
         if self.maintenance || job.check_pid.is_some() || job.phase != Phase::Active {
             return;
         }
@@ -596,14 +820,14 @@ impl<E: Effects> Machine<E> {
             self.fx.health_reported(&name, true, "heartbeat");
             return;
         };
-        let check = format!("check.{}", job.cfg.name);
+        let check = Source::check(&job.cfg.name);
         let req = RunRequest { job: &check, argv, raw: health.raw, kind: RunKind::Check, main: false };
         match self.fx.spawn(&req) {
             Ok(pid) => {
                 let job = &mut self.jobs[j];
                 job.check_pid = Some(pid);
                 job.check_gen += 1;
-                let key = TimerKey::CheckTimeout(j, job.check_gen);
+                let key = TimerKey::CheckTimeout(job.id, job.check_gen);
                 self.fx.set_timer(health.timeout, key);
             }
             Err(f) => {
@@ -617,10 +841,10 @@ impl<E: Effects> Machine<E> {
     }
 
     pub fn on_signal(&mut self, sig: i32) {
-        let main_pid = self.main.and_then(|m| self.jobs[m].pid);
+        let main_pid = self.main.and_then(|m| self.job(m)).and_then(|j| j.pid);
         match sig {
             _ if sig == libc::SIGTERM || sig == libc::SIGINT || self.stop_signals.contains(&sig) => {
-                if self.shutting_down && self.reloading.is_none() {
+                if self.shutting_down() {
                     info!("{} during shutdown: hurrying", crate::init::signals::name(sig));
                     self.hurry();
                 } else {
@@ -633,11 +857,11 @@ impl<E: Effects> Machine<E> {
                 if let Some(pid) = main_pid {
                     self.fx.kill(pid, sig, false);
                 }
-                if sig == libc::SIGQUIT && self.shutting_down {
+                if sig == libc::SIGQUIT && self.shutting_down() {
                     self.hurry();
                 }
                 if sig == libc::SIGHUP || sig == libc::SIGUSR2 {
-                    self.publish(Event::new(Code::Signal, crate::init::signals::name(sig)));
+                    self.publish(Event::new(Code::Signal, Source::signal(&crate::init::signals::name(sig))));
                 }
             }
         }
@@ -645,12 +869,15 @@ impl<E: Effects> Machine<E> {
     }
 
     fn begin_shutdown(&mut self, signal: Option<i32>) {
-        if self.reloading.take().is_some() {
-            info!("shutdown during a reload: the new config is dropped");
-        } else if self.shutting_down {
-            return;
+        match &self.mode {
+            Mode::Running => {}
+            Mode::Draining(AfterDrain::Reload(_)) => info!("shutdown during a reload: the new config is dropped"),
+            Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished => return,
         }
-        self.shutting_down = true;
+        self.mode = Mode::Draining(AfterDrain::Exit { hurried: false });
+        for job in &mut self.jobs {
+            job.restart_due = false;
+        }
         if let Some(s) = signal {
             self.stop_signal = s;
         }
@@ -659,91 +886,170 @@ impl<E: Effects> Machine<E> {
     }
 
     /// `POST /v3/reload` with a valid config: stop every job but the payload in order (as a
-    /// shutdown would, without the `shutdown` event), then start the new config's jobs.
+    /// shutdown would, without the `shutdown` event), then start the new config's jobs. A
+    /// reload while one is still stopping jobs replaces its config: the newest wins.
     pub fn reload(&mut self, config: Config) {
-        if self.shutting_down {
-            warn!("reload ignored: pilot is already stopping");
+        if self.main.is_some()
+            && let Err(e) = check_payload_name(&config)
+        {
+            error!("reload refused, the running config stays: {e}");
             return;
         }
-        info!("reload: stopping the current jobs");
-        self.reloading = Some(Box::new(config));
-        self.shutting_down = true;
+        match &mut self.mode {
+            Mode::Running => {
+                info!("reload: stopping the current jobs");
+                self.mode = Mode::Draining(AfterDrain::Reload(Box::new(config)));
+                for job in &mut self.jobs {
+                    job.restart_due = false;
+                }
+                // A reload's drain is bounded like a shutdown's: hooks have no timeout of
+                // their own, and the new config must start.
+                self.fx.set_timer(self.grace, TimerKey::ReloadGrace(self.generation));
+            }
+            Mode::Draining(AfterDrain::Reload(pending)) => {
+                info!("reload during a reload: the newer config replaces the one waiting for the old jobs to stop");
+                **pending = config;
+            }
+            Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished => {
+                warn!("reload ignored: pilot is shutting down");
+                return;
+            }
+        }
         self.settle();
     }
 
     fn swap_in(&mut self, config: Config) {
-        for job in self.jobs.iter_mut().filter(|j| !j.is_main) {
-            job.phase = Phase::Done;
-            job.retired = true;
-        }
+        let dropped = self.jobs.iter().filter(|j| !j.is_main).count();
+        self.jobs.retain(|j| j.is_main);
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
         let first = self.jobs.len();
-        self.jobs.extend(config.jobs.iter().cloned().map(|j| JobState::new(j, false)));
+        self.jobs.extend(
+            config.jobs.iter().cloned().enumerate().map(|(i, j)| {
+                JobState::new(JobId { generation, slot: u32::try_from(i).unwrap_or(u32::MAX) }, j, false)
+            }),
+        );
         self.stop_timeout = config.stop_timeout;
-        self.shutting_down = false;
-        self.hurried = false;
+        self.mode = Mode::Running;
         self.fx.reconfigured(&config);
         if self.maintenance {
             // The new services start in maintenance, as the old ones were.
             self.fx.maintenance(true);
         }
-        for j in first..self.jobs.len() {
-            if let Some(t) = self.jobs[j].cfg.when_timeout {
-                self.fx.set_timer(t, TimerKey::WhenTimeout(j));
-            }
-        }
-        info!("reload: starting {} job(s) of the new config", self.jobs.len() - first);
+        self.set_when_timeouts();
+        info!("reload: {dropped} old job(s) gone, starting {} job(s) of the new config", self.jobs.len() - first);
         self.publish(Event::global(Code::Startup));
     }
 
-    /// Second SIGTERM, SIGQUIT in shutdown, or grace over: SIGKILL everything now.
+    /// Second SIGTERM, SIGQUIT in shutdown, or grace over: SIGKILL everything now, start no
+    /// more hooks, wait for no deregistration, and give up on processes that stay after
+    /// [`GIVE_UP`].
     fn hurry(&mut self) {
-        self.hurried = true;
+        if self.hurried() || self.finished() {
+            return;
+        }
+        self.mode = Mode::Draining(AfterDrain::Exit { hurried: true });
+        self.was_hurried = true;
         for job in &mut self.jobs {
             for pid in [job.pid, job.check_pid].into_iter().flatten() {
                 self.fx.kill(pid, libc::SIGKILL, true);
             }
             job.pending_run = false;
+            job.restart_due = false;
             if job.is_hook() && job.pid.is_none() {
+                job.phase = Phase::Done;
+            }
+            if job.phase == Phase::Deregistering {
                 job.phase = Phase::Done;
             }
             job.starts_left = Some(0);
         }
+        for j in 0..self.jobs.len() {
+            if self.jobs[j].phase == (Phase::Stopping { term_sent: false }) {
+                self.terminate(j);
+            }
+        }
+        self.fx.set_timer(GIVE_UP, TimerKey::GiveUp);
+    }
+
+    /// A reload's drain took the whole grace: SIGKILL every process of the old jobs (their
+    /// hooks included, never the payload), start no more hooks and wait for no more
+    /// deregistrations, so the new config starts once those processes are reaped.
+    fn force_out_old_jobs(&mut self) {
+        for job in self.jobs.iter_mut().filter(|j| !j.is_main) {
+            for pid in [job.pid, job.check_pid].into_iter().flatten() {
+                self.fx.kill(pid, libc::SIGKILL, true);
+            }
+            job.pending_run = false;
+            job.starts_left = Some(0);
+            if job.pid.is_none() && (job.is_hook() || job.phase == Phase::Deregistering) {
+                job.phase = Phase::Done;
+            }
+        }
+        for j in 0..self.jobs.len() {
+            let job = &self.jobs[j];
+            if !job.is_main && job.phase == (Phase::Stopping { term_sent: false }) {
+                self.terminate(j);
+            }
+        }
     }
 
     /// Jobs that others started after (`when.source` = this job) are stopped first: a job
-    /// begins stopping once every job that depends on it is done.
+    /// begins stopping once every job that depends on it is done. Jobs that wait for each
+    /// other (a dependency cycle) would wait forever: when nothing is stopping and nothing
+    /// more can begin, they all begin together. Once hurried, order no longer matters.
     fn stop_ready_jobs(&mut self) {
-        for j in 0..self.jobs.len() {
+        let Mode::Draining(after) = &self.mode else { return };
+        let (reloading, hurried) = match after {
+            AfterDrain::Reload(_) => (true, false),
+            AfterDrain::Exit { hurried } => (false, *hurried),
+        };
+        let candidates: Vec<usize> = (0..self.jobs.len())
+            .filter(|&j| {
+                let job = &self.jobs[j];
+                job.phase == Phase::Active && !job.is_hook() && !(job.is_main && reloading)
+            })
+            .collect();
+        // How many jobs still wait (are not done) on each source name: counted once, so a
+        // drain stays quadratic at worst even for a config of thousands of chained jobs.
+        let mut waiting: HashMap<&str, usize> = HashMap::new();
+        for other in self.jobs.iter().filter(|o| o.phase != Phase::Done && !o.is_hook()) {
+            if let Some(s) = other.trigger_source() {
+                *waiting.entry(s).or_default() += 1;
+            }
+        }
+        let blocked = |j: usize| {
             let job = &self.jobs[j];
-            if job.phase != Phase::Active || job.is_hook() || (job.is_main && self.reloading.is_some()) {
-                continue;
-            }
-            let name = job.cfg.name.as_str();
-            let check = format!("check.{name}");
-            let blocked = self.jobs.iter().enumerate().any(|(k, other)| {
-                k != j
-                    && other.phase != Phase::Done
-                    && !other.is_hook()
-                    && other.trigger_source().is_some_and(|s| s == name || s == check)
-            });
-            if !blocked {
-                self.begin_stop(j);
-            }
+            let check = Source::check(&job.cfg.name);
+            let on = |s: &str| waiting.get(s).copied().unwrap_or(0);
+            // A job that waits on itself does not block itself.
+            let own = usize::from(job.trigger_source().is_some_and(|s| s == job.cfg.name || check == s));
+            on(&job.cfg.name) + on(&check) > own
+        };
+        let mut ready: Vec<usize> = candidates.iter().copied().filter(|&j| hurried || !blocked(j)).collect();
+        let in_flight = self.jobs.iter().any(|o| matches!(o.phase, Phase::Stopping { .. } | Phase::Deregistering));
+        if ready.is_empty() && !candidates.is_empty() && !in_flight {
+            let names: Vec<&str> = candidates.iter().map(|&j| self.jobs[j].cfg.name.as_str()).collect();
+            warn!("jobs {} wait for each other to stop (a dependency cycle): stopping them together", names.join(", "));
+            ready = candidates;
+        }
+        for j in ready {
+            self.begin_stop(j);
         }
     }
 
     fn begin_stop(&mut self, j: usize) {
         self.jobs[j].phase = Phase::Stopping { term_sent: false };
         let name = self.jobs[j].cfg.name.clone();
-        self.publish(Event::new(Code::Stopping, &name));
+        self.publish(Event::new(Code::Stopping, Source::job(&name)));
         let has_pre_stop = self.jobs.iter().any(|o| {
             matches!(&o.cfg.trigger, Trigger::Event { code: Code::Stopping, source, .. } if *source == name)
                 && o.phase != Phase::Done
         });
-        if has_pre_stop && !self.hurried {
+        if has_pre_stop && !self.hurried() {
             // Let pre-stop jobs run while this job is still alive, at most its stopTimeout.
             let limit = self.jobs[j].cfg.stop_timeout.unwrap_or(self.stop_timeout);
-            self.fx.set_timer(limit, TimerKey::HooksDone(j));
+            self.fx.set_timer(limit, TimerKey::HooksDone(self.jobs[j].id));
         } else {
             self.terminate(j);
         }
@@ -759,63 +1065,76 @@ impl<E: Effects> Machine<E> {
 
     fn terminate(&mut self, j: usize) {
         self.jobs[j].phase = Phase::Stopping { term_sent: true };
+        let hurried = self.hurried();
         let job = &self.jobs[j];
         if let Some(pid) = job.check_pid {
-            self.fx.kill(pid, libc::SIGTERM, true);
+            let sig = if hurried { libc::SIGKILL } else { libc::SIGTERM };
+            self.fx.kill(pid, sig, true);
+            if !hurried {
+                self.fx.kill(pid, libc::SIGCONT, true);
+            }
         }
         match job.pid {
             None => self.finish_stop(j),
             Some(pid) => {
-                let sig = match (self.hurried, job.is_main) {
+                let sig = match (hurried, job.is_main) {
                     (true, _) => libc::SIGKILL,
                     (false, true) => self.stop_signal,
                     (false, false) => libc::SIGTERM,
                 };
                 debug!("stopping job {} (pid {pid}) with {}", job.cfg.name, crate::init::signals::name(sig));
                 let limit = job.cfg.stop_timeout.unwrap_or(self.stop_timeout);
-                let key = TimerKey::StopKill(j, job.run_gen);
+                let key = TimerKey::StopKill(job.id, job.run_gen);
                 self.fx.kill(pid, sig, true);
+                if sig != libc::SIGKILL {
+                    // A stopped (SIGSTOP/SIGTSTP) process only acts on the stop signal once
+                    // continued, as systemd and Docker know: without this it is always
+                    // SIGKILLed after the stop timeout.
+                    self.fx.kill(pid, libc::SIGCONT, true);
+                }
                 self.fx.set_timer(limit, key);
             }
         }
     }
 
     /// The process is gone: deregister its service (post-stop jobs run after that), then
-    /// `stopped`.
+    /// `stopped`. Once hurried the deregistration is sent but not waited for.
     fn finish_stop(&mut self, j: usize) {
-        let name = self.jobs[j].cfg.name.clone();
-        if self.fx.service_stopped(&name) {
+        let (id, name) = (self.jobs[j].id, self.jobs[j].cfg.name.clone());
+        if self.fx.service_stopped(id, &name) && !self.hurried() {
             self.jobs[j].phase = Phase::Deregistering;
-            self.fx.set_timer(DEREGISTER_WAIT, TimerKey::Deregistered(j));
+            self.fx.set_timer(DEREGISTER_WAIT, TimerKey::Deregistered(id));
             return;
         }
         self.jobs[j].phase = Phase::Done;
-        self.publish(Event::new(Code::Stopped, &name));
+        self.publish(Event::new(Code::Stopped, Source::job(&name)));
     }
 
     /// Natural termination (every job finished on its own) becomes an orderly shutdown, so
-    /// jobs on `shutdown` still run; pilot is finished when nothing is left to run.
+    /// jobs on `shutdown` still run; pilot is finished when nothing is left to run. A
+    /// drained reload starts the new config.
     fn check_finished(&mut self) {
-        if self.finished {
-            return;
-        }
+        let reloading = match self.mode {
+            Mode::Finished => return,
+            Mode::Draining(AfterDrain::Reload(_)) => true,
+            Mode::Draining(AfterDrain::Exit { .. }) | Mode::Running => false,
+        };
         let idle_hook = |job: &JobState| job.is_hook() && job.pid.is_none() && !job.pending_run;
         // A reload waits for every job but the payload, which keeps running.
-        let reloading = self.reloading.is_some();
         let counts = |job: &&JobState| !(reloading && job.is_main);
         let settled = self.jobs.iter().filter(counts).all(|job| job.phase == Phase::Done || idle_hook(job));
         let any_process = self.jobs.iter().filter(counts).any(|job| job.pid.is_some() || job.check_pid.is_some());
         if !settled || any_process {
             return;
         }
-        if let Some(config) = self.reloading.take() {
-            return self.swap_in(*config);
-        }
-        if !self.shutting_down {
-            info!("every job has finished");
-            self.begin_shutdown(None);
-        } else {
-            self.finished = true;
+        match std::mem::replace(&mut self.mode, Mode::Finished) {
+            Mode::Draining(AfterDrain::Reload(config)) => self.swap_in(*config),
+            Mode::Running => {
+                self.mode = Mode::Running;
+                info!("every job has finished");
+                self.begin_shutdown(None);
+            }
+            Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished => {}
         }
     }
 }

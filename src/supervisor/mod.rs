@@ -1,30 +1,32 @@
-//! Running the supervisor: the threads of DESIGN.md around the state machine. The signal
-//! thread (which also reaps) and the timer thread feed one channel; this thread owns all
-//! job state and only ever waits on that channel.
+//! Running the supervisor: the threads around the state machine (see
+//! docs/ARCHITECTURE.md). The signal thread (which also reaps) and the timer thread feed
+//! one channel; this thread owns all job state and only ever waits on that channel. The
+//! `Driver` gives the pure `machine` its real effects: processes (`launch`), their output
+//! (`output`), kill(2), timers, Consul and metrics; `sweep` ends a shutdown.
 
+pub mod launch;
 pub mod machine;
+pub mod order;
+pub mod output;
+pub mod sweep;
 pub mod timers;
 
 use crate::config::Config;
 use crate::consul::{self, Command, Output, service::Identity};
 use crate::control::{self, Request};
-use crate::events::{Code, Event};
+use crate::events::{Code, Event, Source};
 use crate::init;
 use crate::init::signals::{self, Inherited, Report};
-use crate::init::spawn::{self, Spec, Stdio};
-use crate::pathsearch::{self, Lookup};
+use crate::status::{HealthState, JobState, JobStatus, Status};
 use crate::telemetry::{self, Metrics};
 use log::{debug, error, info, warn};
-use machine::Phase;
-use machine::{Effects, Machine, RunKind, RunRequest, SpawnFailure, TimerKey};
+use machine::{Effects, Health, JobId, Machine, Phase, RunKind, RunRequest, SpawnFailure, TimerKey};
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 enum Msg {
@@ -34,7 +36,7 @@ enum Msg {
     Event(u64, Event),
     Control(Request),
     /// The Consul worker is done deregistering this job's service.
-    Deregistered(String),
+    Deregistered(JobId),
 }
 
 /// The real effects: fork/exec, kill(2) and the timer thread.
@@ -46,8 +48,8 @@ struct Driver {
     consul: Option<consul::Handle>,
     /// Sends the deregistration acks back into the supervisor's channel.
     acks: std::sync::mpsc::Sender<Msg>,
-    /// Each running health check (by its job name, `check.<job>`).
-    checks: HashMap<String, RunningCheck>,
+    /// Each running health check (by its source name, `check.<job>`).
+    checks: HashMap<Source, RunningCheck>,
     identity: Identity,
     /// None for the embedded default (a minimal init): nothing would ever read them.
     metrics: Option<Arc<Metrics>>,
@@ -57,13 +59,18 @@ struct Driver {
     epoch: Arc<AtomicU64>,
     /// Extra service meta (HTCondor job identity).
     meta: BTreeMap<String, String>,
-    /// Threads logging jobs' output; pilot waits (briefly) for them before it exits, or
-    /// the last lines of the last job would be lost.
-    log_threads: Vec<std::thread::JoinHandle<()>>,
+    loggers: output::Loggers,
+    /// When the shutdown's grace ends (set with the machine's `Grace` timer; None: not
+    /// shutting down yet, or a grace too large to be a point in time).
+    grace_deadline: Option<Instant>,
 }
 
-/// How long pilot waits at exit for jobs' last output (a daemon may hold a pipe open).
+/// How long pilot waits at exit for jobs' last output (a daemon may hold a pipe open)...
 const LOG_DRAIN: Duration = Duration::from_secs(1);
+/// ...and how long at most once the grace is over.
+const LOG_DRAIN_LATE: Duration = Duration::from_millis(200);
+/// How long the telemetry endpoint's deregistration may take at exit (within the grace).
+const TELEMETRY_DEREGISTER: Duration = Duration::from_secs(3);
 
 struct RunningCheck {
     started: Instant,
@@ -73,89 +80,22 @@ struct RunningCheck {
 
 impl Effects for Driver {
     fn spawn(&mut self, req: &RunRequest) -> Result<i32, SpawnFailure> {
-        let program = match pathsearch::lookup(&req.argv[0], self.path.as_deref()) {
-            Lookup::Found(p) => p,
-            Lookup::NotFound => {
-                return Err(SpawnFailure {
-                    pid: None,
-                    code: 127,
-                    message: format!("{}: command not found", req.argv[0]),
-                });
-            }
-            Lookup::NotExecutable(p) => {
-                return Err(SpawnFailure {
-                    pid: None,
-                    code: 126,
-                    message: format!("{}: permission denied (not an executable file)", p.display()),
-                });
-            }
-        };
-        // Jobs that are not raw have their output logged line by line with their name.
-        let pipe = if req.raw { None } else { std::io::pipe().ok() };
-        let devnull = std::fs::File::open("/dev/null").ok();
-        let out = match &pipe {
-            Some((_, w)) => Stdio::Fd(w.as_raw_fd()),
-            None => Stdio::Inherit,
-        };
-        let stdin = match (&devnull, req.main) {
-            (Some(f), false) => Stdio::Fd(f.as_raw_fd()),
-            _ => Stdio::Inherit,
-        };
-        let err = match &pipe {
-            Some((_, w)) => Stdio::Fd(w.as_raw_fd()),
-            None => Stdio::Inherit,
-        };
-        let spec = Spec {
-            program: &program,
-            argv: req.argv,
-            env: &self.env,
-            stdin,
-            stdout: out,
-            stderr: err,
-            foreground: req.main,
-        };
-        let result = spawn::spawn(&spec, &self.inherited);
-        let is_check = req.kind == RunKind::Check && result.is_ok();
-        if is_check {
-            self.checks.insert(req.job.to_string(), RunningCheck { started: Instant::now(), output: None });
+        let raw = req.raw || self.loggers.saturated();
+        if raw && !req.raw {
+            warn!("{} log threads are busy: the output of {} is not captured", output::MAX_LOGGERS, req.job);
         }
-        if let Some((reader, writer)) = pipe {
-            drop(writer);
-            let target = format!("job:{}", req.job);
-            // A health check's output also becomes its Consul note.
-            let keep = is_check.then(|| {
-                let (tx, rx) = channel();
-                if let Some(c) = self.checks.get_mut(req.job) {
-                    c.output = Some(rx);
+        let req = &RunRequest { raw, ..*req };
+        match launch::launch(req, &self.env, self.path.as_deref(), &self.inherited) {
+            Ok(launched) => {
+                let is_check = req.kind == RunKind::Check;
+                let output = launched.output.and_then(|r| self.loggers.follow(req.job, r, is_check));
+                if is_check {
+                    self.checks.insert(Source::from(req.job), RunningCheck { started: Instant::now(), output });
                 }
-                tx
-            });
-            self.log_threads.retain(|t| !t.is_finished());
-            let thread = std::thread::Builder::new().name(format!("log {}", req.job)).spawn(move || {
-                let mut tail = String::new();
-                for line in std::io::BufReader::new(reader).lines().map_while(Result::ok) {
-                    log::info!(target: &target, "{line}");
-                    if keep.is_some() {
-                        tail.push_str(&line);
-                        tail.push('\n');
-                        // Trimmed now and then, to more than the note keeps, so the
-                        // worker still sees (and marks) that output was cut.
-                        if tail.len() > 4 * consul::worker::NOTE_LIMIT {
-                            consul::worker::keep_tail(&mut tail, 2 * consul::worker::NOTE_LIMIT);
-                        }
-                    }
-                }
-                if let Some(tx) = keep {
-                    let _ = tx.send(tail);
-                }
-            });
-            self.log_threads.extend(thread);
+                Ok(launched.pid)
+            }
+            Err(failed) => Err(failed.failure),
         }
-        result.map_err(|e| SpawnFailure {
-            pid: e.pid,
-            code: e.exit_code(),
-            message: format!("cannot execute {}: {}", program.display(), e.error),
-        })
     }
 
     fn kill(&mut self, pid: i32, sig: i32, group: bool) {
@@ -166,12 +106,20 @@ impl Effects for Driver {
         }
     }
 
+    fn signal_leftovers(&mut self, pgid: i32, sig: i32) {
+        // The group only: its leader is reaped, its pid may already be someone else's.
+        init::kill(pgid, sig, true);
+    }
+
     fn set_timer(&mut self, after: Duration, key: TimerKey) {
+        if key == TimerKey::Grace {
+            self.grace_deadline = Instant::now().checked_add(after);
+        }
         self.timers.set(after, key);
     }
 
     fn health_reported(&mut self, job: &str, passing: bool, detail: &str) {
-        let check = self.checks.remove(&format!("check.{job}"));
+        let check = self.checks.remove(&Source::check(job));
         if let (Some(c), Some(m)) = (&check, &self.metrics) {
             m.check_seconds.with_label_values(&[job]).observe(c.started.elapsed().as_secs_f64());
         }
@@ -189,7 +137,7 @@ impl Effects for Driver {
         }
     }
 
-    fn service_stopped(&mut self, job: &str) -> bool {
+    fn service_stopped(&mut self, id: JobId, job: &str) -> bool {
         let Some(c) = self.consul.as_ref().filter(|c| c.services.contains(job)) else { return false };
         // Wait only for a service the agent has (or is being given): a dead or unreachable
         // agent must not hold up the shutdown.
@@ -199,9 +147,8 @@ impl Effects for Driver {
             return false;
         }
         let acks = self.acks.clone();
-        let name = job.to_string();
         let ack = Box::new(move || {
-            let _ = acks.send(Msg::Deregistered(name));
+            let _ = acks.send(Msg::Deregistered(id));
         });
         c.tx.send(Command::Stopped { job: job.into(), ack: Some(ack) }).is_ok()
     }
@@ -243,6 +190,9 @@ impl Effects for Driver {
             telemetry: self.telemetry.clone(),
             states: self.states.clone(),
         };
+        // The old config's checks are over (a drain waits for them); a killed one never
+        // reported, so its entry would stay.
+        self.checks.clear();
         if let Some(old) = self.consul.take() {
             self.env.retain(|(k, _)| !old.ip_env().iter().any(|(n, _)| n == k));
         }
@@ -355,14 +305,15 @@ pub fn run(
         states: Default::default(),
         epoch: Arc::new(AtomicU64::new(0)),
         meta: context.meta.clone(),
-        log_threads: Vec::new(),
+        loggers: output::Loggers::default(),
+        grace_deadline: None,
     };
     driver.reconfigured(config);
+    warn_cycles(config);
     let mut m = Machine::new(config, main, grace, driver);
     m.stop_signals = context.stop_signals.clone();
     m.start();
-    let deadline_after_shutdown = config.stop_timeout.min(grace);
-    while !m.finished {
+    while !m.finished() {
         let Ok(msg) = rx.recv() else { break };
         match msg {
             Msg::Report(Report::Signal(s)) => {
@@ -378,7 +329,7 @@ pub fn run(
                     m.on_event(ev)
                 }
             }
-            Msg::Deregistered(job) => m.on_deregistered(&job),
+            Msg::Deregistered(job) => m.on_deregistered(job),
             Msg::Control(Request::Status(reply)) => {
                 let _ = reply.send(status(&m));
             }
@@ -386,37 +337,82 @@ pub fn run(
                 m.on_event(Event::global(if on { Code::EnterMaintenance } else { Code::ExitMaintenance }))
             }
             Msg::Control(Request::PutEnv(vars)) => {
-                m.fx.env.retain(|(k, _)| !vars.iter().any(|(n, _)| n == k));
-                m.fx.env.extend(vars);
+                if let Err(e) = put_env(&mut m.fx.env, vars) {
+                    warn!("putenv refused: {e}");
+                }
             }
-            Msg::Control(Request::Reload(config)) => m.reload(*config),
+            Msg::Control(Request::Reload(config)) => {
+                warn_cycles(&config);
+                m.reload(*config)
+            }
         }
     }
     let code = m.exit_code();
-    deregister_telemetry(m.fx.consul.as_ref());
+    // Everything below happens within the grace that began with the shutdown; past it,
+    // only the SIGKILLed leftovers' reaping (`machine::GIVE_UP`) and `LOG_DRAIN_LATE`.
+    let deadline = match m.was_hurried() {
+        true => Some(Instant::now()),
+        false => m.fx.grace_deadline.or_else(|| Instant::now().checked_add(grace)),
+    };
     if let Some(path) = socket {
         let _ = std::fs::remove_file(path);
     }
-    tidy_orphans(&rx, deadline_after_shutdown);
+    sweep_leftovers(&rx, deadline, m.stop_timeout());
+    deregister_telemetry(m.fx.consul.as_ref(), deadline);
     debug!("reaped {} orphans in all", m.orphans_reaped);
     // Leftovers are gone, so the jobs' pipes are closing: let their last lines be logged.
-    let drain_until = Instant::now() + LOG_DRAIN;
-    while m.fx.log_threads.iter().any(|t| !t.is_finished()) && Instant::now() < drain_until {
+    let now = Instant::now();
+    let budget = deadline.map_or(LOG_DRAIN, |d| d.saturating_duration_since(now).max(LOG_DRAIN_LATE)).min(LOG_DRAIN);
+    let drain_until = now + budget;
+    while m.fx.loggers.busy() && Instant::now() < drain_until {
         std::thread::sleep(Duration::from_millis(2));
     }
     code
 }
 
+/// Bounds on the jobs' environment as `putenv` grows it: every spawn copies it whole, and
+/// each request may add new names (the control server bounds one request, not their sum).
+const ENV_MAX_VARS: usize = 10_000;
+const ENV_MAX_BYTES: usize = 4 << 20;
+
+/// Set `vars` in the jobs' environment (replacing same-named ones), all or nothing.
+fn put_env(env: &mut Vec<(String, String)>, vars: Vec<(String, String)>) -> Result<(), String> {
+    let names: std::collections::HashSet<String> = vars.iter().map(|(k, _)| k.clone()).collect();
+    let kept = env.iter().filter(|(k, _)| !names.contains(k));
+    let count = kept.clone().count() + vars.len();
+    let bytes: usize = kept.chain(vars.iter()).map(|(k, v)| k.len() + v.len() + 2).sum();
+    if count > ENV_MAX_VARS || bytes > ENV_MAX_BYTES {
+        return Err(format!(
+            "the jobs' environment would hold {count} variables, {bytes} bytes (at most {ENV_MAX_VARS}, \
+             {ENV_MAX_BYTES} bytes)"
+        ));
+    }
+    env.retain(|(k, _)| !names.contains(k));
+    env.extend(vars);
+    Ok(())
+}
+
+/// Jobs that wait for each other to stop are stopped together; say so up front.
+fn warn_cycles(config: &Config) {
+    for jobs in order::cycles(config) {
+        warn!("jobs {} wait for each other (a dependency cycle): they will be stopped together", jobs.join(", "));
+    }
+}
+
 /// The telemetry endpoint is registered without a job to stop it: take it out of Consul at
-/// the end of an orderly exit (at most 3 s), so Prometheus stops scraping a gone container.
-fn deregister_telemetry(consul: Option<&consul::Handle>) {
+/// the end of an orderly exit (at most 3 s, and not past the grace), so Prometheus stops
+/// scraping a gone container.
+fn deregister_telemetry(consul: Option<&consul::Handle>, deadline: Option<Instant>) {
     let Some(c) = consul.filter(|c| c.services.contains(consul::service::TELEMETRY_JOB)) else { return };
     let (tx, rx) = channel();
     let ack = Box::new(move || {
         let _ = tx.send(());
     });
-    if c.tx.send(Command::Stopped { job: consul::service::TELEMETRY_JOB.into(), ack: Some(ack) }).is_ok() {
-        let _ = rx.recv_timeout(Duration::from_secs(3));
+    let wait = deadline.map_or(TELEMETRY_DEREGISTER, |d| d.saturating_duration_since(Instant::now()));
+    if c.tx.send(Command::Stopped { job: consul::service::TELEMETRY_JOB.into(), ack: Some(ack) }).is_ok()
+        && rx.recv_timeout(wait.min(TELEMETRY_DEREGISTER)).is_err()
+    {
+        warn!("the telemetry endpoint's deregistration did not finish in time");
     }
 }
 
@@ -435,72 +431,118 @@ fn control_socket(config: &Config, identity: &Identity) -> Option<PathBuf> {
 }
 
 /// `GET /v3/status`: every current job, its state, pid, restarts, health and Consul state.
-fn status(m: &Machine<Driver>) -> serde_json::Value {
+fn status(m: &Machine<Driver>) -> Status {
     let states = m.fx.states.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let jobs: Vec<serde_json::Value> = m
+    let jobs = m
         .jobs
         .iter()
-        .filter(|j| !j.retired)
         .map(|j| {
             let state = match (j.phase, j.pid) {
-                (Phase::Active, Some(_)) => "running",
-                (Phase::Active, None) if j.started => "waiting",
-                (Phase::Active, None) => "not started",
-                (Phase::Stopping { .. }, _) => "stopping",
-                (Phase::Deregistering, _) => "deregistering",
-                (Phase::Done, _) => "done",
+                (Phase::Active, Some(_)) => JobState::Running,
+                (Phase::Active, None) if j.started => JobState::Waiting,
+                (Phase::Active, None) => JobState::NotStarted,
+                (Phase::Stopping { .. }, _) => JobState::Stopping,
+                (Phase::Deregistering, _) => JobState::Deregistering,
+                (Phase::Done, _) => JobState::Done,
             };
-            let health = match (j.cfg.health.is_some(), j.health) {
-                (false, _) => None,
-                (true, machine::Health::Unknown) => Some("unknown"),
-                (true, machine::Health::Healthy) => Some("healthy"),
-                (true, machine::Health::Unhealthy) => Some("unhealthy"),
-            };
-            serde_json::json!({
-                "name": j.cfg.name,
-                "state": state,
-                "pid": j.pid,
-                "runs": j.runs,
-                "restarts": j.runs.saturating_sub(1),
-                "last_exit": j.last_exit.map(|e| e.to_string()),
-                "health": health,
-                "consul": states.get(&j.cfg.name).map(|s| &s.text),
-            })
+            let health = j.cfg.health.as_ref().map(|_| match j.health {
+                Health::Unknown => HealthState::Unknown,
+                Health::Healthy => HealthState::Healthy,
+                Health::Unhealthy => HealthState::Unhealthy,
+            });
+            JobStatus {
+                name: j.cfg.name.clone(),
+                state,
+                pid: j.pid,
+                runs: j.runs,
+                restarts: j.restarts,
+                last_exit: j.last_exit.map(|e| e.to_string()),
+                health,
+                consul: states.get(&j.cfg.name).map(|s| s.text.clone()),
+            }
         })
         .collect();
-    serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "maintenance": m.maintenance,
-        "shutting_down": m.shutting_down,
-        "jobs": jobs,
-        "telemetry": states.get(consul::service::TELEMETRY_JOB).map(|s| &s.text),
-        "orphans_reaped": m.orphans_reaped,
-    })
+    Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        maintenance: m.maintenance,
+        shutting_down: m.shutting_down(),
+        reloading: m.reloading(),
+        jobs,
+        telemetry: states.get(consul::service::TELEMETRY_JOB).map(|s| s.text.clone()),
+        orphans_reaped: m.orphans_reaped,
+    }
 }
 
-/// Processes that escaped their job's process group (double-forked daemons) are still our
-/// children as subreaper: TERM them, give them the stop timeout, then KILL, so pilot never
-/// leaves strays behind on a worker node.
-fn tidy_orphans(rx: &Receiver<Msg>, limit: Duration) {
+/// The end of a shutdown (see `sweep`): SIGTERM, then SIGKILL, everything still below
+/// pilot until the kernel says no child is left, or `GIVE_UP` after the grace.
+fn sweep_leftovers(rx: &Receiver<Msg>, deadline: Option<Instant>, stop_timeout: Duration) {
     let me = std::process::id();
-    let left = init::children_of(me);
-    if left.is_empty() {
-        return;
-    }
-    info!("{} leftover process(es) still running: sending SIGTERM", left.len());
-    for pid in &left {
-        init::kill(*pid, libc::SIGTERM, false);
-    }
-    let deadline = Instant::now() + limit;
-    while !init::children_of(me).is_empty() {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))) {
-            Ok(_) | Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => continue,
-            _ => break,
+    let mut plan = sweep::Sweep::new(me == 1, stop_timeout, deadline);
+    let give_up = deadline.and_then(|d| d.checked_add(machine::GIVE_UP));
+    let mut announced = false;
+    while init::has_children() {
+        let now = Instant::now();
+        if give_up.is_some_and(|g| now >= g) {
+            let left = init::children_by_scan(me);
+            error!("{} process(es) still not gone after SIGKILL: {left:?}; exiting anyway", left.len());
+            return;
         }
+        let mut children = init::children_of(me);
+        if children.is_empty() {
+            // The kernel knows of a child the `children` lists do not show (or a zombie
+            // about to be reaped): look at every process.
+            children = init::children_by_scan(me);
+        }
+        for action in plan.step(now, &children) {
+            if !announced {
+                info!("leftover process(es) still running: sending SIGTERM");
+                announced = true;
+            }
+            match action {
+                sweep::Action::Term(pid) => {
+                    debug!("leftover process {pid}: SIGTERM");
+                    init::kill(pid, libc::SIGTERM, false);
+                    init::kill(pid, libc::SIGCONT, false);
+                }
+                sweep::Action::Kill(pid) => {
+                    warn!("leftover process {pid} is still there: sending SIGKILL");
+                    init::kill(pid, libc::SIGKILL, false);
+                }
+                sweep::Action::TermEveryone => {
+                    init::kill_everyone(libc::SIGTERM);
+                    init::kill_everyone(libc::SIGCONT);
+                }
+                sweep::Action::KillEveryone => {
+                    init::kill_everyone(libc::SIGKILL);
+                }
+            }
+        }
+        // The signal thread reaps and reports; nothing here needs those reports.
+        let _ = rx.recv_timeout(Duration::from_millis(20));
+        while rx.try_recv().is_ok() {}
     }
-    for pid in init::children_of(me) {
-        warn!("leftover process {pid} ignored SIGTERM: sending SIGKILL");
-        init::kill(pid, libc::SIGKILL, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(n: usize, prefix: &str) -> Vec<(String, String)> {
+        (0..n).map(|i| (format!("{prefix}{i}"), "v".to_string())).collect()
+    }
+
+    #[test]
+    fn putenv_replaces_and_is_bounded() {
+        let mut env = vec![("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())];
+        put_env(&mut env, vec![("A".into(), "3".into())]).unwrap();
+        assert_eq!(env, [("B".to_string(), "2".to_string()), ("A".to_string(), "3".to_string())]);
+        put_env(&mut env, vars(ENV_MAX_VARS - 2, "X")).unwrap();
+        let before = env.clone();
+        assert!(put_env(&mut env, vars(1, "Y")).is_err(), "one name too many");
+        assert_eq!(env, before, "a refused putenv changes nothing");
+        put_env(&mut env, vars(1, "X")).unwrap(); // replacing stays within the bound
+        let big = vec![("BIG".to_string(), "x".repeat(ENV_MAX_BYTES))];
+        assert!(put_env(&mut env, big).is_err());
     }
 }

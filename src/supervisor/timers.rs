@@ -41,7 +41,30 @@ impl Timers {
         Timers { tx }
     }
 
+    /// Fire `key` after `after`. A duration too large to be a point in time (centuries)
+    /// means never: the timer is dropped rather than overflowing `Instant + Duration`.
     pub fn set(&self, after: Duration, key: TimerKey) {
-        let _ = self.tx.send((Instant::now() + after, key));
+        if let Some(at) = Instant::now().checked_add(after) {
+            let _ = self.tx.send((at, key));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::machine::TimerKey;
+
+    /// 292 years is no point in time `Instant` can hold: such a timer never fires, and
+    /// setting it neither panics nor stops the thread for the timers after it.
+    #[test]
+    fn a_huge_duration_means_never() {
+        let (tx, rx) = channel();
+        let timers = Timers::start(move |k| tx.send(k).is_ok());
+        timers.set(Duration::MAX, TimerKey::Grace);
+        timers.set(Duration::from_secs(u64::MAX / 2), TimerKey::Grace);
+        timers.set(Duration::from_millis(10), TimerKey::GiveUp);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(TimerKey::GiveUp));
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
     }
 }
