@@ -5,7 +5,7 @@
 use super::machine::{RunRequest, SpawnFailure};
 use crate::init::signals::Inherited;
 use crate::init::spawn::{self, Spec, Stdio};
-use crate::pathsearch::{self, Lookup};
+use crate::pathsearch;
 use std::io::PipeReader;
 use std::os::fd::AsRawFd;
 
@@ -29,12 +29,10 @@ pub fn launch(
     inherited: &Inherited,
 ) -> Result<Launched, Failed> {
     let fail = |code, message| Failed { failure: SpawnFailure { pid: None, code, message }, output: None };
-    let program = match pathsearch::lookup(&req.argv[0], path) {
-        Lookup::Found(p) => p,
-        Lookup::NotFound => return Err(fail(127, format!("{}: command not found", req.argv[0]))),
-        Lookup::NotExecutable(p) => {
-            return Err(fail(126, format!("{}: permission denied (not an executable file)", p.display())));
-        }
+    let program = match req.argv.first().map(|p| pathsearch::resolve(p, path)) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return Err(fail(e.code, e.message)),
+        None => return Err(fail(127, "empty command".into())),
     };
     // Jobs that are not raw have their output logged line by line with their name.
     let pipe = if req.raw { None } else { std::io::pipe().ok() };

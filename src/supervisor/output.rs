@@ -3,7 +3,7 @@
 //! check's note, delivered when the pipe closes.
 
 use crate::consul;
-use std::io::{BufRead, PipeReader};
+use std::io::PipeReader;
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
 
@@ -24,16 +24,17 @@ impl Loggers {
     /// Log `reader`'s lines as `job:<name>`; with `keep`, also return the output's tail
     /// when the pipe closes.
     pub fn follow(&mut self, name: &str, reader: PipeReader, keep: bool) -> Option<Receiver<String>> {
-        let target = format!("job:{name}");
         let (tx, rx) = channel();
+        let job = name.to_string();
         let keep_tx = keep.then_some(tx);
         self.threads.retain(|t| !t.is_finished());
         let thread = std::thread::Builder::new().name(format!("log {name}")).spawn(move || {
             let mut tail = String::new();
-            for line in std::io::BufReader::new(reader).lines().map_while(Result::ok) {
-                log::info!(target: &target, "{line}");
+            // Not lines().map_while(Ok): that stops at the first non-UTF-8 byte and leaves
+            // the job writing into a pipe nobody drains; job_output never stops early.
+            crate::logging::job_output(&job, reader, |line| {
                 if keep_tx.is_some() {
-                    tail.push_str(&line);
+                    tail.push_str(line);
                     tail.push('\n');
                     // Trimmed now and then, to more than the note keeps, so the worker
                     // still sees (and marks) that output was cut.
@@ -41,7 +42,7 @@ impl Loggers {
                         consul::worker::keep_tail(&mut tail, 2 * consul::worker::NOTE_LIMIT);
                     }
                 }
-            }
+            });
             if let Some(tx) = keep_tx {
                 let _ = tx.send(tail);
             }
