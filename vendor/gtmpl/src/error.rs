@@ -7,6 +7,9 @@ use thiserror::Error;
 pub struct ErrorContext {
     pub name: String,
     pub line: usize,
+    /// PILOT PATCH (3): byte offset in the template text of the token at fault, so the
+    /// caller can give line and column.
+    pub pos: Option<usize>,
 }
 
 impl fmt::Display for ErrorContext {
@@ -39,6 +42,18 @@ impl ParseError {
             ErrorContext {
                 name: name.to_string(),
                 line,
+                pos: None,
+            },
+            msg.to_string(),
+        )
+    }
+
+    pub fn with_context_at(name: impl ToString, line: usize, pos: usize, msg: impl ToString) -> Self {
+        Self::WithContext(
+            ErrorContext {
+                name: name.to_string(),
+                line,
+                pos: Some(pos),
             },
             msg.to_string(),
         )
@@ -99,8 +114,15 @@ pub enum ExecError {
     PipelineMustYieldString,
     #[error("template {0} not defined")]
     TemplateNotDefined(String),
-    #[error("exceeded max template depth")]
-    MaxTemplateDepth,
+    // PILOT PATCH (4): the limit is configurable, so the message names it.
+    #[error("template calls nested deeper than {0} (a template that calls itself?)")]
+    MaxTemplateDepth(usize),
+    /// PILOT PATCH (4): the execution ran out of its `Budget`.
+    #[error("rendering stopped: {0}")]
+    Budget(String),
+    /// PILOT PATCH (4): an error and the byte offset of the node that caused it.
+    #[error("{1}")]
+    At(usize, Box<ExecError>),
     #[error("error evaluating pipe: {0}")]
     ErrorEvaluatingPipe(PipeNode),
     #[error("no arguments for command node: {0}")]

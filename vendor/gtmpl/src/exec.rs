@@ -1,5 +1,6 @@
 use std::collections::VecDeque;
 use std::io::Write;
+use std::time::Instant;
 
 use crate::error::ExecError;
 use crate::node::*;
@@ -8,7 +9,106 @@ use crate::utils::is_true;
 
 use gtmpl_value::{Func, Value};
 
-const MAX_TEMPLATE_DEPTH: usize = 100_000;
+/// PILOT PATCH (4): what one execution may spend. Upstream had only a template call depth
+/// of 100000, far more than a thread's stack holds, and nothing bounding loops, so a 61-byte
+/// recursive template overflowed the stack and nested `range` ran for hours. Every limit
+/// here stops the work with an error; `Budget::default()` is upstream's behaviour.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    /// `{{ template }}` calls nested inside each other (Go: 100000).
+    pub max_template_depth: usize,
+    /// Nested walks and pipelines, across template calls: what bounds the stack.
+    pub max_nesting: usize,
+    /// Nodes walked, range iterations and function calls, in total.
+    pub max_steps: u64,
+    /// Total size in bytes of the values functions return (strings, list items).
+    pub max_value_bytes: u64,
+    /// Wall-clock end of the execution, checked every 1024 steps.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget {
+            max_template_depth: 100_000,
+            max_nesting: usize::MAX,
+            max_steps: u64::MAX,
+            max_value_bytes: u64::MAX,
+            deadline: None,
+        }
+    }
+}
+
+/// PILOT PATCH (4): what an execution has spent so far, shared by nested template calls.
+struct Meter {
+    budget: Budget,
+    steps: u64,
+    value_bytes: u64,
+    nesting: usize,
+    /// Byte offset of the node being executed, for the position of an error.
+    pos: usize,
+}
+
+impl Meter {
+    fn step(&mut self) -> Result<(), ExecError> {
+        self.steps += 1;
+        if self.steps > self.budget.max_steps {
+            return Err(ExecError::Budget(format!(
+                "more than {} steps (nodes, range iterations, function calls)",
+                self.budget.max_steps
+            )));
+        }
+        if self.steps % 1024 == 0 {
+            if let Some(deadline) = self.budget.deadline {
+                if Instant::now() >= deadline {
+                    return Err(ExecError::Budget("the time limit for rendering ran out".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn enter(&mut self) -> Result<(), ExecError> {
+        if self.nesting >= self.budget.max_nesting {
+            return Err(ExecError::Budget(format!(
+                "execution nested deeper than {} levels",
+                self.budget.max_nesting
+            )));
+        }
+        self.nesting += 1;
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.nesting -= 1;
+    }
+
+    fn charge(&mut self, value: &Value) -> Result<(), ExecError> {
+        self.value_bytes = self.value_bytes.saturating_add(weight(value, 0));
+        if self.value_bytes > self.budget.max_value_bytes {
+            return Err(ExecError::Budget(format!(
+                "functions returned more than {} bytes in total",
+                self.budget.max_value_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// PILOT PATCH (4): the approximate size of a value: bytes of strings, one per other item.
+fn weight(value: &Value, depth: usize) -> u64 {
+    if depth > 16 {
+        return 1;
+    }
+    match value {
+        Value::String(s) => s.len() as u64 + 1,
+        Value::Array(items) => items.iter().map(|v| weight(v, depth + 1)).sum::<u64>() + 1,
+        Value::Map(m) | Value::Object(m) => {
+            m.iter().map(|(k, v)| k.len() as u64 + weight(v, depth + 1)).sum::<u64>() + 1
+        }
+        _ => 1,
+    }
+}
 
 struct Variable {
     name: String,
@@ -21,6 +121,7 @@ struct State<'a, 'b, T: Write> {
     node: Option<&'a Nodes>,
     vars: VecDeque<VecDeque<Variable>>,
     depth: usize,
+    meter: &'b mut Meter, // PILOT PATCH (4)
 }
 
 /// A Context for the template. Passed to the template exectution.
@@ -52,12 +153,20 @@ impl<'b> Template {
         });
         vars.push_back(dot);
 
+        let mut meter = Meter {
+            budget: self.budget.clone(),
+            steps: 0,
+            value_bytes: 0,
+            nesting: 0,
+            pos: 0,
+        };
         let mut state = State {
             template: self,
             writer,
             node: None,
             vars,
             depth: 0,
+            meter: &mut meter,
         };
 
         let root = self
@@ -65,7 +174,10 @@ impl<'b> Template {
             .get(&self.name)
             .and_then(|tree| tree.root.as_ref())
             .ok_or_else(|| ExecError::IncompleteTemplate(self.name.clone()))?;
-        state.walk(data, root)?;
+        // PILOT PATCH (4): every error carries the position of the node being executed.
+        state
+            .walk(data, root)
+            .map_err(|e| ExecError::At(meter.pos, Box::new(e)))?;
 
         Ok(())
     }
@@ -111,7 +223,19 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
     // Top level walk function. Steps through the major parts for the template strcuture and
     // writes to the output.
     fn walk(&mut self, ctx: &Context, node: &'a Nodes) -> Result<(), ExecError> {
+        // PILOT PATCH (4): count the step and the nesting; note the position for errors.
+        self.meter.step()?;
+        self.meter.enter()?;
+        let result = self.walk_node(ctx, node);
+        self.meter.leave();
+        result
+    }
+
+    fn walk_node(&mut self, ctx: &Context, node: &'a Nodes) -> Result<(), ExecError> {
         self.node = Some(node);
+        if !matches!(node, Nodes::List(_)) {
+            self.meter.pos = node.pos();
+        }
         match *node {
             Nodes::Action(ref n) => {
                 let val = self.eval_pipeline(ctx, &n.pipe)?;
@@ -140,8 +264,8 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
                 }
             }
         };
-        if self.depth >= MAX_TEMPLATE_DEPTH {
-            return Err(ExecError::MaxTemplateDepth);
+        if self.depth >= self.meter.budget.max_template_depth {
+            return Err(ExecError::MaxTemplateDepth(self.meter.budget.max_template_depth));
         }
         let tree = self.template.tree_set.get(&name);
         if let Some(tree) = tree {
@@ -164,6 +288,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
                     node: None,
                     vars,
                     depth: self.depth + 1,
+                    meter: self.meter,
                 };
                 return new_state.walk(&Context::from(value), root);
             }
@@ -172,6 +297,14 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
     }
 
     fn eval_pipeline(&mut self, ctx: &Context, pipe: &PipeNode) -> Result<Value, ExecError> {
+        // PILOT PATCH (4): parenthesized pipelines recurse; count them as nesting.
+        self.meter.enter()?;
+        let result = self.eval_pipeline_inner(ctx, pipe);
+        self.meter.leave();
+        result
+    }
+
+    fn eval_pipeline_inner(&mut self, ctx: &Context, pipe: &PipeNode) -> Result<Value, ExecError> {
         let mut val: Option<Value> = None;
         for cmd in &pipe.cmds {
             val = Some(self.eval_command(ctx, cmd, &val)?);
@@ -255,7 +388,11 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             arg_vals.push(f.clone());
         }
 
-        function(&arg_vals).map_err(Into::into)
+        // PILOT PATCH (4): a call is a step, and what it returns is charged.
+        self.meter.step()?;
+        let value = function(&arg_vals)?;
+        self.meter.charge(&value)?;
+        Ok(value)
     }
 
     fn eval_chain_node(
@@ -402,6 +539,7 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
         if range.pipe.decl.len() > 1 {
             self.set_kth_last_var_value(2, key)?;
         }
+        self.meter.step()?; // PILOT PATCH (4): an empty range body still costs a step
         let vars = VecDeque::new();
         self.vars.push_back(vars);
         let ctx = Context { dot: val };

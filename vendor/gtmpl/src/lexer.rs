@@ -1,8 +1,6 @@
 use lazy_static::lazy_static;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::thread;
 
 type Pos = usize;
 
@@ -96,10 +94,13 @@ impl fmt::Display for Item {
     }
 }
 
+// PILOT PATCH (vendor/gtmpl/README.md, 1): the lexer runs to completion on the caller's
+// thread and hands its items over in a queue. Upstream ran it on a detached thread feeding an
+// unbounded channel, so a lexer that never finished kept a thread (and memory) busy forever.
 pub struct Lexer {
-    last_pos: Pos,                  // position of most recent item returned by nextItem
-    items_receiver: Receiver<Item>, // channel of scanned items
-    finished: bool,                 // flag if lexer is finished
+    last_pos: Pos,           // position of most recent item returned by nextItem
+    items: VecDeque<Item>,   // scanned items
+    finished: bool,          // flag if lexer is finished
 }
 
 struct LexerStateMachine {
@@ -108,9 +109,10 @@ struct LexerStateMachine {
     pos: Pos,                   // current position in the input
     start: Pos,                 // start position of this item
     width: Pos,                 // width of last rune read from input
-    items_sender: Sender<Item>, // channel of scanned items
+    items: VecDeque<Item>,      // scanned items
     paren_depth: usize,         // nesting depth of ( ) exprs
-    line: usize,                // 1+number of newlines seen
+    line: usize,                // 1+number of newlines before `line_pos`
+    line_pos: Pos,              // PILOT PATCH (2): where `line` was last counted
 }
 
 #[derive(Debug)]
@@ -137,17 +139,17 @@ impl Iterator for Lexer {
         if self.finished {
             return None;
         }
-        let item = match self.items_receiver.recv() {
-            Ok(item) => {
+        let item = match self.items.pop_front() {
+            Some(item) => {
                 self.last_pos = item.pos;
                 if item.typ == ItemType::ItemError || item.typ == ItemType::ItemEOF {
                     self.finished = true;
                 }
                 item
             }
-            Err(e) => {
+            None => {
                 self.finished = true;
-                Item::new(ItemType::ItemError, 0, format!("{}", e), 0)
+                Item::new(ItemType::ItemError, self.last_pos, "unexpected end of lexer output", 0)
             }
         };
         Some(item)
@@ -156,33 +158,23 @@ impl Iterator for Lexer {
 
 impl Lexer {
     pub fn new(input: String) -> Lexer {
-        let (tx, rx) = channel();
         let mut l = LexerStateMachine {
             input,
             state: State::LexText,
             pos: 0,
             start: 0,
             width: 0,
-            items_sender: tx,
+            items: VecDeque::new(),
             paren_depth: 0,
             line: 1,
+            line_pos: 0,
         };
-        thread::spawn(move || l.run());
+        l.run();
         Lexer {
             last_pos: 0,
-            items_receiver: rx,
+            items: l.items,
             finished: false,
         }
-    }
-
-    pub fn drain(&mut self) {
-        for _ in self.items_receiver.iter() {}
-    }
-}
-
-impl Drop for Lexer {
-    fn drop(&mut self) {
-        self.drain();
     }
 }
 
@@ -193,9 +185,6 @@ impl Iterator for LexerStateMachine {
             Some(c) => {
                 self.width = c.len_utf8();
                 self.pos += self.width;
-                if c == '\n' {
-                    self.line += 1;
-                }
                 Some(c)
             }
             None => {
@@ -208,7 +197,16 @@ impl Iterator for LexerStateMachine {
 
 impl LexerStateMachine {
     fn run(&mut self) {
+        // PILOT PATCH (1): every state either consumes input or moves to one that does, so
+        // a few transitions per byte is plenty; more means a lexer bug, reported as an error
+        // instead of looping forever.
+        let mut transitions_left = self.input.len().saturating_mul(8).saturating_add(64);
         loop {
+            if transitions_left == 0 {
+                self.errorf("template lexer made no progress (please report this input)");
+                return;
+            }
+            transitions_left -= 1;
             self.state = match self.state {
                 State::LexText => self.lex_text(),
                 State::LexComment => self.lex_comment(),
@@ -230,17 +228,24 @@ impl LexerStateMachine {
         }
     }
 
+    // PILOT PATCH (2): step back over the whole last character, as Go's lexer does
+    // (`l.pos -= l.width`). Upstream stepped back one byte, which sliced inside a multi-byte
+    // character (a panic) and, at the end of the input (width 0), moved before it.
     fn backup(&mut self) {
-        self.pos -= 1;
-        if self.width == 1
-            && self.input[self.pos..]
-                .chars()
-                .next()
-                .and_then(|c| if c == '\n' { Some(()) } else { None })
-                .is_some()
-        {
-            self.line -= 1;
+        self.pos -= self.width;
+    }
+
+    // PILOT PATCH (2): the 1-based line of byte offset `pos`, counted from the text itself.
+    // Upstream counted one line per text item and delimiter, so errors named wrong lines.
+    fn line_at(&mut self, pos: Pos) -> usize {
+        if pos < self.line_pos {
+            self.line = 1;
+            self.line_pos = 0;
         }
+        let end = pos.min(self.input.len());
+        self.line += self.input.as_bytes()[self.line_pos..end].iter().filter(|b| **b == b'\n').count();
+        self.line_pos = end;
+        self.line
     }
 
     fn peek(&mut self) -> Option<char> {
@@ -250,18 +255,9 @@ impl LexerStateMachine {
     }
 
     fn emit(&mut self, t: ItemType) {
+        let line = self.line_at(self.start);
         let s = &self.input[self.start..self.pos];
-        let lines = match t {
-            ItemType::ItemText
-            | ItemType::ItemRawString
-            | ItemType::ItemLeftDelim
-            | ItemType::ItemRightDelim => 1,
-            _ => s.chars().filter(|c| *c == '\n').count(),
-        };
-        self.items_sender
-            .send(Item::new(t, self.start, s, self.line))
-            .unwrap();
-        self.line += lines;
+        self.items.push_back(Item::new(t, self.start, s, line));
         self.start = self.pos;
     }
 
@@ -282,9 +278,8 @@ impl LexerStateMachine {
     }
 
     fn errorf(&mut self, msg: &str) -> State {
-        self.items_sender
-            .send(Item::new(ItemType::ItemError, self.start, msg, self.line))
-            .unwrap();
+        let line = self.line_at(self.start);
+        self.items.push_back(Item::new(ItemType::ItemError, self.start, msg, line));
         State::End
     }
 
@@ -604,9 +599,7 @@ impl LexerStateMachine {
     }
 
     fn lex_raw_quote(&mut self) -> State {
-        let start_line = self.line;
         if !self.any(|c| c == '`') {
-            self.line = start_line;
             return self.errorf("unterminated raw quoted string");
         }
         self.emit(ItemType::ItemRawString);

@@ -22,7 +22,10 @@ mod utils;
 pub use crate::template::Template;
 
 #[doc(inline)]
-pub use crate::exec::Context;
+pub use crate::exec::{Budget, Context};
+
+/// PILOT PATCH (3): the nesting limit of the parser.
+pub use crate::parse::MAX_PARSE_DEPTH;
 
 #[doc(inline)]
 pub use gtmpl_value::Func;

@@ -5,8 +5,16 @@ use crate::lexer::{Item, ItemType, Lexer};
 use crate::node::*;
 use crate::utils::*;
 
+/// PILOT PATCH (3): how deeply `if`/`range`/`with`/`block` (an `else if` chain counts as
+/// nesting) and parenthesized pipelines may nest. The parser and the executor recurse once
+/// per level, so without a limit a few kilobytes of `((((` overflow the stack, which no
+/// `catch_unwind` can catch. Go templates use far fewer levels in practice.
+pub const MAX_PARSE_DEPTH: usize = 100;
+
 pub struct Parser {
     name: String,
+    depth: usize, // PILOT PATCH (3): current nesting, see MAX_PARSE_DEPTH
+    pos: usize,   // PILOT PATCH (3): byte offset of the last token read, for error positions
     pub funcs: HashSet<String>,
     lex: Option<Lexer>,
     line: usize,
@@ -30,6 +38,8 @@ impl Parser {
     pub fn new(name: String) -> Parser {
         Parser {
             name,
+            depth: 0,
+            pos: 0,
             funcs: HashSet::new(),
             lex: None,
             line: 0,
@@ -174,7 +184,19 @@ impl Parser {
         } else {
             &self.name
         };
-        ParseError::with_context(name, self.line, msg)
+        ParseError::with_context_at(name, self.line, self.pos, msg)
+    }
+
+    // PILOT PATCH (3): enter one level of nesting, or fail once MAX_PARSE_DEPTH is reached.
+    fn enter(&mut self) -> Result<(), ParseError> {
+        if self.depth >= MAX_PARSE_DEPTH {
+            return self.error(&format!(
+                "nesting deeper than {} levels (if/range/with/block, else-if chains or parentheses)",
+                MAX_PARSE_DEPTH
+            ));
+        }
+        self.depth += 1;
+        Ok(())
     }
 
     fn expect(&mut self, expected: &ItemType, context: &str) -> Result<Item, ParseError> {
@@ -359,6 +381,7 @@ impl Parser {
             .as_ref()
             .map(|t| t.vars.len())
             .ok_or(ParseError::NoTree)?;
+        self.enter()?;
         let pipe = self.pipeline(context)?;
         let (list, next) = self.item_list()?;
         let else_list = match *next.typ() {
@@ -382,6 +405,7 @@ impl Parser {
         if let Some(t) = self.tree.as_mut() {
             t.pop_vars(vars_len);
         }
+        self.depth -= 1;
         Ok((pipe.pos(), pipe, list, else_list))
     }
 
@@ -438,6 +462,7 @@ impl Parser {
         let context = "block clause";
         let token = self.next_non_space_must(context)?;
         let name = self.parse_template_name(&token, context)?;
+        self.enter()?;
         let pipe = self.pipeline(context)?;
 
         self.max_tree_id += 1;
@@ -451,6 +476,7 @@ impl Parser {
             return self.error(&format!("unexpected {} in {}", end, context));
         }
         self.stop_parse()?;
+        self.depth -= 1;
         Ok(Nodes::Template(TemplateNode::new(
             self.tree_id,
             token.pos,
@@ -696,11 +722,13 @@ impl Parser {
                 }
             }
             ItemType::ItemLeftParen => {
+                self.enter()?;
                 let pipe = self.pipeline("parenthesized pipeline")?;
                 let next = self.next_must("parenthesized pipeline")?;
                 if next.typ != ItemType::ItemRightParen {
                     return self.error(&format!("unclosed right paren: unexpected {}", next));
                 }
+                self.depth -= 1;
                 Nodes::Pipe(pipe)
             }
             ItemType::ItemString | ItemType::ItemRawString => {
@@ -755,6 +783,7 @@ impl Iterator for Parser {
         match item {
             Some(item) => {
                 self.line = item.line;
+                self.pos = item.pos;
                 Some(item)
             }
             _ => None,

@@ -29,6 +29,20 @@ struct FormatArg {
 
 static TYPS: &str = "vVtTbcdoqxXUeEfFgGsp";
 
+/// PILOT PATCH (5): Rust's `format!` panics on a width or precision above 65535 (Go's fmt
+/// refuses above 1e6, `%!(BADWIDTH)`), and upstream passed on whatever was asked.
+const MAX_WIDTH: usize = u16::MAX as usize;
+
+fn checked_width(n: usize) -> Result<usize, PrintError> {
+    if n > MAX_WIDTH {
+        return Err(PrintError::UnableToProcessVerb(format!(
+            "width or precision {} is larger than {}",
+            n, MAX_WIDTH
+        )));
+    }
+    Ok(n)
+}
+
 #[derive(Default)]
 pub struct FormatParams {
     pub sharp: bool,
@@ -88,7 +102,7 @@ fn process_verb(
                     // Golang does not pad with zeros to the right.
                     params.zero = false;
                 }
-                params.width = width.abs() as usize;
+                params.width = checked_width(width.unsigned_abs().min(usize::MAX as u64) as usize)?;
             }
             after_index = false;
         } else if let Some((width, till)) = parse_num(&s[pos..])? {
@@ -96,7 +110,7 @@ fn process_verb(
                 return Err(PrintError::WithAfterIndex);
             }
             pos += till;
-            params.width = width;
+            params.width = checked_width(width)?;
         }
 
         if pos + 1 < s.len() && s[pos..].starts_with('.') {
@@ -122,14 +136,16 @@ fn process_verb(
                     if prec < 0 {
                         params.precision = None;
                     }
-                    params.precision = Some(prec.abs() as usize);
+                    params.precision = Some(checked_width(
+                        prec.unsigned_abs().min(usize::MAX as u64) as usize,
+                    )?);
                 }
             } else if let Some((prec, till)) = parse_num(&s[pos..])? {
                 if after_index {
                     return Err(PrintError::PrecisionAfterIndex);
                 }
                 pos += till;
-                params.precision = Some(prec);
+                params.precision = Some(checked_width(prec)?);
             }
         }
     }
@@ -156,8 +172,12 @@ fn parse_index(s: &str) -> Result<Option<(usize, usize)>, PrintError> {
             .ok_or_else(|| PrintError::MissingClosingBracket(s.to_string()))?;
         s[1..till]
             .parse::<usize>()
-            .map(|u| Some((u - 1, till + 1)))
             .map_err(PrintError::UnableToParseIndex)
+            // PILOT PATCH (5): `%[0]d` underflowed (a panic); Go reports a bad index.
+            .and_then(|u| match u.checked_sub(1) {
+                Some(i) => Ok(Some((i, till + 1))),
+                None => Err(PrintError::UnableToProcessVerb(format!("bad argument index in {}", s))),
+            })
     } else {
         Ok(None)
     }

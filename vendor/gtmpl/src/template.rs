@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use crate::error::{ParseError, TemplateError};
+use crate::exec::Budget;
 use crate::funcs::BUILTINS;
 use crate::parse::{parse, Tree};
 
@@ -12,6 +13,8 @@ pub struct Template {
     pub text: String,
     pub funcs: HashMap<String, Func>,
     pub tree_set: HashMap<String, Tree>,
+    /// PILOT PATCH (4): the limits of `execute`/`render`.
+    pub budget: Budget,
 }
 
 impl Default for Template {
@@ -21,6 +24,7 @@ impl Default for Template {
             text: String::from(""),
             funcs: BUILTINS.iter().map(|&(k, v)| (k.to_owned(), v)).collect(),
             tree_set: HashMap::default(),
+            budget: Budget::default(),
         }
     }
 }
