@@ -6,10 +6,13 @@ pub mod config;
 pub mod consul;
 pub mod control;
 pub mod events;
+pub mod fsread;
 pub mod htcondor;
+pub mod ifspec;
 #[allow(unsafe_code)]
 pub mod init;
 pub mod logging;
 pub mod pathsearch;
+pub mod sockpath;
 pub mod supervisor;
 pub mod telemetry;
