@@ -236,6 +236,11 @@ fn smaller_ones() {
         assert_eq!(code, 1, "{body}: {out}");
         assert!(out.contains(expect), "{body}:\n{out}");
     }
+    // Keys and values cannot forge lines of check-config's output.
+    let (code, out) =
+        check_file(&dir, r#"{ "x\nforged: valid: 0 job(s)": 1, logging: { level: "a\nforged: valid" } }"#);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.lines().any(|l| l.starts_with("forged")), "{out}");
 }
 
 // ---- a running pilot and bad reloads ----

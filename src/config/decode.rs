@@ -52,7 +52,7 @@ impl<'a> Obj<'a> {
     pub fn finish(self, d: &mut Decoder) {
         for key in self.map.keys() {
             if !self.known.iter().any(|k| k.eq_ignore_ascii_case(key)) {
-                let mut msg = format!("unknown key '{key}'");
+                let mut msg = format!("unknown key '{}'", shorten(key));
                 match did_you_mean(key, self.known) {
                     Some(s) => msg.push_str(&format!("; did you mean '{s}'?")),
                     None => msg.push_str(&format!("; expected one of: {}", self.known.join(", "))),
@@ -252,10 +252,20 @@ impl Decoder {
 
 fn describe(v: &Value) -> String {
     match v {
-        Value::String(s) => format!("\"{s}\""),
+        Value::String(s) => format!("\"{}\"", shorten(s)),
         Value::Number(n) => n.to_string(),
         other => type_name(other).to_string(),
     }
+}
+
+/// A value as quoted in a diagnostic: at most 100 characters, control characters escaped,
+/// so that a hostile value can neither flood the output nor forge lines in it.
+pub fn shorten(s: &str) -> String {
+    let mut out: String = s.chars().take(100).flat_map(char::escape_debug).collect();
+    if s.chars().nth(100).is_some() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// `strconv.ParseInt(s, 0, 64)`: decimal, or 0x/0o/0b prefixed.

@@ -3,7 +3,7 @@
 //! of jobs must be unique and not reserved, values are range-checked, and jobs whose start
 //! events wait on each other in a cycle are refused.
 
-use super::decode::{Decoder, Obj};
+use super::decode::{Decoder, Obj, shorten};
 use crate::events::{self, Code};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -513,7 +513,10 @@ fn decode_logging(d: &mut Decoder, v: Option<&Value>) -> Logging {
             _ => {
                 d.error(
                     "logging.level",
-                    format!("unknown log level '{level}': expected DEBUG, INFO, WARN, ERROR, FATAL or PANIC"),
+                    format!(
+                        "unknown log level '{}': expected DEBUG, INFO, WARN, ERROR, FATAL or PANIC",
+                        shorten(&level)
+                    ),
                 );
                 l.level
             }
@@ -616,7 +619,7 @@ fn decode_when(d: &mut Decoder, path: &str, v: Option<&Value>) -> (Trigger, Opti
                 let hint = super::diagnostic::did_you_mean(&name, &names)
                     .map(|s| format!("; did you mean '{s}'?"))
                     .unwrap_or_default();
-                d.error(o.field(key), format!("'{name}' is not a valid event{hint}"));
+                d.error(o.field(key), format!("'{}' is not a valid event{hint}", shorten(&name)));
                 Trigger::Never
             }
             // pilot: a global event with no source means the global one (ContainerPilot
@@ -696,7 +699,7 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
     match name.as_deref().map(|n| (n, reserved_job_name(n))) {
         None => d.error(o.field("name"), "is required and must not be blank"),
         Some((n, Some(why))) => {
-            d.error(o.field("name"), format!("{:?} cannot be a job name: {why}", n));
+            d.error(o.field("name"), format!("\"{}\" cannot be a job name: {why}", shorten(n)));
             name = None;
         }
         Some(_) => {}
@@ -741,7 +744,10 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
         {
             d.error(
                 o.field("name"),
-                format!("'{n}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$ when 'port' is set"),
+                format!(
+                    "'{}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$ when 'port' is set",
+                    shorten(n)
+                ),
             );
         }
         if o.get("health").is_none() {
@@ -750,7 +756,10 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
         if let Some(s) = &initial_status_text
             && initial_status.is_none()
         {
-            d.error(o.field("initial_status"), format!("'{s}' must be one of 'passing', 'warning' or 'critical'"));
+            d.error(
+                o.field("initial_status"),
+                format!("'{}' must be one of 'passing', 'warning' or 'critical'", shorten(s)),
+            );
         }
     }
     o.finish(d);
@@ -799,9 +808,10 @@ fn decode_watch(d: &mut Decoder, path: &str, v: &Value) -> Option<Watch> {
     let name = opt_string(d, &o, "name");
     match &name {
         None => d.error(o.field("name"), "is required: the Consul service to watch"),
-        Some(n) if !service_name_ok(n) => {
-            d.error(o.field("name"), format!("'{n}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$"))
-        }
+        Some(n) if !service_name_ok(n) => d.error(
+            o.field("name"),
+            format!("'{}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$", shorten(n)),
+        ),
         _ => {}
     }
     let interval = positive(d, &o, "interval", "seconds between polls of Consul, e.g. 5");
@@ -845,7 +855,7 @@ fn decode_metric(d: &mut Decoder, path: &str, v: &Value) -> Option<Metric> {
     match &name {
         None => d.error(o.field("name"), "is required"),
         Some(n) if !METRIC_NAME.is_match(n) => {
-            d.error(o.field("name"), format!("'{n}' is not a valid Prometheus metric name"))
+            d.error(o.field("name"), format!("'{}' is not a valid Prometheus metric name", shorten(n)))
         }
         _ => {}
     }
