@@ -26,8 +26,9 @@ pub const MAX_STEPS: u64 = 1_000_000;
 /// may expand it, but not without bound.
 pub const MAX_OUTPUT: usize = 4 << 20;
 /// Total bytes of the values template functions return (a loop of `printf` on a long
-/// string would otherwise copy gigabytes without writing any output).
-pub const MAX_VALUE_BYTES: u64 = 64 << 20;
+/// string would otherwise copy gigabytes without writing any output). A real config's
+/// functions return a few kilobytes; this also bounds the memory one rendering can hold.
+pub const MAX_VALUE_BYTES: u64 = 16 << 20;
 /// `{{ template }}` calls inside each other (Go allows 100000 on its growable stacks).
 pub const MAX_TEMPLATE_DEPTH: usize = 100;
 /// Nested walks and pipelines across template calls: this is what bounds the stack.
@@ -521,7 +522,7 @@ mod tests {
         let e = err("{{ range loop 10000 }}{{ printf \"%60000d\" 1 }}{{ end }}");
         assert!(e.message.contains("larger than 4 MiB"), "{}", e.message);
         let e = err("{{ range loop 10000 }}{{ $x := printf \"%60000d\" 1 }}{{ end }}");
-        assert!(e.message.contains("more than 67108864 bytes"), "{}", e.message);
+        assert!(e.message.contains("more than 16777216 bytes"), "{}", e.message);
         let e = err(
             "{{ \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" | replaceAll \"a\" (printf \"%60000d\" 1) }}",
         );
@@ -532,6 +533,11 @@ mod tests {
         assert!(e.message.contains("regexReplaceAll: the result would be"), "{}", e.message);
         let e = err("{{ printf \"%20000d\" 1 | replaceAll \" \" \"a\" | split \"\" }}");
         assert!(e.message.contains("split: 20002 items"), "{}", e.message);
+        // Slow calls that the step budget alone would allow for minutes: the deadline.
+        let e = err(
+            "{{ range loop 10000 }}{{ range loop 100 }}{{ regexReplaceAll \"(ab|cd|ef){1,200}\" \"\" \"x\" }}{{ end }}{{ end }}",
+        );
+        assert!(e.message.contains("the time limit for rendering ran out"), "{}", e.message);
         // Generous: only "it did not run for minutes" (the bombs above took hours before).
         assert!(started.elapsed() < Duration::from_secs(60));
     }

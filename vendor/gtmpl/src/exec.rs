@@ -23,7 +23,7 @@ pub struct Budget {
     pub max_steps: u64,
     /// Total size in bytes of the values functions return (strings, list items).
     pub max_value_bytes: u64,
-    /// Wall-clock end of the execution, checked every 1024 steps.
+    /// Wall-clock end of the execution, checked every 1024 steps and after every function call.
     pub deadline: Option<Instant>,
 }
 
@@ -59,10 +59,15 @@ impl Meter {
             )));
         }
         if self.steps % 1024 == 0 {
-            if let Some(deadline) = self.budget.deadline {
-                if Instant::now() >= deadline {
-                    return Err(ExecError::Budget("the time limit for rendering ran out".into()));
-                }
+            self.check_time()?;
+        }
+        Ok(())
+    }
+
+    fn check_time(&self) -> Result<(), ExecError> {
+        if let Some(deadline) = self.budget.deadline {
+            if Instant::now() >= deadline {
+                return Err(ExecError::Budget("the time limit for rendering ran out".into()));
             }
         }
         Ok(())
@@ -388,10 +393,12 @@ impl<'a, 'b, T: Write> State<'a, 'b, T> {
             arg_vals.push(f.clone());
         }
 
-        // PILOT PATCH (4): a call is a step, and what it returns is charged.
+        // PILOT PATCH (4): a call is a step, what it returns is charged, and as one call can
+        // be slow (compiling a regex), the deadline is checked after each.
         self.meter.step()?;
         let value = function(&arg_vals)?;
         self.meter.charge(&value)?;
+        self.meter.check_time()?;
         Ok(value)
     }
 
