@@ -251,6 +251,14 @@ fn rss_kb(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// User + system CPU time of `pid`, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 /// Threads of `pid` named `name` (the render thread is named "template").
 fn threads_named(pid: u32, name: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -320,6 +328,12 @@ fn a_running_pilot_survives_every_bad_reload() {
     eventually(Duration::from_secs(10), "no render thread", || (threads_named(pid, "template") == 0).then_some(()));
     let rss = rss_kb(pid);
     assert!(rss < 50 * 1024, "pilot's RSS after the bad reloads: {rss} kB");
+    // Nothing keeps working in the background: pilot is idle again (generous: under a
+    // third of a core over two seconds, where the old runaway render thread used all of one).
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 66, "pilot used {used} ticks of CPU in 2 s after the bad reloads");
     assert!(Path::new(&format!("/proc/{payload_pid}")).exists(), "the payload is alive");
     // And a good config still reloads.
     std::fs::remove_file(&cfg).unwrap();
