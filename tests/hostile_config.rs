@@ -236,6 +236,12 @@ fn smaller_ones() {
         assert_eq!(code, 1, "{body}: {out}");
         assert!(out.contains(expect), "{body}:\n{out}");
     }
+    // Thousands of mistakes: the first 200 are listed, then a count.
+    let many: String = (0..5000).map(|i| format!("k{i}: 1, ")).collect();
+    let (code, out) = check_file(&dir, &format!("{{ {many} }}"));
+    assert_eq!(code, 1);
+    assert_eq!(out.lines().count(), 202, "{}", &out[out.len() - 300..]);
+    assert!(out.contains("4800 more problems not shown (4800 of them errors)"), "{}", &out[out.len() - 300..]);
     // Keys and values cannot forge lines of check-config's output.
     let (code, out) =
         check_file(&dir, r#"{ "x\nforged: valid: 0 job(s)": 1, logging: { level: "a\nforged: valid" } }"#);

@@ -136,12 +136,22 @@ fn finish(mut loaded: Loaded, file: &str, env: &HashMap<String, String>) -> Load
     if let Some(token) = token {
         loaded.secrets = redact::Secrets::new(env, &[&token]);
     }
+    if loaded.diags.len() > MAX_DIAGNOSTICS {
+        let dropped = loaded.diags.split_off(MAX_DIAGNOSTICS);
+        let errors = dropped.iter().filter(|d| d.severity == Severity::Error).count();
+        let message = format!("{} more problems not shown ({errors} of them errors)", dropped.len());
+        loaded.diags.push(if errors > 0 { Diagnostic::error("", message) } else { Diagnostic::warning("", message) });
+    }
     for d in &mut loaded.diags {
         d.file = file.to_string();
         loaded.secrets.redact_diagnostic(d);
     }
     loaded
 }
+
+/// Diagnostics kept for one config: plenty to fix a real file in one pass, and a bound on a
+/// reload's answer and on stderr for a file made of thousands of mistakes.
+pub const MAX_DIAGNOSTICS: usize = 200;
 
 /// Parse JSON5 text (see `json::parse`: nesting limit, duplicate keys, no NaN).
 pub fn parse_json5(text: &str) -> Result<serde_json::Value, Diagnostic> {
