@@ -221,9 +221,16 @@ fn kv_fn(a: &[Value]) -> Result<Value, FuncError> {
         [k, d] => (text(k), Some(text(d))),
         _ => return Err(FuncError::Generic("kv: expected a key and an optional default".into())),
     };
+    check_kv_key(&key)?;
     KV.with(|state| {
         let mut state = state.borrow_mut();
-        state.1.push(key.clone());
+        if !state.1.contains(&key) {
+            // Each distinct key is one request to the agent while the config loads.
+            if state.1.len() >= MAX_KV_KEYS {
+                return Err(FuncError::Generic(format!("kv: more than {MAX_KV_KEYS} distinct keys")));
+            }
+            state.1.push(key.clone());
+        }
         let value = match &state.0 {
             Kv::Offline => Some(default.clone().unwrap_or_default()),
             Kv::Fetched(Ok(values)) => values.get(&key).cloned().flatten().or(default.clone()),
@@ -239,6 +246,33 @@ fn kv_fn(a: &[Value]) -> Result<Value, FuncError> {
             ))),
         }
     })
+}
+
+/// Distinct Consul KV keys one config may read: each is a request to the agent while the
+/// config loads (a reload waits for them), and a config reads a handful.
+pub const MAX_KV_KEYS: usize = 100;
+
+/// A KV key becomes part of the agent's URL path (`/v1/kv/KEY`): refuse what would change
+/// the request instead of naming a key (a query, a fragment, an escape, `..`), and control
+/// characters.
+fn check_kv_key(key: &str) -> Result<(), FuncError> {
+    let bad = if key.trim_matches('/').is_empty() {
+        Some("is empty")
+    } else if key.chars().any(|c| c.is_control() || c == ' ') {
+        Some("contains a space or a control character")
+    } else if key.contains(['?', '#', '%', '\\']) {
+        Some("contains '?', '#', '%' or a backslash")
+    } else if key.split('/').any(|seg| seg == ".." || seg == ".") {
+        Some("contains a '.' or '..' path segment")
+    } else if key.len() > 512 {
+        Some("is longer than 512 bytes")
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => Err(FuncError::Generic(format!("kv: key \"{}\" {why}", key.escape_debug()))),
+        None => Ok(()),
+    }
 }
 
 fn args<const N: usize>(name: &str, a: &[Value]) -> Result<[Value; N], FuncError> {
@@ -426,6 +460,22 @@ mod tests {
         assert!(e.message.contains("\"cfg/a\" is not in Consul"), "{}", e.message);
         let e = render_with_kv(t, &env, &Kv::Fetched(Err("agent down".into()))).unwrap_err();
         assert!(e.message.contains("agent down"), "{}", e.message);
+    }
+
+    #[test]
+    fn kv_keys_are_checked_and_bounded() {
+        let env = HashMap::new();
+        for key in ["../agent/self", "a?raw", "a#b", "a%2f", "a b", "a\\nb", "", "/", "a/./b"] {
+            let t = format!("{{{{ kv \"{key}\" \"d\" }}}}");
+            let e = render_with_kv(&t, &env, &Kv::Offline).unwrap_err();
+            assert!(e.message.contains("kv: key"), "{key}: {}", e.message);
+        }
+        let t = "{{ range $i := loop 1000 }}{{ kv (printf \"k/%d\" $i) \"d\" }}{{ end }}";
+        let e = render_with_kv(t, &env, &Kv::Offline).unwrap_err();
+        assert!(e.message.contains("more than 100 distinct keys"), "{}", e.message);
+        let t = "{{ range loop 1000 }}{{ kv \"svc/a-b_c.d/e\" \"d\" }}{{ end }}";
+        let (_, keys) = render_with_kv(t, &env, &Kv::Offline).unwrap();
+        assert_eq!(keys, vec!["svc/a-b_c.d/e".to_string()]);
     }
 
     #[test]
