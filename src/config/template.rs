@@ -72,9 +72,15 @@ pub fn render_with_kv(text: &str, env: &HashMap<String, String>, kv: &Kv) -> Res
         .map_err(|e| Diagnostic::error("", format!("template: cannot start rendering: {e}")))?;
     // The engine stops itself at the deadline; the margin only covers a single function
     // call that is slow (a big regex), so this wait is bounded too.
-    rx.recv_timeout(TIME_LIMIT + Duration::from_secs(5)).unwrap_or_else(|_| {
-        Err(Diagnostic::error("", format!("template: rendering did not finish within {TIME_LIMIT:?}")))
-    })
+    match rx.recv_timeout(TIME_LIMIT + Duration::from_secs(5)) {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            Err(Diagnostic::error("", format!("template: rendering did not finish within {TIME_LIMIT:?}")))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(Diagnostic::error("", "template: the template engine failed on this input"))
+        }
+    }
 }
 
 /// Where rendered output goes: refuses to grow past `MAX_OUTPUT`.
