@@ -469,6 +469,18 @@ mod tests {
     }
 
     #[test]
+    fn string_escapes_never_hang_the_parser() {
+        // Found by fuzzing: an escape that consumed nothing looped forever in gtmpl's parser.
+        for t in [r#"{{ printf "%We\ul" 55 }}"#, r#"{{ "\u" }}"#, r#"{{ "\x" }}"#, r#"{{ "\u12" }}"#, r#"{{ "\U1" }}"#]
+        {
+            assert!(err(t).message.contains("unable to unqote string"), "{t}: {}", err(t).message);
+        }
+        assert_eq!(r(r#"{{ "\u00e9\x41\U0001F600\xc3\xa9" }}"#, &[]), "\u{e9}A\u{1F600}\u{e9}");
+        assert_eq!(r(r#"{{ "\ud83d\ude00" }}"#, &[]), "\u{1F600}");
+        assert_eq!(r("{{ `a\\u` }}", &[]), "a\\u");
+    }
+
+    #[test]
     fn kv_keys_are_checked_and_bounded() {
         let env = HashMap::new();
         for key in ["../agent/self", "a?raw", "a#b", "a%2f", "a b", "a\\nb", "", "/", "a/./b"] {

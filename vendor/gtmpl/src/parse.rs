@@ -15,6 +15,10 @@ pub struct Parser {
     name: String,
     depth: usize, // PILOT PATCH (3): current nesting, see MAX_PARSE_DEPTH
     pos: usize,   // PILOT PATCH (3): byte offset of the last token read, for error positions
+    // PILOT PATCH (7): the wall-clock end of parsing, checked every 256 tokens.
+    deadline: Option<std::time::Instant>,
+    tokens_read: usize,
+    timed_out: bool,
     pub funcs: HashSet<String>,
     lex: Option<Lexer>,
     line: usize,
@@ -40,6 +44,9 @@ impl Parser {
             name,
             depth: 0,
             pos: 0,
+            deadline: None,
+            tokens_read: 0,
+            timed_out: false,
             funcs: HashSet::new(),
             lex: None,
             line: 0,
@@ -74,7 +81,19 @@ pub fn parse(
     text: String,
     funcs: HashSet<String>,
 ) -> Result<HashMap<String, Tree>, ParseError> {
+    parse_until(name, text, funcs, None)
+}
+
+/// PILOT PATCH (7): `parse` that gives up at `deadline` (the execution's budget deadline):
+/// every part of rendering, not only execution, ends when its time is up.
+pub fn parse_until(
+    name: String,
+    text: String,
+    funcs: HashSet<String>,
+    deadline: Option<std::time::Instant>,
+) -> Result<HashMap<String, Tree>, ParseError> {
     let mut p = Parser::new(name);
+    p.deadline = deadline;
     p.funcs = funcs;
     p.lex = Some(Lexer::new(text));
     p.parse_tree()?;
@@ -774,6 +793,15 @@ impl Parser {
 impl Iterator for Parser {
     type Item = Item;
     fn next(&mut self) -> Option<Item> {
+        // PILOT PATCH (7): past the deadline, the input ends with an error item.
+        self.tokens_read += 1;
+        if self.timed_out {
+            return None;
+        }
+        if self.tokens_read % 256 == 0 && self.deadline.map_or(false, |d| std::time::Instant::now() >= d) {
+            self.timed_out = true;
+            return Some(Item::new(ItemType::ItemError, self.pos, "the time limit for parsing ran out", self.line));
+        }
         let item = if self.peek_count > 0 {
             self.peek_count -= 1;
             self.token.pop_front()

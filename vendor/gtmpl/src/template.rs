@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use crate::error::{ParseError, TemplateError};
 use crate::exec::Budget;
 use crate::funcs::BUILTINS;
-use crate::parse::{parse, Tree};
+use crate::parse::{parse, parse_until, Tree};
 
 use gtmpl_value::Func;
 
@@ -93,10 +93,12 @@ impl Template {
     /// tmpl.parse("Hello World!").unwrap();
     /// ```
     pub fn parse<T: Into<String>>(&mut self, text: T) -> Result<(), ParseError> {
-        let tree_set = parse(
+        // PILOT PATCH (7): parsing ends at the budget's deadline too.
+        let tree_set = parse_until(
             self.name.clone(),
             text.into(),
             self.funcs.keys().cloned().collect(),
+            self.budget.deadline,
         )?;
         self.tree_set.extend(tree_set);
         Ok(())

@@ -22,15 +22,21 @@ pub fn unquote_str(s: &str) -> Option<String> {
     if s.len() < 2 {
         return None;
     }
-    let quote = &s[0..1];
+    let quote = s.get(0..1)?;
     if !s.ends_with(quote) {
         return None;
     }
     let mut r = String::new();
     let raw = &s[1..s.len() - 1];
+    // PILOT PATCH (6): a raw (backquoted) string has no escapes in Go.
+    if quote == "`" {
+        return Some(raw.replace('\r', ""));
+    }
     let mut i = 0;
     while i < raw.len() {
         match unqote(&raw[i..]) {
+            // PILOT PATCH (6): never loop on an escape that consumed nothing.
+            Some((_, 0)) => return None,
             Some((c, len)) => {
                 r += &c;
                 i += len;
@@ -41,9 +47,13 @@ pub fn unquote_str(s: &str) -> Option<String> {
     Some(r)
 }
 
+// PILOT PATCH (6): an escape sequence that consumed nothing (`"\u"` with fewer than four hex
+// digits after it, `"\x"` likewise) made `unquote_str` loop forever in the parser, where no
+// budget applies (found by fuzzing: `{{ printf "%We\ul" }}` spun a core until the process
+// exited). Each escape now consumes itself or fails, and slicing cannot split a character.
 fn unqote(raw: &str) -> Option<(String, usize)> {
     if raw.starts_with('\\') {
-        match &raw[..2] {
+        match raw.get(..2)? {
             r"\x" => extract_bytes_x(raw),
             r"\U" => extract_bytes_u32(raw),
             r"\u" => extract_bytes_u16(raw),
@@ -69,10 +79,11 @@ fn get_char(s: &str) -> Option<(String, usize)> {
 }
 
 fn extract_bytes_u32(s: &str) -> Option<(String, usize)> {
-    if s.len() != 10 {
+    let hex = s.get(2..10)?;
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    u32::from_str_radix(&s[2..10], 16)
+    u32::from_str_radix(hex, 16)
         .ok()
         .and_then(char::from_u32)
         .map(|c| (c.to_string(), 10))
@@ -81,14 +92,23 @@ fn extract_bytes_u32(s: &str) -> Option<(String, usize)> {
 fn extract_bytes_u16(s: &str) -> Option<(String, usize)> {
     let mut bytes = vec![];
     let mut i = 0;
-    while s.len() > i && s.starts_with(r"\u") && s[i..].len() >= 6 {
-        match u16::from_str_radix(&s[(i + 2)..(i + 6)], 16) {
-            Ok(x) => bytes.push(x),
-            _ => {
-                return None;
-            }
-        };
+    while s[i..].starts_with(r"\u") {
+        let hex = s.get((i + 2)..(i + 6))?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        bytes.push(u16::from_str_radix(hex, 16).ok()?);
         i += 6;
+        // A surrogate pair is two escapes; anything else is one.
+        if String::from_utf16(&bytes).is_ok() {
+            break;
+        }
+        if bytes.len() >= 2 {
+            return None;
+        }
+    }
+    if i == 0 {
+        return None;
     }
     String::from_utf16(&bytes).ok().map(|s| (s, i))
 }
@@ -96,14 +116,23 @@ fn extract_bytes_u16(s: &str) -> Option<(String, usize)> {
 fn extract_bytes_x(s: &str) -> Option<(String, usize)> {
     let mut bytes = vec![];
     let mut i = 0;
-    while s.len() > i && s.starts_with(r"\x") && s[i..].len() >= 4 {
-        match u8::from_str_radix(&s[(i + 2)..(i + 4)], 16) {
-            Ok(x) => bytes.push(x),
-            _ => {
-                return None;
-            }
-        };
+    while s[i..].starts_with(r"\x") {
+        let hex = s.get((i + 2)..(i + 4))?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        bytes.push(u8::from_str_radix(hex, 16).ok()?);
         i += 4;
+        // A multi-byte character is several escapes; stop once the bytes form one.
+        if std::str::from_utf8(&bytes).is_ok() {
+            break;
+        }
+        if bytes.len() >= 4 {
+            return None;
+        }
+    }
+    if i == 0 {
+        return None;
     }
     String::from_utf8(bytes).ok().map(|s| (s, i))
 }
