@@ -60,7 +60,7 @@ pub fn render_with_kv(text: &str, env: &HashMap<String, String>, kv: &Kv) -> Res
     let (tx, rx) = std::sync::mpsc::channel();
     let (text, env, kv) = (text.to_string(), env.clone(), kv.clone());
     let deadline = Instant::now() + TIME_LIMIT;
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("template".into())
         .stack_size(STACK_SIZE)
         .spawn(move || {
@@ -73,7 +73,12 @@ pub fn render_with_kv(text: &str, env: &HashMap<String, String>, kv: &Kv) -> Res
     // The engine stops itself at the deadline; the margin only covers a single function
     // call that is slow (a big regex), so this wait is bounded too.
     match rx.recv_timeout(TIME_LIMIT + Duration::from_secs(5)) {
-        Ok(result) => result,
+        Ok(result) => {
+            // The thread has only its thread-locals left to drop: wait for it, so that when
+            // rendering returns nothing of it is left running or allocated.
+            let _ = handle.join();
+            result
+        }
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             Err(Diagnostic::error("", format!("template: rendering did not finish within {TIME_LIMIT:?}")))
         }
