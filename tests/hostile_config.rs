@@ -89,6 +89,8 @@ fn template_bombs_stop_within_the_budget() {
         (RANGE_BOMB, "rendering stopped"),
         ("{{ range loop 10000 }}{{ range loop 10000 }}{{ range loop 10000 }}{{ end }}{{ end }}{{ end }}", "steps"),
         (r#"{{ printf "%999999999d" 1 }}"#, "larger than 65535"),
+        // Found by fuzzing: looped forever in the template parser.
+        (r#"{{ printf "%We\ul" 55 }}"#, "unable to unqote string"),
     ] {
         let (code, out) = check_file(&dir, bomb);
         assert_eq!(code, 1, "{bomb}: {out}");
@@ -305,6 +307,7 @@ fn a_running_pilot_survives_every_bad_reload() {
         (with_socket(&duration_config("3000000000000000h")), "longer than Go's maximum"),
         (with_socket(&duration_config("99999999999999999999h")), "longer than Go's maximum"),
         (with_socket(&format!(r#"{{ jobs: [ {{ name: "app", exec: "{RANGE_BOMB}" }} ] }}"#)), "rendering stopped"),
+        (r#"{{ "\u" }}"#.to_string(), "unable to unqote string"),
         (
             with_socket(
                 r#"{ jobs: [ { name: "a", exec: "x", when: { source: "b", once: "exitSuccess" } }, { name: "b", exec: "x", when: { source: "a", once: "exitSuccess" } } ] }"#,
