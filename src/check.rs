@@ -11,9 +11,13 @@ pub enum Format {
     Json,
 }
 
+/// The largest `--env FILE` read (see `config::MAX_FILE`).
+const MAX_ENV_FILE: u64 = 1 << 20;
+
 /// Read `--env FILE`: KEY=VALUE lines; blank lines, `#` comments and `export ` allowed.
+/// Names must be what a process environment can hold and a template can name.
 fn read_env_file(path: &str) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read env file '{path}': {e}"))?;
+    let text = read_env_text(path)?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -24,11 +28,21 @@ fn read_env_file(path: &str) -> Result<Vec<(String, String)>, String> {
         let Some((k, v)) = line.split_once('=') else {
             return Err(format!("{path}:{}: expected KEY=VALUE, got '{line}'", n + 1));
         };
-        let v = v.trim();
+        let (k, v) = (k.trim(), v.trim());
         let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
-        out.push((k.trim().to_string(), v.to_string()));
+        if k.is_empty() || k.chars().any(|c| c.is_whitespace() || c.is_control() || c == '=') {
+            return Err(format!("{path}:{}: '{}' is not a variable name", n + 1, k.escape_debug()));
+        }
+        if v.contains('\0') {
+            return Err(format!("{path}:{}: the value of {k} contains a NUL character", n + 1));
+        }
+        out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
+}
+
+fn read_env_text(path: &str) -> Result<String, String> {
+    crate::fsread::read_regular(std::path::Path::new(path), MAX_ENV_FILE).map_err(|e| format!("env file: {e}"))
 }
 
 fn load(config_flag: Option<&str>, env_file: Option<&str>, kv: Option<config::KvFetch>) -> Result<config::Loaded, i32> {
@@ -116,7 +130,7 @@ pub fn template(config_flag: Option<&str>, env_file: Option<&str>) -> i32 {
     };
     match &loaded.rendered {
         Some(text) => {
-            print!("{}", redact_token(text, loaded.config.as_ref()));
+            print!("{}", loaded.secrets.redact(text));
             0
         }
         None => {
@@ -125,13 +139,5 @@ pub fn template(config_flag: Option<&str>, env_file: Option<&str>) -> i32 {
             }
             1
         }
-    }
-}
-
-/// The Consul token must never be printed, even when the template put it in the config.
-fn redact_token(text: &str, config: Option<&config::Config>) -> String {
-    match config.and_then(|c| c.consul.as_ref()).and_then(|c| c.token.as_deref()) {
-        Some(token) if !token.is_empty() => text.replace(token, "<redacted>"),
-        _ => text.to_string(),
     }
 }

@@ -7,11 +7,14 @@ pub mod config;
 pub mod consul;
 pub mod control;
 pub mod events;
+pub mod fsread;
 pub mod htcondor;
+pub mod ifspec;
 #[allow(unsafe_code)]
 pub mod init;
 pub mod logging;
 pub mod pathsearch;
+pub mod sockpath;
 pub mod status;
 pub mod supervisor;
 pub mod telemetry;

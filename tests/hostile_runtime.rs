@@ -169,7 +169,7 @@ fn a_job_ad_that_is_a_device_is_refused_and_the_payload_runs() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
     assert!(stdout.contains("started"));
-    assert!(stderr.contains("/dev/zero: a character device, expected a regular file"), "{stderr}");
+    assert!(stderr.contains("/dev/zero': it is a character device, expected a regular file"), "{stderr}");
 }
 
 /// A FIFO as job ad (the old pilot blocked in open for ever, with every signal blocked):
@@ -196,7 +196,7 @@ fn a_job_ad_that_is_a_fifo_is_refused_and_sigterm_works() {
         }
     }
     let warning = warning.unwrap();
-    assert!(warning.contains("a FIFO, expected a regular file"), "{warning}");
+    assert!(warning.contains("a FIFO (named pipe), expected a regular file"), "{warning}");
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(LIMIT), 5);
 }

@@ -52,7 +52,7 @@ impl<'a> Obj<'a> {
     pub fn finish(self, d: &mut Decoder) {
         for key in self.map.keys() {
             if !self.known.iter().any(|k| k.eq_ignore_ascii_case(key)) {
-                let mut msg = format!("unknown key '{key}'");
+                let mut msg = format!("unknown key '{}'", shorten(key));
                 match did_you_mean(key, self.known) {
                     Some(s) => msg.push_str(&format!("; did you mean '{s}'?")),
                     None => msg.push_str(&format!("; expected one of: {}", self.known.join(", "))),
@@ -74,7 +74,20 @@ impl Decoder {
 
     pub fn object<'a>(&mut self, path: &str, v: &'a Value, known: &'static [&'static str]) -> Option<Obj<'a>> {
         match v {
-            Value::Object(map) => Some(Obj { path: path.to_string(), map, known }),
+            Value::Object(map) => {
+                // Keys match case-insensitively (mapstructure), so `name` and `Name` in one
+                // object would set the same field twice: which one wins is not obvious.
+                for field in known {
+                    let mut same = map.keys().filter(|k| k.eq_ignore_ascii_case(field));
+                    if let (Some(a), Some(b)) = (same.next(), same.next()) {
+                        self.error(
+                            join(path, b),
+                            format!("'{a}' and '{b}' both set '{field}' (keys match case-insensitively)"),
+                        );
+                    }
+                }
+                Some(Obj { path: path.to_string(), map, known })
+            }
             other => {
                 self.error(path, format!("expected an object, got {}", type_name(other)));
                 None
@@ -95,17 +108,57 @@ impl Decoder {
         }
     }
 
-    pub fn int(&mut self, path: &str, v: &Value) -> Option<i64> {
+    /// An integer within `range`; `what` says what it is ("a TCP port"). A value out of
+    /// range is reported as given (`1e30`), never as a saturated conversion of it.
+    pub fn int_in(&mut self, path: &str, v: &Value, range: std::ops::RangeInclusive<i64>, what: &str) -> Option<i64> {
+        let out_of_range = |d: &mut Decoder| {
+            d.error(path, format!("{} is not {what}: expected {}..{}", describe(v), range.start(), range.end()));
+            None
+        };
         let parsed = match v {
-            Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f.trunc() as i64)),
-            Value::String(s) => parse_go_int(s.trim()),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Some(i),
+                // Weak typing truncates a fraction, as Go's int(f) does, but only in range.
+                (None, Some(f)) if f.is_finite() && f.trunc() >= i64::MIN as f64 && f.trunc() < i64::MAX as f64 => {
+                    Some(f.trunc() as i64)
+                }
+                _ => return out_of_range(self),
+            },
+            Value::String(s) => match parse_go_int(s.trim()) {
+                Some(i) => Some(i),
+                None if !s.trim().is_empty()
+                    && s.trim().trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    return out_of_range(self);
+                }
+                None => None,
+            },
             Value::Bool(b) => Some(*b as i64),
             _ => None,
         };
-        if parsed.is_none() {
-            self.error(path, format!("expected an integer, got {}", describe(v)));
+        match parsed {
+            None => {
+                self.error(path, format!("expected an integer, got {}", describe(v)));
+                None
+            }
+            Some(i) if !range.contains(&i) => out_of_range(self),
+            Some(i) => Some(i),
         }
-        parsed
+    }
+
+    pub fn int(&mut self, path: &str, v: &Value) -> Option<i64> {
+        self.int_in(path, v, i64::MIN..=i64::MAX, "a 64-bit integer")
+    }
+
+    /// A string that goes to the operating system (a path, a program's argument), where a
+    /// NUL byte cannot be passed: an error naming the field instead of a failure later.
+    pub fn os_string(&mut self, path: &str, v: &Value) -> Option<String> {
+        let s = self.string(path, v)?;
+        if s.contains('\0') {
+            self.error(path, "contains a NUL character, which cannot be passed to the operating system");
+            return None;
+        }
+        Some(s)
     }
 
     pub fn bool(&mut self, path: &str, v: &Value) -> Option<bool> {
@@ -125,14 +178,12 @@ impl Decoder {
         parsed
     }
 
-    /// A duration: a bare number of seconds or a Go duration string.
+    /// A duration: a bare number of seconds or a Go duration string, within Go's range.
     pub fn duration(&mut self, path: &str, v: &Value) -> Option<Duration> {
         let text = match v {
-            Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() != 0.0) => {
-                return n.as_f64().filter(|f| *f >= 0.0).map(Duration::from_secs_f64).or_else(|| {
-                    self.error(path, "duration must not be negative");
-                    None
-                });
+            Value::Number(n) if n.as_i64().is_none() && n.as_u64().is_none() => {
+                let secs = n.as_f64().unwrap_or(f64::NAN);
+                return duration::from_secs_f64(secs).map_err(|e| self.error(path, e)).ok();
             }
             Value::Number(_) | Value::String(_) => self.string(path, v)?,
             other => {
@@ -209,15 +260,31 @@ impl Decoder {
             self.error(path, "the command is empty: expected a program and its arguments");
             return None;
         }
+        if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
+            let at = if matches!(v, Value::Array(_)) { format!("{path}[{i}]") } else { path.to_string() };
+            self.error(at, "contains a NUL character, which cannot be passed to a program");
+            return None;
+        }
         Some(argv)
     }
 }
 
 fn describe(v: &Value) -> String {
     match v {
-        Value::String(s) => format!("\"{s}\""),
+        Value::String(s) => format!("\"{}\"", shorten(s)),
+        Value::Number(n) => n.to_string(),
         other => type_name(other).to_string(),
     }
+}
+
+/// A value as quoted in a diagnostic: at most 100 characters, control characters escaped,
+/// so that a hostile value can neither flood the output nor forge lines in it.
+pub fn shorten(s: &str) -> String {
+    let mut out: String = s.chars().take(100).flat_map(char::escape_debug).collect();
+    if s.chars().nth(100).is_some() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// `strconv.ParseInt(s, 0, 64)`: decimal, or 0x/0o/0b prefixed.
@@ -253,6 +320,55 @@ mod tests {
         assert!(d.diags.is_empty());
         assert_eq!(d.int("x", &json!("ten")), None);
         assert_eq!(d.diags[0].message, "expected an integer, got \"ten\"");
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_shown_as_given() {
+        let mut d = Decoder::default();
+        let v: Value = serde_json::from_str("1e30").unwrap();
+        assert_eq!(d.int_in("port", &v, 0..=65535, "a TCP port"), None);
+        assert_eq!(d.diags[0].message, "1e+30 is not a TCP port: expected 0..65535");
+        assert_eq!(d.int_in("port", &json!("99999999999999999999"), 0..=65535, "a TCP port"), None);
+        assert!(d.diags[1].message.contains("\"99999999999999999999\" is not a TCP port"), "{}", d.diags[1].message);
+        assert_eq!(d.int_in("port", &json!(u64::MAX), 0..=65535, "a TCP port"), None);
+        assert_eq!(d.int_in("port", &json!(65536), 0..=65535, "a TCP port"), None);
+        assert_eq!(d.int_in("port", &json!(65535.9), 0..=65535, "a TCP port"), Some(65535));
+    }
+
+    #[test]
+    fn durations_are_range_checked() {
+        let mut d = Decoder::default();
+        assert_eq!(d.duration("t", &json!(1.5)), Some(Duration::from_millis(1500)));
+        assert_eq!(d.duration("t", &json!(10)), Some(Duration::from_secs(10)));
+        assert_eq!(d.duration("t", &json!(1e30)), None);
+        assert_eq!(d.duration("t", &json!(u64::MAX)), None);
+        assert_eq!(d.duration("t", &json!(-1)), None);
+        assert_eq!(d.duration("t", &json!("3000000000000000h")), None);
+        assert_eq!(d.duration("t", &json!("NaN")), None);
+        assert!(
+            d.diags.iter().filter(|x| x.message.contains("longer than Go's maximum")).count() == 3,
+            "{:?}",
+            d.diags
+        );
+    }
+
+    #[test]
+    fn nul_is_refused_where_it_would_reach_the_os() {
+        let mut d = Decoder::default();
+        assert!(d.exec("e", &json!(["sh", "-c", "a\u{0}b"])).is_none());
+        assert_eq!(d.diags[0].path, "e[2]");
+        assert!(d.exec("e", &json!("sh a\u{0}b")).is_none());
+        assert!(d.os_string("p", &json!("/tmp/a\u{0}")).is_none());
+        assert_eq!(d.diags.len(), 3);
+    }
+
+    #[test]
+    fn keys_differing_only_in_case_are_reported() {
+        let mut d = Decoder::default();
+        let v = json!({"name": "a", "Name": "b"});
+        d.object("jobs[0]", &v, &["name"]).unwrap();
+        assert_eq!(d.diags.len(), 1, "{:?}", d.diags);
+        assert!(d.diags[0].message.contains("both set 'name'"));
     }
 
     #[test]

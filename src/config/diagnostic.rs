@@ -67,7 +67,9 @@ impl fmt::Display for Diagnostic {
         };
         write!(f, ": {kind}: ")?;
         if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
+            // Paths contain the config's keys: escape control characters so that a key
+            // cannot start a line of its own in the output.
+            write!(f, "{}: ", self.path.escape_debug())?;
         }
         write!(f, "{}", self.message)
     }

@@ -1,10 +1,15 @@
 //! Loading a config: find the file, render its template over the environment, parse the
-//! JSON5, decode and validate. Every step reports diagnostics that name the file.
+//! JSON5, decode and validate. Every step reports diagnostics that name the file, and none
+//! of them can crash, hang or exhaust pilot whatever the file holds: the file is read only
+//! if regular and small (`MAX_FILE`), rendering has a budget (`template`), parsing a nesting
+//! limit (`json`), and secrets are redacted from every diagnostic (`redact`).
 
 pub mod decode;
 pub mod diagnostic;
 pub mod duration;
+pub mod json;
 pub mod model;
+pub mod redact;
 pub mod template;
 
 pub use diagnostic::{Diagnostic, Severity};
@@ -25,9 +30,13 @@ pub fn locate(flag: Option<&str>) -> Option<PathBuf> {
 /// The outcome of loading; `config` is usable only when `errors()` is empty.
 pub struct Loaded {
     pub path: PathBuf,
+    /// The rendered text, secrets included: print it only through `secrets.redact`.
     pub rendered: Option<String>,
     pub config: Option<Config>,
+    /// Already redacted.
     pub diags: Vec<Diagnostic>,
+    /// What must not be shown of this config (see `redact`).
+    pub secrets: redact::Secrets,
 }
 
 impl Loaded {
@@ -55,16 +64,22 @@ pub fn load(path: PathBuf, env: &HashMap<String, String>) -> Loaded {
     load_with(path, env, None)
 }
 
+/// The largest config file read. ContainerPilot configs are a few kilobytes; a megabyte
+/// is far beyond any real one, and bounds what a `pilot reload` of a wrong file (a log, an
+/// image, `/dev/zero`) can make pilot read and render.
+pub const MAX_FILE: u64 = 1 << 20;
+
 /// Load; a template that uses `kv` is rendered twice: once offline to learn the keys and
 /// the `consul` stanza, then with the values read from that agent.
 pub fn load_with(path: PathBuf, env: &HashMap<String, String>, fetch: Option<KvFetch>) -> Loaded {
     let file = path.display().to_string();
-    let mut loaded = Loaded { path, rendered: None, config: None, diags: Vec::new() };
-    let text = match std::fs::read_to_string(&loaded.path) {
+    let secrets = redact::Secrets::new(env, &[]);
+    let mut loaded = Loaded { path, rendered: None, config: None, diags: Vec::new(), secrets };
+    let text = match crate::fsread::read_regular(&loaded.path, MAX_FILE) {
         Ok(t) => t,
         Err(e) => {
-            loaded.diags.push(Diagnostic::error("", format!("cannot read the config file: {e}")));
-            return finish(loaded, &file);
+            loaded.diags.push(Diagnostic::error("", format!("config file: {e}")));
+            return finish(loaded, &file, env);
         }
     };
     let mut rendered = template::render_with_kv(&text, env, &template::Kv::Offline);
@@ -82,7 +97,7 @@ pub fn load_with(path: PathBuf, env: &HashMap<String, String>, fetch: Option<KvF
         Ok((r, _)) => r,
         Err(d) => {
             loaded.diags.push(d);
-            return finish(loaded, &file);
+            return finish(loaded, &file, env);
         }
     };
     loaded.rendered = Some(rendered.clone());
@@ -94,7 +109,7 @@ pub fn load_with(path: PathBuf, env: &HashMap<String, String>, fetch: Option<KvF
             loaded.diags.extend(decoder.diags);
         }
     }
-    finish(loaded, &file)
+    finish(loaded, &file, env)
 }
 
 /// Render, parse and validate config text; the whole pipeline minus the file, for the
@@ -114,30 +129,33 @@ pub fn check_text(text: &str, env: &HashMap<String, String>) -> Vec<Diagnostic> 
     }
 }
 
-fn finish(mut loaded: Loaded, file: &str) -> Loaded {
+/// Name the file in every diagnostic and redact secrets from them, now that the config's
+/// own Consul token is known (when it could be decoded).
+fn finish(mut loaded: Loaded, file: &str, env: &HashMap<String, String>) -> Loaded {
+    let token = loaded.config.as_ref().and_then(|c| c.consul.as_ref()).and_then(|c| c.token.clone());
+    if let Some(token) = token {
+        loaded.secrets = redact::Secrets::new(env, &[&token]);
+    }
+    if loaded.diags.len() > MAX_DIAGNOSTICS {
+        let dropped = loaded.diags.split_off(MAX_DIAGNOSTICS);
+        let errors = dropped.iter().filter(|d| d.severity == Severity::Error).count();
+        let message = format!("{} more problems not shown ({errors} of them errors)", dropped.len());
+        loaded.diags.push(if errors > 0 { Diagnostic::error("", message) } else { Diagnostic::warning("", message) });
+    }
     for d in &mut loaded.diags {
         d.file = file.to_string();
+        loaded.secrets.redact_diagnostic(d);
     }
     loaded
 }
 
-/// Parse JSON5 text, turning a syntax error into a diagnostic with line, column, the
-/// offending line and a caret under the column.
+/// Diagnostics kept for one config: plenty to fix a real file in one pass, and a bound on a
+/// reload's answer and on stderr for a file made of thousands of mistakes.
+pub const MAX_DIAGNOSTICS: usize = 200;
+
+/// Parse JSON5 text (see `json::parse`: nesting limit, duplicate keys, no NaN).
 pub fn parse_json5(text: &str) -> Result<serde_json::Value, Diagnostic> {
-    json5::from_str::<serde_json::Value>(text).map_err(|e| {
-        let msg = e.to_string();
-        let pos = regex::Regex::new(r"^(.*) at line (\d+) column (\d+)$").expect("static regex");
-        let Some(c) = pos.captures(&msg) else { return Diagnostic::error("", format!("JSON5 syntax: {msg}")) };
-        let (line, col): (usize, usize) = (c[2].parse().unwrap_or(1), c[3].parse().unwrap_or(1));
-        let mut message = format!("JSON5 syntax: {}", &c[1]);
-        if let Some(src) = text.lines().nth(line.saturating_sub(1)) {
-            message.push_str(&format!("\n    {src}\n    {}^", " ".repeat(col.saturating_sub(1))));
-        }
-        if c[1].contains("comma") {
-            message.push_str("\n    (a comma is missing between two members, or after the previous line)");
-        }
-        Diagnostic::error("", message).at(line, col)
-    })
+    json::parse(text)
 }
 
 #[cfg(test)]

@@ -1,12 +1,90 @@
 //! The typed configuration and its validation, field by field as ContainerPilot v3 does
 //! (docs/containerpilot.md, "Configuration"), with pilot's documented differences (the table
-//! there): `consul` is optional, jobs may carry `meta`, and names of jobs must be unique.
+//! there): `consul` is optional, jobs may carry `meta`, names of jobs must be unique and not
+//! reserved, values are range-checked, and jobs whose start events wait on each other in a
+//! cycle are reported.
 
-use super::decode::{Decoder, Obj};
+use super::decode::{Decoder, Obj, shorten};
 use crate::events::{self, Code};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::LazyLock;
 use std::time::Duration;
+
+/// The Consul agent's URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
+
+/// A Consul health check's status, as the agent spells it: `initial_status` of a job, and
+/// what the Consul worker sends. (Not `Copy`, so the worker's code that cloned the status
+/// strings reads the same.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl CheckStatus {
+    pub fn parse(s: &str) -> Option<CheckStatus> {
+        match s {
+            "passing" => Some(CheckStatus::Passing),
+            "warning" => Some(CheckStatus::Warning),
+            "critical" => Some(CheckStatus::Critical),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckStatus::Passing => "passing",
+            CheckStatus::Warning => "warning",
+            CheckStatus::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for CheckStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of a custom telemetry metric (Prometheus' four).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+}
+
+impl MetricKind {
+    pub fn parse(s: &str) -> Option<MetricKind> {
+        match s {
+            "counter" => Some(MetricKind::Counter),
+            "gauge" => Some(MetricKind::Gauge),
+            "histogram" => Some(MetricKind::Histogram),
+            "summary" => Some(MetricKind::Summary),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+            MetricKind::Summary => "summary",
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -23,7 +101,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default)]
 pub struct Consul {
     pub address: String,
-    pub scheme: String,
+    pub scheme: Scheme,
     pub token: Option<String>,
     pub cafile: Option<String>,
     pub capath: Option<String>,
@@ -101,7 +179,7 @@ pub struct Job {
     pub interfaces: Vec<String>,
     pub tags: Vec<String>,
     pub meta: BTreeMap<String, String>,
-    pub initial_status: Option<String>,
+    pub initial_status: Option<CheckStatus>,
     pub enable_tag_override: bool,
     pub deregister_critical_after: Option<Duration>,
 }
@@ -120,7 +198,7 @@ pub struct Metric {
     pub subsystem: String,
     pub name: String,
     pub help: String,
-    pub kind: String,
+    pub kind: MetricKind,
 }
 
 #[derive(Debug, Clone)]
@@ -156,14 +234,65 @@ const JOB_KEYS: &[&str] = &[
 /// Interface specs must parse now, not when the service is first registered.
 fn check_interfaces(d: &mut Decoder, path: &str, specs: &[String]) {
     for (k, spec) in specs.iter().enumerate() {
-        if let Err(e) = crate::consul::interfaces::parse(spec) {
+        if let Err(e) = crate::ifspec::parse(spec) {
             d.error(format!("{path}[{k}]"), e);
         }
     }
 }
 
+static SERVICE_NAME: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"^[a-z][a-zA-Z0-9\-]+$").expect("static regex"));
+static METRIC_NAME: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$").expect("static regex"));
+
 fn service_name_ok(name: &str) -> bool {
-    regex::Regex::new(r"^[a-z][a-zA-Z0-9\-]+$").expect("static regex").is_match(name)
+    SERVICE_NAME.is_match(name)
+}
+
+/// Linux signal names after `SIG`: `when.source` may name SIGHUP and SIGUSR2 today, and a
+/// job named like any signal would be confused with it in events and logs.
+const SIGNALS: &[&str] = &[
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "IOT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM",
+    "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH",
+    "IO", "POLL", "PWR", "SYS",
+];
+
+/// Why a job may not have this name, if it may not. A job's name is the source of its
+/// events, so it must not be mistaken for another source (`global`, a signal, a health
+/// check's `check.<job>`, a watch's `watch.<name>`), and it appears in logs and in the
+/// status table, where a newline or a control character could forge lines.
+pub fn reserved_job_name(name: &str) -> Option<String> {
+    if name.trim().is_empty() {
+        return Some("is blank".into());
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Some(format!("contains the control character {c:?}: job names appear in logs and events"));
+    }
+    if name == events::GLOBAL {
+        return Some("'global' is the source of pilot's own events (startup, shutdown)".into());
+    }
+    if let Some(sig) = name.strip_prefix("SIG")
+        && (SIGNALS.contains(&sig) || sig.starts_with("RTMIN") || sig.starts_with("RTMAX"))
+    {
+        return Some(format!("'{name}' names a signal, whose events are the source '{name}'"));
+    }
+    for prefix in ["check.", "watch."] {
+        if name.starts_with(prefix) {
+            return Some(format!("names starting with '{prefix}' are event sources of health checks and watches"));
+        }
+    }
+    None
+}
+
+/// With `pilot run -- CMD` the command runs as a job named `main`: a config job of that
+/// name would be ambiguous. For the caller that knows whether a command was given.
+pub fn check_main_name(config: &Config, main_job: &str) -> Result<(), String> {
+    match config.jobs.iter().position(|j| j.name == main_job) {
+        Some(i) => Err(format!(
+            "jobs[{i}].name: '{main_job}' is the name of the command given after `--`: rename the job, or run without a command"
+        )),
+        None => Ok(()),
+    }
 }
 
 impl Config {
@@ -208,6 +337,17 @@ impl Config {
                 );
             }
         }
+        for cycle in dependency_cycles(&self.jobs) {
+            let names: Vec<&str> = cycle.iter().map(|&i| self.jobs[i].name.as_str()).collect();
+            d.error(
+                format!("jobs[{}].when.source", cycle[0]),
+                format!(
+                    "jobs wait on each other in a cycle: {} -> {}: none of them could start after the other, nor stop before it at shutdown",
+                    names.join(" -> "),
+                    names[0]
+                ),
+            );
+        }
         let mut sources: Vec<String> = vec![events::GLOBAL.to_string()];
         for job in &self.jobs {
             sources.push(job.name.clone());
@@ -240,6 +380,57 @@ impl Config {
     }
 }
 
+/// Cycles of jobs that wait on each other, each as job indexes in order (job `c[k]` waits
+/// on `c[k+1]`, and the last on the first).
+///
+/// The edges are the ones that order shutdown (the supervisor's `stop_ready_jobs`): a job
+/// cannot stop while a job that is not a stop hook (not triggered by `stopping`, `stopped`
+/// or `shutdown`) has it, or its health check `check.<name>`, as `when.source`. A cycle
+/// there means that at shutdown no job of the cycle may stop first, and with `once` none
+/// could start after the other either. A job waiting on itself is not a cycle (the
+/// supervisor ignores that edge).
+pub fn dependency_cycles(jobs: &[Job]) -> Vec<Vec<usize>> {
+    // By name, so the walk stays linear for configs of thousands of jobs (a reload of one
+    // is validated too).
+    let index: std::collections::HashMap<&str, usize> =
+        jobs.iter().enumerate().map(|(i, j)| (j.name.as_str(), i)).collect();
+    let waits_on = |i: usize| -> Option<usize> {
+        let Trigger::Event { code, source, .. } = &jobs[i].trigger else { return None };
+        if matches!(code, Code::Stopping | Code::Stopped | Code::Shutdown) {
+            return None;
+        }
+        let target = source.strip_prefix("check.").unwrap_or(source);
+        index.get(target).copied().filter(|&t| t != i)
+    };
+    // Each job waits on at most one other: follow the chain from every job, marking what
+    // has been walked; a chain that comes back to a job of the current walk is a cycle.
+    let mut state = vec![0u8; jobs.len()]; // 0 new, 1 on the current walk, 2 done
+    let mut cycles = Vec::new();
+    for start in 0..jobs.len() {
+        let mut walk = Vec::new();
+        let mut at = Some(start);
+        while let Some(i) = at {
+            match state[i] {
+                2 => break,
+                1 => {
+                    let from = walk.iter().position(|&w| w == i).unwrap_or(0);
+                    cycles.push(walk[from..].to_vec());
+                    break;
+                }
+                _ => {
+                    state[i] = 1;
+                    walk.push(i);
+                    at = waits_on(i);
+                }
+            }
+        }
+        for i in walk {
+            state[i] = 2;
+        }
+    }
+    cycles
+}
+
 fn list<'a>(d: &mut Decoder, top: &Obj<'a>, key: &str) -> Vec<(String, &'a Value)> {
     match top.get(key) {
         None => Vec::new(),
@@ -257,6 +448,11 @@ fn opt_string(d: &mut Decoder, o: &Obj, key: &str) -> Option<String> {
     o.get(key).and_then(|v| d.string(&o.field(key), v)).filter(|s| !s.is_empty())
 }
 
+/// A string that becomes a path or an argument: no NUL (see `Decoder::os_string`).
+fn opt_os_string(d: &mut Decoder, o: &Obj, key: &str) -> Option<String> {
+    o.get(key).and_then(|v| d.os_string(&o.field(key), v)).filter(|s| !s.is_empty())
+}
+
 fn decode_consul(d: &mut Decoder, path: &str, v: &Value) -> Option<Consul> {
     let mut c = Consul { verify: true, ..Consul::default() };
     match v {
@@ -271,24 +467,28 @@ fn decode_consul(d: &mut Decoder, path: &str, v: &Value) -> Option<Consul> {
                 }
                 None => ("http", s.as_str()),
             };
-            c.scheme = scheme.into();
+            c.scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
             c.address = addr.into();
         }
         Value::Object(_) => {
             let o = d.object(path, v, &["address", "scheme", "token", "tls"])?;
             c.address = opt_string(d, &o, "address").unwrap_or_default();
-            c.scheme = opt_string(d, &o, "scheme").unwrap_or_else(|| "http".into());
-            if !matches!(c.scheme.as_str(), "http" | "https") {
-                d.error(o.field("scheme"), format!("expected \"http\" or \"https\", got \"{}\"", c.scheme));
-            }
+            c.scheme = match opt_string(d, &o, "scheme").as_deref() {
+                None | Some("http") => Scheme::Http,
+                Some("https") => Scheme::Https,
+                Some(other) => {
+                    d.error(o.field("scheme"), format!("expected \"http\" or \"https\", got \"{other}\""));
+                    Scheme::Http
+                }
+            };
             c.token = opt_string(d, &o, "token");
             if let Some(tls) = o.get("tls") {
                 let keys = &["cafile", "capath", "clientcert", "clientkey", "servername", "verify"];
                 if let Some(t) = d.object(&o.field("tls"), tls, keys) {
-                    c.cafile = opt_string(d, &t, "cafile");
-                    c.capath = opt_string(d, &t, "capath");
-                    c.clientcert = opt_string(d, &t, "clientcert");
-                    c.clientkey = opt_string(d, &t, "clientkey");
+                    c.cafile = opt_os_string(d, &t, "cafile");
+                    c.capath = opt_os_string(d, &t, "capath");
+                    c.clientcert = opt_os_string(d, &t, "clientcert");
+                    c.clientkey = opt_os_string(d, &t, "clientkey");
                     c.servername = opt_string(d, &t, "servername");
                     if let Some(v) = t.get("verify") {
                         c.verify = d.bool(&t.field("verify"), v).unwrap_or(true);
@@ -319,7 +519,10 @@ fn decode_logging(d: &mut Decoder, v: Option<&Value>) -> Logging {
             _ => {
                 d.error(
                     "logging.level",
-                    format!("unknown log level '{level}': expected DEBUG, INFO, WARN, ERROR, FATAL or PANIC"),
+                    format!(
+                        "unknown log level '{}': expected DEBUG, INFO, WARN, ERROR, FATAL or PANIC",
+                        shorten(&level)
+                    ),
                 );
                 l.level
             }
@@ -336,7 +539,7 @@ fn decode_logging(d: &mut Decoder, v: Option<&Value>) -> Logging {
             }
         }
     }
-    if let Some(output) = opt_string(d, &o, "output") {
+    if let Some(output) = opt_os_string(d, &o, "output") {
         l.output = match output.as_str() {
             "stdout" => LogOutput::Stdout,
             "stderr" => LogOutput::Stderr,
@@ -349,17 +552,13 @@ fn decode_logging(d: &mut Decoder, v: Option<&Value>) -> Logging {
 
 fn decode_control(d: &mut Decoder, v: &Value) -> Control {
     let Some(o) = d.object("control", v, &["socket"]) else { return Control::default() };
-    let socket = opt_string(d, &o, "socket");
+    let socket = opt_os_string(d, &o, "socket");
     if let Some(s) = &socket
-        && s.len() > crate::control::socket::MAX_PATH
+        && s.len() > crate::sockpath::MAX_PATH
     {
         d.error(
             "control.socket",
-            format!(
-                "{} bytes is longer than a Unix socket path may be ({} bytes)",
-                s.len(),
-                crate::control::socket::MAX_PATH
-            ),
+            format!("{} bytes is longer than a Unix socket path may be ({} bytes)", s.len(), crate::sockpath::MAX_PATH),
         );
     }
     o.finish(d);
@@ -426,7 +625,7 @@ fn decode_when(d: &mut Decoder, path: &str, v: Option<&Value>) -> (Trigger, Opti
                 let hint = super::diagnostic::did_you_mean(&name, &names)
                     .map(|s| format!("; did you mean '{s}'?"))
                     .unwrap_or_default();
-                d.error(o.field(key), format!("'{name}' is not a valid event{hint}"));
+                d.error(o.field(key), format!("'{}' is not a valid event{hint}", shorten(&name)));
                 Trigger::Never
             }
             // pilot: a global event with no source means the global one (ContainerPilot
@@ -473,11 +672,19 @@ fn decode_restarts(d: &mut Decoder, path: &str, v: &Value) -> Option<Restarts> {
             "never" => Some(Restarts::Count(0)),
             other => match other.parse::<u32>() {
                 Ok(n) => Some(Restarts::Count(n)),
+                Err(_) if !other.is_empty() && other.bytes().all(|b| b.is_ascii_digit()) => {
+                    d.error(path, format!("'{other}' invalid: more than the largest count, {}", u32::MAX));
+                    None
+                }
                 Err(_) => bad(d, other.to_string()),
             },
         },
         Value::Number(n) => match n.as_f64() {
-            Some(f) if f >= 0.0 => Some(Restarts::Count(f.trunc().min(u32::MAX as f64) as u32)),
+            Some(f) if (0.0..=u32::MAX as f64).contains(&f.trunc()) => Some(Restarts::Count(f.trunc() as u32)),
+            Some(f) if f >= 0.0 => {
+                d.error(path, format!("'{n}' invalid: more than the largest count, {}", u32::MAX));
+                None
+            }
             _ => {
                 d.error(path, format!("'{n}' invalid: number must be positive integer"));
                 None
@@ -501,9 +708,14 @@ fn decode_health(d: &mut Decoder, path: &str, v: &Value) -> Option<Health> {
 
 fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
     let o = d.object(path, v, JOB_KEYS)?;
-    let name = opt_string(d, &o, "name");
-    if name.is_none() {
-        d.error(o.field("name"), "is required and must not be blank");
+    let mut name = opt_string(d, &o, "name");
+    match name.as_deref().map(|n| (n, reserved_job_name(n))) {
+        None => d.error(o.field("name"), "is required and must not be blank"),
+        Some((n, Some(why))) => {
+            d.error(o.field("name"), format!("\"{}\" cannot be a job name: {why}", shorten(n)));
+            name = None;
+        }
+        Some(_) => {}
     }
     let exec = o.get("exec").and_then(|v| d.exec(&o.field("exec"), v));
     let raw = raw_logging(d, &o);
@@ -527,14 +739,7 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
         );
     }
     let health = o.get("health").and_then(|v| decode_health(d, &o.field("health"), v));
-    let port = match o.get("port").and_then(|v| d.int(&o.field("port"), v)) {
-        None => 0,
-        Some(p) if (0..=65535).contains(&p) => p as u16,
-        Some(p) => {
-            d.error(o.field("port"), format!("{p} is not a TCP port: expected 0..65535"));
-            0
-        }
-    };
+    let port = o.get("port").and_then(|v| d.int_in(&o.field("port"), v, 0..=65535, "a TCP port")).unwrap_or(0) as u16;
     let interfaces = o
         .get("interfaces")
         .map(|v| d.string_list(&o.field("interfaces"), v))
@@ -543,7 +748,8 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
     check_interfaces(d, &o.field("interfaces"), &interfaces);
     let tags = o.get("tags").map(|v| d.string_array(&o.field("tags"), v)).unwrap_or_default();
     let meta = o.get("meta").map(|v| decode_meta(d, &o.field("meta"), v)).unwrap_or_default();
-    let initial_status = opt_string(d, &o, "initial_status");
+    let initial_status_text = opt_string(d, &o, "initial_status");
+    let initial_status = initial_status_text.as_deref().and_then(CheckStatus::parse);
     let (enable_tag_override, deregister_critical_after) = decode_job_consul(d, &o);
     if port != 0 {
         if let Some(n) = &name
@@ -551,16 +757,22 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
         {
             d.error(
                 o.field("name"),
-                format!("'{n}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$ when 'port' is set"),
+                format!(
+                    "'{}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$ when 'port' is set",
+                    shorten(n)
+                ),
             );
         }
         if o.get("health").is_none() {
             d.error(o.field("health"), "must be set if 'port' is set (it sets the TTL of the Consul check)");
         }
-        if let Some(s) = &initial_status
-            && !matches!(s.as_str(), "passing" | "warning" | "critical")
+        if let Some(s) = &initial_status_text
+            && initial_status.is_none()
         {
-            d.error(o.field("initial_status"), format!("'{s}' must be one of 'passing', 'warning' or 'critical'"));
+            d.error(
+                o.field("initial_status"),
+                format!("'{}' must be one of 'passing', 'warning' or 'critical'", shorten(s)),
+            );
         }
     }
     o.finish(d);
@@ -609,9 +821,10 @@ fn decode_watch(d: &mut Decoder, path: &str, v: &Value) -> Option<Watch> {
     let name = opt_string(d, &o, "name");
     match &name {
         None => d.error(o.field("name"), "is required: the Consul service to watch"),
-        Some(n) if !service_name_ok(n) => {
-            d.error(o.field("name"), format!("'{n}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$"))
-        }
+        Some(n) if !service_name_ok(n) => d.error(
+            o.field("name"),
+            format!("'{}' is not a valid service name: must match ^[a-z][a-zA-Z0-9-]+$", shorten(n)),
+        ),
         _ => {}
     }
     let interval = positive(d, &o, "interval", "seconds between polls of Consul, e.g. 5");
@@ -623,14 +836,8 @@ fn decode_watch(d: &mut Decoder, path: &str, v: &Value) -> Option<Watch> {
 
 fn decode_telemetry(d: &mut Decoder, v: &Value) -> Option<Telemetry> {
     let o = d.object("telemetry", v, &["port", "interfaces", "tags", "metrics"])?;
-    let port = match o.get("port").and_then(|v| d.int("telemetry.port", v)) {
-        None => 9090,
-        Some(p) if (0..=65535).contains(&p) => p as u16,
-        Some(p) => {
-            d.error("telemetry.port", format!("{p} is not a TCP port: expected 0..65535"));
-            9090
-        }
-    };
+    let port =
+        o.get("port").and_then(|v| d.int_in("telemetry.port", v, 0..=65535, "a TCP port")).unwrap_or(9090) as u16;
     let interfaces = o.get("interfaces").map(|v| d.string_list("telemetry.interfaces", v)).unwrap_or_default();
     check_interfaces(d, "telemetry.interfaces", &interfaces);
     let tags = o.get("tags").map(|v| d.string_array("telemetry.tags", v)).unwrap_or_default();
@@ -658,22 +865,27 @@ fn decode_metric(d: &mut Decoder, path: &str, v: &Value) -> Option<Metric> {
     let o = d.object(path, v, &["namespace", "subsystem", "name", "help", "type"])?;
     let name = opt_string(d, &o, "name");
     let kind = opt_string(d, &o, "type");
-    let metric_name = regex::Regex::new(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$").expect("static regex");
     match &name {
         None => d.error(o.field("name"), "is required"),
-        Some(n) if !metric_name.is_match(n) => {
-            d.error(o.field("name"), format!("'{n}' is not a valid Prometheus metric name"))
+        Some(n) if !METRIC_NAME.is_match(n) => {
+            d.error(o.field("name"), format!("'{}' is not a valid Prometheus metric name", shorten(n)))
         }
         _ => {}
     }
-    match kind.as_deref() {
-        Some("counter" | "gauge" | "histogram" | "summary") => {}
-        Some(k) => d.error(
-            o.field("type"),
-            format!("invalid metric type '{k}': expected counter, gauge, histogram or summary"),
-        ),
-        None => d.error(o.field("type"), "is required: counter, gauge, histogram or summary"),
-    }
+    let kind = match kind.as_deref().map(|k| (k, MetricKind::parse(k))) {
+        Some((_, Some(k))) => Some(k),
+        Some((k, None)) => {
+            d.error(
+                o.field("type"),
+                format!("invalid metric type '{k}': expected counter, gauge, histogram or summary"),
+            );
+            None
+        }
+        None => {
+            d.error(o.field("type"), "is required: counter, gauge, histogram or summary");
+            None
+        }
+    };
     let m = Metric {
         namespace: opt_string(d, &o, "namespace").unwrap_or_default(),
         subsystem: opt_string(d, &o, "subsystem").unwrap_or_default(),
@@ -698,5 +910,92 @@ impl Config {
             control: Control::default(),
             stop_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diags(text: &str) -> Vec<String> {
+        let mut d = Decoder::default();
+        Config::decode(&crate::config::parse_json5(text).unwrap(), &mut d);
+        d.diags.iter().map(|x| format!("{}: {}", x.path, x.message)).collect()
+    }
+
+    #[test]
+    fn reserved_job_names_are_refused() {
+        for name in ["global", "SIGHUP", "SIGUSR2", "SIGTERM", "watch.x", "check.a", "a\nb", "a\u{1b}[31m", " "] {
+            let text = serde_json::json!({"jobs": [{"name": name, "exec": "true"}]}).to_string();
+            let d = diags(&text);
+            assert!(d.iter().any(|m| m.starts_with("jobs[0].name:")), "{name:?}: {d:?}");
+        }
+        assert!(diags(r#"{jobs: [{name: "SIGNAL", exec: "x"}, {name: "main", exec: "y"}]}"#).is_empty());
+        let mut dec = Decoder::default();
+        let c =
+            Config::decode(&crate::config::parse_json5(r#"{jobs: [{name: "main", exec: "y"}]}"#).unwrap(), &mut dec)
+                .unwrap();
+        assert!(check_main_name(&c, "main").unwrap_err().contains("jobs[0].name"));
+    }
+
+    #[test]
+    fn dependency_cycles_are_errors_naming_the_jobs() {
+        let d = diags(
+            r#"{jobs: [
+            {name: "a", exec: "x", when: {source: "b", once: "exitSuccess"}},
+            {name: "b", exec: "x", when: {source: "a", once: "exitSuccess"}}]}"#,
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].contains("cycle: a -> b -> a"), "{d:?}");
+        // Through a health check, three long.
+        let d = diags(
+            r#"{jobs: [
+            {name: "a", exec: "x", when: {source: "check.c", once: "healthy"}},
+            {name: "b", exec: "x", when: {source: "a", each: "exitSuccess"}},
+            {name: "c", exec: "x", when: {source: "b", once: "exitFailed"}}]}"#,
+        );
+        assert!(d.iter().any(|m| m.contains("cycle: a -> c -> b -> a")), "{d:?}");
+        // Stop hooks and a job waiting on itself do not order shutdown: no cycle.
+        let d = diags(
+            r#"{jobs: [
+            {name: "a", exec: "x", when: {source: "b", once: "stopping"}},
+            {name: "b", exec: "x", when: {source: "a", once: "exitSuccess"}},
+            {name: "c", exec: "x", when: {source: "c", each: "exitFailed"}}]}"#,
+        );
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_reported_as_given() {
+        let d = diags(r#"{jobs: [{name: "a", exec: "x", port: 1e30, health: {interval: 1, ttl: 2}, restarts: 1e30}]}"#);
+        assert!(d.iter().any(|m| m == "jobs[0].port: 1e+30 is not a TCP port: expected 0..65535"), "{d:?}");
+        assert!(d.iter().any(|m| m.starts_with("jobs[0].restarts: '1e+30' invalid: more than")), "{d:?}");
+        let d = diags(r#"{telemetry: {port: -1}}"#);
+        assert!(d.iter().any(|m| m == "telemetry.port: -1 is not a TCP port: expected 0..65535"), "{d:?}");
+        let d = diags(r#"{jobs: [{name: "a", exec: "x", restarts: "99999999999"}]}"#);
+        assert!(d.iter().any(|m| m.contains("more than the largest count")), "{d:?}");
+    }
+
+    #[test]
+    fn validated_values_are_types() {
+        let mut d = Decoder::default();
+        let text = r#"{consul: {address: "c:8500", scheme: "https"},
+            jobs: [{name: "web", exec: "x", port: 80, health: {interval: 1, ttl: 2}, initial_status: "warning"}],
+            telemetry: {metrics: [{name: "m", type: "gauge", help: "h"}]}}"#;
+        let c = Config::decode(&crate::config::parse_json5(text).unwrap(), &mut d).unwrap();
+        assert!(d.diags.iter().all(|x| x.severity != super::super::Severity::Error), "{:?}", d.diags);
+        assert_eq!(c.consul.unwrap().scheme, Scheme::Https);
+        assert_eq!(c.jobs[0].initial_status, Some(CheckStatus::Warning));
+        assert_eq!(c.telemetry.unwrap().metrics[0].kind, MetricKind::Gauge);
+        let d = diags(r#"{consul: {scheme: "ftp"}, telemetry: {metrics: [{name: "m", type: "meter"}]}}"#);
+        assert!(d.iter().any(|m| m.contains("expected \"http\" or \"https\", got \"ftp\"")), "{d:?}");
+        assert!(d.iter().any(|m| m.contains("invalid metric type 'meter'")), "{d:?}");
+    }
+
+    #[test]
+    fn nul_in_exec_and_paths_is_refused() {
+        let d = diags(r#"{jobs: [{name: "a", exec: ["sh", "-c", "x\u0000y"]}], control: {socket: "/tmp/s\u0000"}}"#);
+        assert!(d.iter().any(|m| m.starts_with("jobs[0].exec[2]: contains a NUL")), "{d:?}");
+        assert!(d.iter().any(|m| m.starts_with("control.socket: contains a NUL")), "{d:?}");
     }
 }

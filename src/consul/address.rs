@@ -65,7 +65,7 @@ impl AgentAddress {
         let mut https = parse_bool("CONSUL_HTTP_SSL").and_then(Result::ok).unwrap_or(false);
         let (addr, from) = match stanza.filter(|c| !c.address.is_empty()) {
             Some(c) => {
-                https = c.scheme == "https";
+                https = c.scheme == crate::config::Scheme::Https;
                 (c.address.clone(), "consul")
             }
             None => match var("CONSUL_HTTP_ADDR") {
@@ -200,7 +200,12 @@ mod tests {
 
     #[test]
     fn stanza_wins_over_env_and_env_fills_the_rest() {
-        let c = Consul { address: "consul:8500".into(), scheme: "http".into(), verify: true, ..Default::default() };
+        let c = Consul {
+            address: "consul:8500".into(),
+            scheme: crate::config::Scheme::Http,
+            verify: true,
+            ..Default::default()
+        };
         let a = resolve(Some(&c), &[("CONSUL_HTTP_ADDR", "other:1"), ("CONSUL_HTTP_TOKEN", "secret")]).unwrap();
         assert_eq!(a.display(), "http://consul:8500");
         assert_eq!(a.token.as_deref(), Some("secret"));

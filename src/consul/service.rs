@@ -9,7 +9,7 @@
 //! (`$APPTAINER_INSTANCE`); else 8 random hex digits drawn once at start. The parts are also
 //! in the service's meta so monitoring can group by node or slot.
 
-use crate::config::Job;
+use crate::config::{CheckStatus, Job};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -103,7 +103,7 @@ pub struct ServiceDef {
     pub enable_tag_override: bool,
     pub deregister_critical_after: Duration,
     /// `initial_status`: register at once with this status instead of at the first check.
-    pub initial_status: Option<String>,
+    pub initial_status: Option<CheckStatus>,
     /// Passing every this often while pilot lives (the telemetry endpoint has no check).
     pub heartbeat: Option<Duration>,
 }
@@ -162,14 +162,14 @@ impl ServiceDef {
             ttl: Duration::from_secs(15),
             enable_tag_override: false,
             deregister_critical_after: DEFAULT_DEREGISTER_CRITICAL_AFTER,
-            initial_status: Some("passing".into()),
+            initial_status: Some(CheckStatus::Passing),
             heartbeat: Some(Duration::from_secs(5)),
         }
     }
 
     /// The body of `PUT /v1/agent/service/register`. (The agent rejects an `Output` here:
     /// a check's output is sent with the TTL update that follows.)
-    pub fn registration(&self, status: &str) -> Value {
+    pub fn registration(&self, status: &CheckStatus) -> Value {
         let mut check = Map::new();
         check.insert("CheckID".into(), json!(self.check_id));
         check.insert("Name".into(), json!(format!("{} TTL", self.name)));

@@ -10,6 +10,7 @@
 
 use super::http::{Client, Failure, Reply};
 use super::service::ServiceDef;
+use crate::config::CheckStatus;
 use crate::telemetry::Metrics;
 use log::{debug, error, info, warn};
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,8 +77,8 @@ struct Service {
     want: Want,
     registered: bool,
     /// The status to send next, with its output; None when the agent is up to date.
-    pending: Option<(String, String)>,
-    last_status: String,
+    pending: Option<(CheckStatus, String)>,
+    last_status: CheckStatus,
     maintenance_sent: bool,
 }
 
@@ -118,7 +119,7 @@ impl Worker {
         let services = defs
             .into_iter()
             .map(|def| {
-                let last_status = def.initial_status.clone().unwrap_or_else(|| "critical".into());
+                let last_status = def.initial_status.clone().unwrap_or(CheckStatus::Critical);
                 (
                     def.job.clone(),
                     Service {
@@ -195,7 +196,7 @@ impl Worker {
         for s in self.services.values_mut() {
             if let (Some(h), true) = (s.def.heartbeat, s.want != Want::Gone) {
                 s.want = Want::Registered;
-                s.pending = Some(("passing".into(), "ok".into()));
+                s.pending = Some((CheckStatus::Passing, "ok".into()));
                 every = Some(h);
             }
         }
@@ -209,10 +210,10 @@ impl Worker {
                 if s.want == Want::Gone {
                     return;
                 }
-                let status = if passing { "passing" } else { "critical" };
+                let status = if passing { CheckStatus::Passing } else { CheckStatus::Critical };
                 let output = if passing { "ok".to_string() } else { output.resolve() };
                 s.want = Want::Registered;
-                s.pending = Some((status.into(), truncate(output)));
+                s.pending = Some((status, truncate(output)));
             }
             Command::Started { job } => {
                 if let Some(s) = self.services.get_mut(&job)

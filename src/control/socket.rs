@@ -11,8 +11,7 @@ use crate::consul::service::Identity;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-/// A Unix socket path must fit `sun_path` (108 bytes with its NUL).
-pub const MAX_PATH: usize = 107;
+pub use crate::sockpath::MAX_PATH;
 
 fn writable(dir: &Path) -> bool {
     dir.is_dir() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()

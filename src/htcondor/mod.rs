@@ -5,7 +5,6 @@
 //! the ad, e.g. `{{ .CONDOR_JOB_GlobalJobId }}`).
 
 pub mod classad;
-pub mod read;
 
 use classad::Ad;
 use std::collections::BTreeMap;
@@ -27,12 +26,12 @@ impl Ads {
     /// Read the ads the environment points at. A missing or unreadable ad is not an error
     /// for the payload: it is reported and left out. Only regular files up to [`AD_MAX`]
     /// are read; a FIFO or device is refused without waiting on it, and a read that does not
-    /// finish within [`AD_WAIT`] is given up (see [`read`]).
+    /// finish within [`AD_WAIT`] is given up (see [`crate::fsread`]).
     pub fn load(env: &dyn Fn(&str) -> Option<String>) -> (Ads, Vec<String>) {
         let mut problems = Vec::new();
         let mut read = |var: &str| {
             let path = env(var).filter(|p| !p.is_empty())?;
-            let parsed = read::read_regular_within(std::path::Path::new(&path), AD_MAX, AD_WAIT)
+            let parsed = crate::fsread::read_regular_within(std::path::Path::new(&path), AD_MAX, AD_WAIT)
                 .map_err(|e| format!("{var}: {e}"))
                 .and_then(|t| classad::parse(&t, &path));
             parsed.map_err(|e| problems.push(e)).ok()

@@ -6,7 +6,6 @@
 
 pub mod launch;
 pub mod machine;
-pub mod order;
 pub mod output;
 pub mod sweep;
 pub mod timers;
@@ -309,7 +308,6 @@ pub fn run(
         grace_deadline: None,
     };
     driver.reconfigured(config);
-    warn_cycles(config);
     let mut m = Machine::new(config, main, grace, driver);
     m.stop_signals = context.stop_signals.clone();
     m.start();
@@ -341,10 +339,7 @@ pub fn run(
                     warn!("putenv refused: {e}");
                 }
             }
-            Msg::Control(Request::Reload(config)) => {
-                warn_cycles(&config);
-                m.reload(*config)
-            }
+            Msg::Control(Request::Reload(config)) => m.reload(*config),
         }
     }
     let code = m.exit_code();
@@ -390,13 +385,6 @@ fn put_env(env: &mut Vec<(String, String)>, vars: Vec<(String, String)>) -> Resu
     env.retain(|(k, _)| !names.contains(k));
     env.extend(vars);
     Ok(())
-}
-
-/// Jobs that wait for each other to stop are stopped together; say so up front.
-fn warn_cycles(config: &Config) {
-    for jobs in order::cycles(config) {
-        warn!("jobs {} wait for each other (a dependency cycle): they will be stopped together", jobs.join(", "));
-    }
 }
 
 /// The telemetry endpoint is registered without a job to stop it: take it out of Consul at

@@ -4,7 +4,7 @@
 //! by `putmetric`. Exposition is by the `prometheus` crate; summaries, which it lacks, are a
 //! small collector of our own over its data model.
 
-use crate::config::Metric;
+use crate::config::{Metric, MetricKind};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
@@ -94,16 +94,16 @@ impl Metrics {
         for m in config_metrics {
             let name = full_name(m);
             let opts = Opts::new(name.clone(), m.help.clone());
-            let c = match m.kind.as_str() {
-                "counter" => {
+            let c = match m.kind {
+                MetricKind::Counter => {
                     Custom::Counter(prometheus::Counter::with_opts(opts).map_err(|e| format!("metric {name}: {e}"))?)
                 }
-                "gauge" => Custom::Gauge(Gauge::with_opts(opts).map_err(|e| format!("metric {name}: {e}"))?),
-                "histogram" => Custom::Histogram(
+                MetricKind::Gauge => Custom::Gauge(Gauge::with_opts(opts).map_err(|e| format!("metric {name}: {e}"))?),
+                MetricKind::Histogram => Custom::Histogram(
                     Histogram::with_opts(HistogramOpts::new(name.clone(), m.help.clone()))
                         .map_err(|e| format!("metric {name}: {e}"))?,
                 ),
-                _ => Custom::Summary(Arc::new(Summary::new(&name, &m.help)?)),
+                MetricKind::Summary => Custom::Summary(Arc::new(Summary::new(&name, &m.help)?)),
             };
             match &c {
                 Custom::Counter(x) => reg(Box::new(x.clone())),
@@ -229,7 +229,7 @@ mod tests {
             subsystem: String::new(),
             name: name.into(),
             help: format!("{name} help"),
-            kind: kind.into(),
+            kind: MetricKind::parse(kind).expect("a metric kind"),
         }
     }
 
