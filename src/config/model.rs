@@ -2,7 +2,7 @@
 //! (docs/containerpilot.md, "Configuration"), with pilot's documented differences (the table
 //! there): `consul` is optional, jobs may carry `meta`, names of jobs must be unique and not
 //! reserved, values are range-checked, and jobs whose start events wait on each other in a
-//! cycle are reported.
+//! cycle are reported (a warning: ContainerPilot runs such files).
 
 use super::decode::{Decoder, Obj, shorten};
 use crate::events::{self, Code};
@@ -339,10 +339,12 @@ impl Config {
         }
         for cycle in dependency_cycles(&self.jobs) {
             let names: Vec<&str> = cycle.iter().map(|&i| self.jobs[i].name.as_str()).collect();
-            d.error(
+            // A warning, not an error: ContainerPilot runs such a file (its other jobs work),
+            // and pilot stops a cycle's jobs together at shutdown instead of hanging.
+            d.warning(
                 format!("jobs[{}].when.source", cycle[0]),
                 format!(
-                    "jobs wait on each other in a cycle: {} -> {}: none of them could start after the other, nor stop before it at shutdown",
+                    "jobs wait on each other in a cycle: {} -> {}: none of them can start after the other; at shutdown pilot stops them together",
                     names.join(" -> "),
                     names[0]
                 ),
@@ -939,7 +941,7 @@ mod tests {
     }
 
     #[test]
-    fn dependency_cycles_are_errors_naming_the_jobs() {
+    fn dependency_cycles_are_reported_naming_the_jobs() {
         let d = diags(
             r#"{jobs: [
             {name: "a", exec: "x", when: {source: "b", once: "exitSuccess"}},
