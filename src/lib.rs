@@ -7,6 +7,7 @@ pub mod consul;
 pub mod control;
 pub mod events;
 pub mod htcondor;
+pub mod httpd;
 #[allow(unsafe_code)]
 pub mod init;
 pub mod logging;

@@ -317,4 +317,3 @@ impl Cluster {
             .expect("leader is one of the servers")
     }
 }
-
