@@ -115,16 +115,25 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let dir = parent.join(format!(".p{:x}{:x}", std::process::id(), nonce));
-    let inner = dir.join("s");
-    if inner.as_os_str().len() > super::socket::MAX_PATH {
-        warn!("control: {} is too long for binding in a private directory first; binding in place", path.display());
-        let l = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        return Ok(l);
-    }
-    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    // A fresh directory: mkdir fails rather than reuse one somebody else made (in /tmp
+    // anyone may guess the name and create it first), so try a few names.
+    let mut attempt = 0u32;
+    let (dir, inner) = loop {
+        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let dir = parent.join(format!(".p{:x}{:x}", std::process::id(), nonce.wrapping_add(attempt)));
+        let inner = dir.join("s");
+        if inner.as_os_str().len() > super::socket::MAX_PATH {
+            warn!("control: {} is too long to bind in a private directory first; binding in place", path.display());
+            let l = UnixListener::bind(path)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            return Ok(l);
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => break (dir, inner),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    };
     let bound = (|| {
         // The umask can only take bits away; make sure the owner can use it.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
