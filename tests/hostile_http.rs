@@ -222,6 +222,7 @@ import socket, sys, time
 print("STARTED", flush=True)
 end = time.time() + float(sys.argv[1])
 while time.time() < end:
+    # Connect only once the socket exists: the test kills this loop after pilot answered.
     s = socket.socket(socket.AF_UNIX)
     try:
         s.connect({path:?})
@@ -239,14 +240,23 @@ while time.time() < end:
     );
     let mut connected = Vec::new();
     for _ in 0..30 {
-        let mut c = as_nobody(Command::new("python3").args(["-c", &connector, "1"]));
-        let racer = c.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut c = as_nobody(Command::new("python3").args(["-c", &connector, "20"]));
+        let mut racer = c.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        // Byte by byte: nothing after the first line may be left in a buffer.
+        let mut started = Vec::new();
+        let mut byte = [0u8];
+        while std::io::Read::read(racer.stdout.as_mut().unwrap(), &mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            started.push(byte[0]);
+        }
+        connected.push(text(&started));
         let p = Running::start(
             Command::new("sh").arg("-c").arg("umask 000; exec \"$0\" run -c \"$1\"").arg(pilot()).arg(&cfg),
         );
         eventually(LIMIT, "pilot answers its owner", || (ping(&socket) == Some(200)).then_some(()));
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = racer.kill();
         drop(p);
-        let out = wait_limited(&mut { racer }, LIMIT);
+        let out = wait_limited(&mut racer, LIMIT);
         connected.extend(text(&out.stdout).lines().map(String::from));
         let _ = std::fs::remove_file(&socket);
     }
@@ -300,11 +310,16 @@ while True:
 }
 
 /// The CLI in a private /tmp (its own mount namespace), so other pilots on the machine do
-/// not count, with only `TMPDIR` set.
+/// not count, with only `TMPDIR` set. The binary is run from a copy in `tmpdir`: the build
+/// directory itself may be under /tmp.
 fn cli_private_tmp(args: &[&str], tmpdir: &Path) -> (i32, String, String) {
+    let copy = tmpdir.join("pilot-cli");
+    if !copy.exists() {
+        std::fs::copy(pilot(), &copy).unwrap();
+    }
     let mut c = Command::new("unshare");
     c.args(["--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /tmp && exec \"$@\"", "sh"])
-        .arg(pilot())
+        .arg(&copy)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

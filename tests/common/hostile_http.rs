@@ -121,7 +121,8 @@ pub fn unix_request(socket: &Path, request: &[u8]) -> String {
     read_answer(&mut s, LIMIT)
 }
 
-/// One request on a fresh connection to the telemetry port; the whole answer.
+/// One request (with `Connection: close`) on a fresh connection to the telemetry port; all
+/// that comes back until the server closes (whatever its framing: chunked too).
 pub fn tcp_request(addr: &str, request: &[u8]) -> String {
     let mut s = match std::net::TcpStream::connect(addr) {
         Ok(s) => s,
@@ -129,7 +130,18 @@ pub fn tcp_request(addr: &str, request: &[u8]) -> String {
     };
     s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let _ = s.write_all(request);
-    read_answer(&mut s, LIMIT)
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while start.elapsed() < LIMIT {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 pub fn ping(socket: &Path) -> Option<u16> {
