@@ -278,8 +278,18 @@ while time.time() < end:
     assert_eq!(ping(&socket), Some(200), "the owner still gets in");
 }
 
+/// A child process killed when dropped (also when the test fails).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A python3 server as uid 65534 on `path` that records every byte it receives in `log`.
-fn trap(path: &Path, log: &Path) -> std::process::Child {
+fn trap(path: &Path, log: &Path) -> KillOnDrop {
     let script = format!(
         r#"
 import socket, os
@@ -306,7 +316,7 @@ while True:
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
-    child
+    KillOnDrop(child)
 }
 
 /// The CLI in a private /tmp (its own mount namespace), so other pilots on the machine do
@@ -343,7 +353,7 @@ fn a_socket_of_another_user_is_never_used() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let log = dir.join("trap.log");
-    let mut evil = trap(&dir.join("pilot-evil.sock"), &log);
+    let evil = trap(&dir.join("pilot-evil.sock"), &log);
 
     let (code, _, err) = cli_private_tmp(&["putenv", "DB_PASSWORD=secret"], &dir);
     assert_ne!(code, 0, "only another user's socket: no pilot found");
@@ -375,8 +385,7 @@ fn a_socket_of_another_user_is_never_used() {
     std::thread::sleep(Duration::from_millis(300));
     let got = std::fs::read(&log).unwrap_or_default();
     assert!(got.is_empty(), "the other user's socket received: {}", String::from_utf8_lossy(&got));
-    let _ = evil.kill();
-    let _ = evil.wait();
+    drop(evil);
     drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }
