@@ -301,3 +301,27 @@ impl Control {
 fn read_json(body: &[u8]) -> Result<Value, Response> {
     serde_json::from_slice(body).map_err(|e| Response::text(400, format!("the body is not JSON: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_paths_share_one_label_value() {
+        assert_eq!(path_label(Some("/v3/status")), "/v3/status");
+        assert_eq!(path_label(Some("/v3/nope")), "other");
+        assert_eq!(path_label(Some("/v3/status/")), "other");
+        assert_eq!(path_label(None), "other");
+    }
+
+    #[test]
+    fn variable_names_are_shell_names() {
+        for ok in ["A", "_", "LD_PRELOAD", "a1_B2"] {
+            assert!(super::super::check_variable_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1A", "A=B", "A\nB", "A\0", "A B", "É", "A-B"] {
+            let e = super::super::check_variable_name(bad).unwrap_err();
+            assert!(e.contains("is not a variable name"), "{e}");
+        }
+    }
+}
