@@ -5,7 +5,7 @@
 //! `pilot-<instance>.sock` in `$XDG_RUNTIME_DIR`, `$TMPDIR` or `/tmp`, where the instance
 //! is the one in service IDs (slot, Apptainer instance, PILOT_INSTANCE, else random). Jobs
 //! find it in `$PILOT_SOCKET`; `pilot status` and friends derive it the same way, else use
-//! the one live `pilot*.sock` they find.
+//! the one live `pilot*.sock` of their own user they find (never another user's socket).
 
 use crate::consul::service::Identity;
 use std::os::unix::net::UnixStream;
