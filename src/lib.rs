@@ -9,6 +9,7 @@ pub mod control;
 pub mod events;
 pub mod fsread;
 pub mod htcondor;
+pub mod httpd;
 pub mod ifspec;
 #[allow(unsafe_code)]
 pub mod init;

@@ -1,24 +1,11 @@
 //! The CLI side of the control plane: `pilot reload`, `maintenance`, `putenv`, `putmetric`,
 //! `ping` and `status` talk HTTP to a running pilot over its socket.
 
+use crate::httpd::client::CallError;
 use crate::status::Status;
-use crate::unix_http::UnixConnector;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-fn agent(socket: &Path) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build();
-    ureq::Agent::with_parts(
-        config,
-        UnixConnector(socket.to_path_buf()),
-        ureq::unversioned::resolver::DefaultResolver::default(),
-    )
-}
 
 /// The socket to talk to: `--socket`, else as `socket::find` says.
 pub fn socket(flag: Option<&str>) -> Result<PathBuf, String> {
@@ -28,23 +15,17 @@ pub fn socket(flag: Option<&str>) -> Result<PathBuf, String> {
     }
 }
 
+/// One request to the pilot at `socket`, only if it runs as us or root (else nothing is sent).
 pub fn call(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, String), String> {
-    let url = format!("http://localhost{path}");
-    let a = agent(socket);
-    let result = match (method, body) {
-        ("GET", _) => a.get(&url).call(),
-        (_, Some(b)) => a.post(&url).content_type("application/json").send(&serde_json::to_vec(b).unwrap_or_default()),
-        _ => a.post(&url).send_empty(),
-    };
-    let mut r = result.map_err(|e| match e {
-        ureq::Error::Io(io)
+    let body = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+    crate::httpd::client::call(socket, method, path, body.as_deref(), Duration::from_secs(30)).map_err(|e| match e {
+        CallError::Connect(io)
             if matches!(io.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
         {
             format!("no pilot is listening on {}: {io}", socket.display())
         }
         other => format!("{}: {other}", socket.display()),
-    })?;
-    Ok((r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()))
+    })
 }
 
 /// `K=V` arguments as a JSON object; numbers when `numeric`.
@@ -54,6 +35,9 @@ pub fn pairs(args: &[String], numeric: bool) -> Result<Value, String> {
         let (k, v) = a.split_once('=').ok_or_else(|| format!("'{a}': expected NAME=VALUE"))?;
         if k.is_empty() {
             return Err(format!("'{a}': the name is empty"));
+        }
+        if !numeric {
+            super::check_variable_name(k)?;
         }
         let v = if numeric {
             let n: f64 = v.trim().parse().map_err(|_| format!("'{a}': {v} is not a number"))?;

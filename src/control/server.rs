@@ -1,21 +1,26 @@
-//! The control plane: HTTP/1.1 on the Unix socket (tiny_http), ContainerPilot v3's endpoints
-//! plus `GET /v3/status`. Requests that touch jobs go to the supervisor as messages; nothing
-//! here can block it. Bad requests get 4xx answers and change nothing.
+//! The control plane: HTTP/1.1 on the Unix socket (served by `httpd`, bounded), ContainerPilot
+//! v3's endpoints plus `GET /v3/status`. Requests that touch jobs go to the supervisor as
+//! messages; nothing here can block it. Bad requests get 4xx answers and change nothing.
+//!
+//! Only pilot's own (effective) uid and root may use the socket: it is created mode 0600
+//! inside a fresh 0700 directory and renamed into place, so it is never reachable by others,
+//! whatever the umask; and every connection's SO_PEERCRED uid is checked (403 otherwise).
 
 use super::Request;
+use crate::httpd::{self, Admission, Method, Response};
 use crate::telemetry::Metrics;
-use log::{debug, info, warn};
+use log::{info, warn};
 use serde_json::Value;
-use std::collections::HashMap;
-use std::io::Read;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tiny_http::{Header, Method, Response};
 
 /// Bodies larger than this are refused (413): every real request is a few hundred bytes.
-pub const MAX_BODY: u64 = 1 << 20;
+pub const MAX_BODY: usize = httpd::limits::MAX_BODY;
 
 pub struct Server {
     pub socket: PathBuf,
@@ -28,56 +33,144 @@ pub struct Server {
     pub overlay: Vec<(String, String)>,
 }
 
-type Answer = (u16, String);
+/// The endpoints, for the `path` label of `containerpilot_control_http_requests`: any other
+/// path is counted as `other`, so clients cannot grow the metric without bound.
+const ENDPOINTS: [&str; 8] = [
+    "/v3/environ",
+    "/v3/env",
+    "/v3/metric",
+    "/v3/reload",
+    "/v3/maintenance/enable",
+    "/v3/maintenance/disable",
+    "/v3/ping",
+    "/v3/status",
+];
 
-fn text(code: u16, body: impl Into<String>) -> Answer {
-    let mut b = body.into();
-    if !b.is_empty() && !b.ends_with('\n') {
-        b.push('\n');
-    }
-    (code, b)
+fn path_label(path: Option<&str>) -> &'static str {
+    path.and_then(|p| ENDPOINTS.iter().find(|e| **e == p).copied()).unwrap_or("other")
 }
 
+/// The request handler of the control socket, shared by the connection slots.
+pub struct Control {
+    config: Option<PathBuf>,
+    metrics: Arc<Metrics>,
+    has_telemetry: bool,
+    send: Mutex<Box<dyn Fn(Request) -> bool + Send>>,
+    overlay: Mutex<Vec<(String, String)>>,
+}
+
+/// Uids refused so far, each logged once (at most this many remembered).
+const REFUSED_UIDS_LOGGED: usize = 64;
+
 impl Server {
-    /// Bind the socket (mode 0600) and serve on a thread of its own.
-    pub fn start(mut self) -> Result<(), String> {
-        super::socket::claim(&self.socket)?;
-        let server = tiny_http::Server::http_unix(&self.socket)
-            .map_err(|e| format!("control socket {}: {e}", self.socket.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&self.socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("control socket {}: {e}", self.socket.display()))?;
-        info!("control: listening on {}", self.socket.display());
-        std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                for mut req in server.incoming_requests() {
-                    let path = req.url().split('?').next().unwrap_or("").to_string();
-                    let (code, body) = self.handle(&mut req, &path);
-                    self.metrics.control_requests.with_label_values(&[&code.to_string(), &path]).inc();
-                    let mut resp = Response::from_string(body).with_status_code(code);
-                    if code == 405 {
-                        let allow = if matches!(path.as_str(), "/v3/ping" | "/v3/status") { "GET" } else { "POST" };
-                        resp.add_header(Header::from_bytes("Allow", allow).expect("static header"));
-                    }
-                    if path == "/v3/status" && code == 200 {
-                        resp.add_header(Header::from_bytes("Content-Type", "application/json").expect("static header"));
-                    }
-                    if let Err(e) = req.respond(resp) {
-                        debug!("control: answering {path}: {e}");
-                    }
-                }
-            })
-            .map_err(|e| format!("control: {e}"))?;
-        Ok(())
+    /// Bind the socket (private from the start) and serve it on threads of its own.
+    pub fn start(self) -> Result<(), String> {
+        let socket = self.socket.clone();
+        super::socket::claim(&socket)?;
+        let listener = bind_private(&socket).map_err(|e| format!("control socket {}: {e}", socket.display()))?;
+        info!("control: listening on {}", socket.display());
+        let refused: Mutex<HashSet<u32>> = Mutex::new(HashSet::new());
+        let admit = Box::new(move |c: &UnixStream| admit(c, &refused));
+        httpd::serve(listener, httpd::Limits::control(), self.handler(), admit).map_err(|e| format!("control: {e}"))
     }
 
-    fn handle(&mut self, req: &mut tiny_http::Request, path: &str) -> Answer {
-        let get = *req.method() == Method::Get;
-        let post = *req.method() == Method::Post;
+    /// The request handler alone (the fuzz target and tests run requests through it).
+    pub fn handler(self) -> Arc<Control> {
+        Arc::new(Control {
+            config: self.config,
+            metrics: self.metrics,
+            has_telemetry: self.has_telemetry,
+            send: Mutex::new(self.send),
+            overlay: Mutex::new(self.overlay),
+        })
+    }
+}
+
+/// SO_PEERCRED: pilot's own uid and root are let in; anybody else gets 403 (logged once per uid).
+fn admit(c: &UnixStream, refused: &Mutex<HashSet<u32>>) -> Admission {
+    match httpd::peer::uid(c) {
+        Ok(uid) if httpd::peer::trusted(uid) => Admission::Allowed,
+        Ok(uid) => {
+            let mut seen = refused.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() < REFUSED_UIDS_LOGGED && seen.insert(uid) {
+                warn!(
+                    "control: refused a connection from uid {uid}: only pilot's own user and root may use the socket"
+                );
+            }
+            Admission::Denied
+        }
+        Err(e) => {
+            warn!("control: cannot tell who connected ({e}): refused");
+            Admission::Denied
+        }
+    }
+}
+
+/// Bind `path` so that it is never reachable by another user: bound inside a fresh 0700
+/// directory next to it, chmod 0600, then renamed into place (the process umask is left
+/// alone: jobs inherit it). When the temporary path would not fit a socket address, bind in
+/// place and chmod: SO_PEERCRED still refuses others in the moment between.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // A fresh directory: mkdir fails rather than reuse one somebody else made (in /tmp
+    // anyone may guess the name and create it first), so try a few names.
+    let mut attempt = 0u32;
+    let (dir, inner) = loop {
+        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let dir = parent.join(format!(".p{:x}{:x}", std::process::id(), nonce.wrapping_add(attempt)));
+        let inner = dir.join("s");
+        if inner.as_os_str().len() > super::socket::MAX_PATH {
+            warn!("control: {} is too long to bind in a private directory first; binding in place", path.display());
+            let l = UnixListener::bind(path)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            return Ok(l);
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => break (dir, inner),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let bound = (|| {
+        // The umask can only take bits away; make sure the owner can use it.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let l = UnixListener::bind(&inner)?;
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&inner, path)?;
+        Ok(l)
+    })();
+    let _ = std::fs::remove_file(&inner);
+    let _ = std::fs::remove_dir(&dir);
+    bound
+}
+
+impl httpd::Handler for Control {
+    fn handle(&self, req: &httpd::Request) -> Response {
+        let answer = self.route(req);
+        self.count(answer.code, Some(req.path));
+        answer
+    }
+
+    fn refused(&self, code: u16, path: Option<&str>) {
+        self.count(code, path);
+    }
+}
+
+impl Control {
+    fn count(&self, code: u16, path: Option<&str>) {
+        self.metrics.control_requests.with_label_values(&[&code.to_string(), path_label(path)]).inc();
+    }
+
+    fn route(&self, req: &httpd::Request) -> Response {
+        let path = req.path;
+        let get = matches!(req.method, Method::Get | Method::Head);
+        let post = req.method == Method::Post;
         match path {
-            "/v3/ping" | "/v3/status" if !get => text(405, "use GET"),
-            "/v3/ping" => text(200, "OK"),
+            "/v3/ping" | "/v3/status" if !get => Response::text(405, "use GET").with_allow("GET"),
+            "/v3/ping" => Response::text(200, "OK"),
             "/v3/status" => self.status(),
             "/v3/environ"
             | "/v3/env"
@@ -87,65 +180,81 @@ impl Server {
             | "/v3/maintenance/disable"
                 if !post =>
             {
-                text(405, "use POST")
+                Response::text(405, "use POST").with_allow("POST")
             }
-            "/v3/environ" | "/v3/env" => match read_json(req) {
+            "/v3/environ" | "/v3/env" => match read_json(req.body) {
                 Ok(v) => self.putenv(v),
                 Err(a) => a,
             },
-            "/v3/metric" => match read_json(req) {
+            "/v3/metric" => match read_json(req.body) {
                 Ok(v) => self.putmetric(v),
                 Err(a) => a,
             },
             "/v3/reload" => self.reload(),
             "/v3/maintenance/enable" => self.forward(Request::Maintenance(true), "maintenance enabled"),
             "/v3/maintenance/disable" => self.forward(Request::Maintenance(false), "maintenance disabled"),
-            _ => text(
+            _ => Response::text(
                 404,
                 format!(
-                    "no such endpoint: {path} (try /v3/status, /v3/ping, /v3/reload, /v3/environ, /v3/metric, /v3/maintenance/enable|disable)"
+                    "no such endpoint: {} (try /v3/status, /v3/ping, /v3/reload, /v3/environ, /v3/metric, /v3/maintenance/enable|disable)",
+                    path.escape_debug()
                 ),
             ),
         }
     }
 
-    fn forward(&self, r: Request, ok: &str) -> Answer {
-        if (self.send)(r) { text(200, ok) } else { text(503, "pilot is shutting down") }
+    fn send(&self, r: Request) -> bool {
+        (self.send.lock().unwrap_or_else(|e| e.into_inner()))(r)
     }
 
-    fn status(&self) -> Answer {
+    fn forward(&self, r: Request, ok: &str) -> Response {
+        if self.send(r) { Response::text(200, ok) } else { Response::text(503, "pilot is shutting down") }
+    }
+
+    fn status(&self) -> Response {
         let (tx, rx) = channel();
-        if !(self.send)(Request::Status(tx)) {
-            return text(503, "pilot is shutting down");
+        if !self.send(Request::Status(tx)) {
+            return Response::text(503, "pilot is shutting down");
         }
         match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(v) => (200, serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"),
-            Err(_) => text(503, "the supervisor did not answer in time"),
+            Ok(v) => {
+                Response::text(200, serde_json::to_string_pretty(&v).unwrap_or_default()).with_type("application/json")
+            }
+            Err(_) => Response::text(503, "the supervisor did not answer in time"),
         }
     }
 
-    fn putenv(&mut self, v: Value) -> Answer {
-        let Value::Object(map) = v else { return text(422, "expected a JSON object of \"NAME\": \"value\" pairs") };
+    fn putenv(&self, v: Value) -> Response {
+        let Value::Object(map) = v else {
+            return Response::text(422, "expected a JSON object of \"NAME\": \"value\" pairs");
+        };
         let mut vars = Vec::new();
         for (k, v) in map {
-            let valid_name = !k.is_empty() && !k.contains('=') && !k.contains('\0');
+            if let Err(e) = super::check_variable_name(&k) {
+                return Response::text(422, e);
+            }
             match v {
-                Value::String(s) if valid_name && !s.contains('\0') => vars.push((k, s)),
-                _ if !valid_name => return text(422, format!("'{k}' is not a variable name")),
-                other => return text(422, format!("{k}: expected a string value, got {other}")),
+                Value::String(s) if !s.contains('\0') => vars.push((k, s)),
+                Value::String(_) => return Response::text(422, format!("{k}: the value contains a NUL byte")),
+                other => return Response::text(422, format!("{k}: expected a string value, got {other}")),
             }
         }
         info!("control: environment updated: {}", vars.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", "));
-        self.overlay.retain(|(k, _)| !vars.iter().any(|(n, _)| n == k));
-        self.overlay.extend(vars.iter().cloned());
+        {
+            let mut overlay = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
+            overlay.retain(|(k, _)| !vars.iter().any(|(n, _)| n == k));
+            overlay.extend(vars.iter().cloned());
+        }
         self.forward(Request::PutEnv(vars), "")
     }
 
-    fn putmetric(&self, v: Value) -> Answer {
+    fn putmetric(&self, v: Value) -> Response {
         if !self.has_telemetry {
-            return text(422, "no telemetry stanza in the config: there are no metrics to set");
+            return Response::text(422, "no telemetry stanza in the config: there are no metrics to set");
         }
-        let Value::Object(map) = v else { return text(422, "expected a JSON object of \"metric_name\": number pairs") };
+        let Value::Object(map) = v else {
+            return Response::text(422, "expected a JSON object of \"metric_name\": number pairs");
+        };
         // Check everything first, so a bad request changes nothing.
         let mut values = Vec::new();
         for (k, v) in &map {
@@ -156,50 +265,63 @@ impl Server {
             };
             match n {
                 Some(n) => values.push((k.clone(), n)),
-                None => return text(422, format!("{k}: expected a number, got {v}")),
+                None => return Response::text(422, format!("{k}: expected a number, got {v}")),
             }
         }
         for (k, n) in &values {
             if let Err(e) = self.metrics.check(k, *n) {
-                return text(422, e);
+                return Response::text(422, e);
             }
         }
         for (k, n) in values {
             let _ = self.metrics.put(&k, n);
         }
-        text(200, "")
+        Response::text(200, "")
     }
 
-    fn reload(&self) -> Answer {
+    fn reload(&self) -> Response {
         let Some(path) = &self.config else {
-            return text(422, "pilot runs its embedded default (no config file): nothing to reload");
+            return Response::text(422, "pilot runs its embedded default (no config file): nothing to reload");
         };
-        let env: HashMap<String, String> = crate::config::environment(&self.overlay);
+        let overlay = self.overlay.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let env: HashMap<String, String> = crate::config::environment(&overlay);
         let loaded = crate::config::load_with(path.clone(), &env, Some(&crate::consul::kv::fetch));
         let report: Vec<String> = loaded.diags.iter().map(|d| d.to_string()).collect();
         if !loaded.is_valid() {
             warn!("control: reload refused, the running config stays: {}", report.join("; "));
-            return text(422, format!("reload refused; the running config stays:\n{}", report.join("\n")));
+            return Response::text(422, format!("reload refused; the running config stays:\n{}", report.join("\n")));
         }
-        let Some(config) = loaded.config else { return text(500, "no config") };
+        let Some(config) = loaded.config else { return Response::text(500, "no config") };
         info!("control: reloading {}", path.display());
         self.forward(Request::Reload(Box::new(config)), &format!("reloading {}", path.display()))
     }
 }
 
-/// The body as JSON: 413 when too large, 400 when it does not parse.
-fn read_json(req: &mut tiny_http::Request) -> Result<Value, Answer> {
-    if req.body_length().is_some_and(|n| n as u64 > MAX_BODY) {
-        return Err(text(413, format!("body larger than {MAX_BODY} bytes")));
+/// The body as JSON: 400 when it does not parse (the size limit is the server's: 413).
+fn read_json(body: &[u8]) -> Result<Value, Response> {
+    serde_json::from_slice(body).map_err(|e| Response::text(400, format!("the body is not JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_paths_share_one_label_value() {
+        assert_eq!(path_label(Some("/v3/status")), "/v3/status");
+        assert_eq!(path_label(Some("/v3/nope")), "other");
+        assert_eq!(path_label(Some("/v3/status/")), "other");
+        assert_eq!(path_label(None), "other");
     }
-    let mut body = Vec::new();
-    let n = req
-        .as_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| text(400, format!("reading the body: {e}")))?;
-    if n as u64 > MAX_BODY {
-        return Err(text(413, format!("body larger than {MAX_BODY} bytes")));
+
+    #[test]
+    fn variable_names_are_shell_names() {
+        for ok in ["A", "_", "LD_PRELOAD", "a1_B2"] {
+            assert!(super::super::check_variable_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1A", "A=B", "A\nB", "A\0", "A B", "É", "A-B"] {
+            let e = super::super::check_variable_name(bad).unwrap_err();
+            assert!(e.contains("is not a variable name"), "{e}");
+        }
     }
-    serde_json::from_slice(&body).map_err(|e| text(400, format!("the body is not JSON: {e}")))
 }

@@ -5,7 +5,7 @@
 //! `pilot-<instance>.sock` in `$XDG_RUNTIME_DIR`, `$TMPDIR` or `/tmp`, where the instance
 //! is the one in service IDs (slot, Apptainer instance, PILOT_INSTANCE, else random). Jobs
 //! find it in `$PILOT_SOCKET`; `pilot status` and friends derive it the same way, else use
-//! the one live `pilot*.sock` they find.
+//! the one live `pilot*.sock` of their own user they find (never another user's socket).
 
 use crate::consul::service::Identity;
 use std::os::unix::net::UnixStream;
@@ -72,16 +72,35 @@ pub fn claim(path: &Path) -> Result<(), String> {
     })
 }
 
-/// For the CLI clients: `$PILOT_SOCKET`, else this environment's default path if a pilot
-/// listens there, else the one live `pilot*.sock` in the runtime directories.
+/// Whether `path` is a socket owned by us (our effective uid) with a pilot of ours or
+/// root's listening on it. A socket file anybody else created is never connected to: it may
+/// be a trap waiting for a `putenv DB_PASSWORD=…`.
+fn ours_and_live(path: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return false };
+    meta.file_type().is_socket()
+        && meta.uid() == nix::unistd::geteuid().as_raw()
+        && crate::httpd::client::connect_trusted(path).is_ok()
+}
+
+/// For the CLI clients: `$PILOT_SOCKET`, else the per-job `$_CONDOR_SCRATCH_DIR/pilot.sock`
+/// if it is ours and live, else this environment's default path if it is, else the one live
+/// `pilot*.sock` of ours in the runtime directories. Sockets of other users are ignored
+/// (they do not count as "several pilots" either).
 pub fn find(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
     if let Some(p) = env("PILOT_SOCKET").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
+    if let Some(d) = env("_CONDOR_SCRATCH_DIR").filter(|d| !d.is_empty()) {
+        let p = PathBuf::from(d).join("pilot.sock");
+        if ours_and_live(&p) {
+            return Ok(p);
+        }
+    }
     let identity = Identity::detect(env);
     if identity.source != "random"
         && let Ok(p) = default_path(&identity, env)
-        && UnixStream::connect(&p).is_ok()
+        && ours_and_live(&p)
     {
         return Ok(p);
     }
@@ -93,8 +112,8 @@ pub fn find(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with("pilot")
                 && name.ends_with(".sock")
-                && UnixStream::connect(e.path()).is_ok()
                 && !live.contains(&e.path())
+                && ours_and_live(&e.path())
             {
                 live.push(e.path());
             }
@@ -103,7 +122,8 @@ pub fn find(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
     match live.len() {
         1 => Ok(live.remove(0)),
         0 => Err(format!(
-            "no running pilot found (looked for pilot*.sock in {}); give --socket PATH or set PILOT_SOCKET",
+            "no running pilot of yours found (looked for pilot*.sock owned by uid {} in {}); give --socket PATH or set PILOT_SOCKET",
+            nix::unistd::geteuid(),
             dirs.iter().map(|(d, _)| d.display().to_string()).collect::<Vec<_>>().join(", ")
         )),
         _ => Err(format!(
