@@ -126,6 +126,8 @@ fn every_endpoint_and_command_against_a_running_pilot() {
         "{exposition}"
     );
     assert!(exposition.contains("containerpilot_events{code=\"startup\",source=\"global\"} 1"), "{exposition}");
+    // Nothing blocked pilot's log here: the counter of dropped log lines is there, at 0.
+    assert!(exposition.contains("pilot_log_lines_dropped_total 0"), "{exposition}");
 
     // promtool parses the exposition and finds nothing to lint but the `_total` suffix
     // that ContainerPilot's two counter names lack (kept so CP dashboards keep working).

@@ -34,6 +34,9 @@ pub struct Metrics {
     pub check_seconds: HistogramVec,
     pub consul_errors: IntCounter,
     pub orphans_reaped: IntCounter,
+    /// Mirrors `logging::dropped_lines()` at each scrape (the logger keeps its own count: it
+    /// must not depend on telemetry, which may not exist).
+    log_lines_dropped: IntCounter,
     custom: HashMap<String, Custom>,
 }
 
@@ -89,6 +92,12 @@ impl Metrics {
         let orphans_reaped =
             IntCounter::new("pilot_orphans_reaped_total", "orphaned processes reaped by pilot").unwrap();
         reg(Box::new(orphans_reaped.clone()))?;
+        let log_lines_dropped = IntCounter::new(
+            "pilot_log_lines_dropped_total",
+            "log lines dropped because pilot's log output was blocked (a reader that stopped reading)",
+        )
+        .unwrap();
+        reg(Box::new(log_lines_dropped.clone()))?;
 
         let mut custom = HashMap::new();
         for m in config_metrics {
@@ -123,6 +132,7 @@ impl Metrics {
             check_seconds,
             consul_errors,
             orphans_reaped,
+            log_lines_dropped,
             custom,
         })
     }
@@ -152,6 +162,8 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        let dropped = crate::logging::dropped_lines();
+        self.log_lines_dropped.inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
         let mut buf = Vec::new();
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
