@@ -57,3 +57,13 @@ fn a_fast_interval_job_with_a_long_timeout_does_not_grow_pilot() {
     p.signal(libc::SIGTERM);
     assert_eq!(p.wait(Duration::from_secs(30)), 143);
 }
+
+/// Fault signals are unblocked so that a real fault crashes pilot visibly, but when pilot is
+/// not PID 1 its payload can also send them: `kill -ABRT $PPID` (or a second SIGSEGV, after
+/// Rust's handler reset the first) used to end pilot and orphan the payload.
+#[test]
+fn fault_signals_sent_by_the_payload_do_not_end_pilot() {
+    let script = "for s in ABRT TRAP SYS FPE ILL SEGV SEGV BUS BUS; do kill -$s $PPID; done; sleep 0.2; exit 3";
+    let out = Command::new(env!("CARGO_BIN_EXE_pilot")).args(["run", "--", "sh", "-c", script]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -42,10 +42,92 @@ fn pilot_set() -> libc::sigset_t {
 pub fn block_all() -> Inherited {
     let set = pilot_set();
     // SAFETY: pthread_sigmask reads `set` and writes `old`, both valid for the call.
-    unsafe {
+    let inherited = unsafe {
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, &mut old);
         Inherited { mask: old }
+    };
+    guard_fault_signals();
+    inherited
+}
+
+/// Each fault signal's handler before [`guard_fault_signals`] replaced it (Rust's runtime
+/// has one for SIGSEGV/SIGBUS: it reports a stack overflow), indexed like [`SYNCHRONOUS`].
+/// Written once before the handler is installed, only read by it afterwards.
+static PREVIOUS: std::sync::OnceLock<[libc::sigaction; SYNCHRONOUS.len()]> = std::sync::OnceLock::new();
+
+/// The fault signals stay unblocked so that a real fault in pilot crashes it visibly; but
+/// when pilot is not PID 1 anyone of its user can also *send* them with kill(2) (a payload
+/// running `kill -ABRT $PPID`), and their default action would end the init and orphan the
+/// payload. So a handler tells the two apart by `si_code`: a signal sent by a process
+/// (`SI_USER`, `SI_QUEUE`, `SI_TKILL`: `si_code <= 0`) is ignored; a real fault goes on to
+/// the handler that was there before (Rust's stack-overflow report) or to the default
+/// action. `abort()` still ends pilot: it raises once more after resetting the action.
+fn guard_fault_signals() {
+    let mut previous = [None::<libc::sigaction>; SYNCHRONOUS.len()];
+    for (i, sig) in SYNCHRONOUS.iter().enumerate() {
+        // SAFETY: sigaction with a null new action only writes the current one into `old`.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(*sig, std::ptr::null(), &mut old) == 0 {
+                previous[i] = Some(old);
+            }
+        }
+    }
+    // SAFETY: an all-zero sigaction is a valid value (SIG_DFL, empty mask, no flags).
+    let default: libc::sigaction = unsafe { std::mem::zeroed() };
+    if PREVIOUS.set(previous.map(|p| p.unwrap_or(default))).is_err() {
+        return; // already installed
+    }
+    for sig in SYNCHRONOUS {
+        // SAFETY: `action` is fully initialised: our handler with SA_SIGINFO (so it gets
+        // siginfo), SA_ONSTACK (Rust's threads have an alternate stack for overflows), and
+        // every fault signal blocked while it runs: a burst of them would otherwise nest a
+        // signal frame each on the small alternate stack until it overflowed (found by
+        // sending all seven at once).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_fault_signal as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            for s in SYNCHRONOUS {
+                libc::sigaddset(&mut action.sa_mask, *s);
+            }
+            libc::sigaction(*sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// See [`guard_fault_signals`]. Async-signal-safe: reads an initialised static, calls
+/// sigaction or the previous handler, nothing else.
+extern "C" fn on_fault_signal(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t.
+    let code = if info.is_null() { 0 } else { unsafe { (*info).si_code } };
+    if code <= 0 {
+        return; // sent by a process, not a fault of pilot's: ignore it
+    }
+    let previous = PREVIOUS.get().and_then(|p| SYNCHRONOUS.iter().position(|s| *s == sig).map(|i| p[i]));
+    match previous {
+        Some(old) if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN => {
+            if old.sa_flags & libc::SA_SIGINFO != 0 {
+                // SAFETY: a handler installed with SA_SIGINFO has this signature.
+                let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    unsafe { std::mem::transmute(old.sa_sigaction) };
+                handler(sig, info, context);
+            } else {
+                // SAFETY: a handler installed without SA_SIGINFO takes the signal number only.
+                let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(old.sa_sigaction) };
+                handler(sig);
+            }
+        }
+        _ => {
+            // The default action, taken when the faulting instruction runs again on return.
+            // SAFETY: an all-zero sigaction is SIG_DFL with an empty mask.
+            unsafe {
+                let dfl: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
     }
 }
 
@@ -144,4 +226,51 @@ pub fn from_name(name: &str) -> Option<i32> {
     let upper = name.to_ascii_uppercase();
     let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
     full.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run `child` in a forked process with the fault signals guarded; its wait status.
+    fn in_child(child: fn()) -> libc::c_int {
+        // SAFETY: the child only installs the handlers, runs `child` (which faults, signals
+        // itself or exits) and _exits; the parent waits for that one pid.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0, "fork");
+            if pid == 0 {
+                guard_fault_signals();
+                child();
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            status
+        }
+    }
+
+    #[test]
+    fn a_fault_signal_sent_by_a_process_is_ignored() {
+        let status = in_child(|| {
+            for sig in SYNCHRONOUS {
+                // SAFETY: kill and getpid take plain integers.
+                unsafe { libc::kill(libc::getpid(), *sig) };
+            }
+            // SAFETY: _exit ends the child at once.
+            unsafe { libc::_exit(7) };
+        });
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 7, "status {status:#x}");
+    }
+
+    #[test]
+    fn a_real_fault_still_crashes_and_abort_still_aborts() {
+        let status = in_child(|| {
+            // SAFETY: deliberately not: a read of address 0 faults (SIGSEGV, si_code > 0).
+            unsafe { std::ptr::read_volatile(std::ptr::null::<u8>()) };
+        });
+        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV, "status {status:#x}");
+        let status = in_child(|| std::process::abort());
+        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT, "status {status:#x}");
+    }
 }
