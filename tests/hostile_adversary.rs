@@ -7,16 +7,6 @@ use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Read pilot's stdout until `n` more lines equal to `line` came (failing after `limit`).
 fn count_lines(p: &Running, line: &str, n: usize, limit: Duration) {
     let deadline = Instant::now() + limit;

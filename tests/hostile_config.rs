@@ -258,12 +258,6 @@ fn smaller_ones() {
 
 // ---- a running pilot and bad reloads ----
 
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// User + system CPU time of `pid`, in clock ticks (1/100 s).
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -334,7 +328,7 @@ fn a_running_pilot_survives_every_bad_reload() {
 
     // After the bomb: no render thread left working, memory back to small.
     eventually(Duration::from_secs(10), "no render thread", || (threads_named(pid, "template") == 0).then_some(()));
-    let rss = rss_kb(pid);
+    let rss = rss_kib(pid);
     assert!(rss < 50 * 1024, "pilot's RSS after the bad reloads: {rss} kB");
     // Nothing keeps working in the background: pilot is idle again (generous: under a
     // third of a core over two seconds, where the old runaway render thread used all of one).

@@ -103,7 +103,7 @@ fn a_connection_flood_is_refused_and_survived() {
     let (mut max_fds, mut max_threads) = (0, 0);
     while Instant::now() < until {
         max_fds = max_fds.max(open_fds(pid));
-        max_threads = max_threads.max(proc_status(pid, "Threads"));
+        max_threads = max_threads.max(proc_status_kib(pid, "Threads"));
         let c = unix_request(&pl.socket, b"GET /v3/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         assert!(matches!(code(&c), Some(200 | 503)), "a client during the flood got {c:?}");
         let s = scrape(&pl.telemetry);
@@ -136,7 +136,7 @@ fn a_connection_flood_is_refused_and_survived() {
 fn huge_headers_get_431_and_memory_stays_small() {
     let pl = Pilot::start("huge-header", "");
     let pid = pl.pid();
-    let hwm_before = proc_status(pid, "VmHWM");
+    let hwm_before = proc_status_kib(pid, "VmHWM");
     let head = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(2 << 20));
     let threads: Vec<_> = (0..20)
         .map(|i| {
@@ -151,7 +151,7 @@ fn huge_headers_get_431_and_memory_stays_small() {
         let answer = t.join().unwrap();
         assert_eq!(code(&answer), Some(431), "{}", &answer[..answer.len().min(300)]);
     }
-    let hwm_after = proc_status(pid, "VmHWM");
+    let hwm_after = proc_status_kib(pid, "VmHWM");
     assert!(hwm_after < hwm_before + 16 * 1024, "peak RSS grew from {hwm_before} kB to {hwm_after} kB");
     assert_eq!(ping(&pl.socket), Some(200));
 }

@@ -8,7 +8,7 @@ mod common;
 mod helpers;
 
 use common::*;
-use helpers::{FakeAgent, rss_kib, script, threads};
+use helpers::{FakeAgent, script, threads};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
