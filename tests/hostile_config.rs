@@ -139,7 +139,7 @@ fn files_that_are_not_regular_are_refused_without_blocking() {
     for (path, what) in [("/dev/zero", "character device"), (fifo.as_str(), "FIFO"), (dirname.as_str(), "directory")] {
         let (code, out) = pilot_cmd(&["check-config", "-c", path], &[]);
         assert_eq!(code, 1, "{path}: {out}");
-        assert!(out.contains(what) && out.contains("not a regular file"), "{path}: {out}");
+        assert!(out.contains(what) && out.contains("expected a regular file"), "{path}: {out}");
         let (code, out) = pilot_cmd(&["run", "-c", path], &[]);
         assert_eq!(code, 1, "run {path}: {out}");
         let cfg = write_config(&dir, "{}");
