@@ -420,3 +420,32 @@ fn the_per_job_socket_wins_over_other_live_sockets() {
     assert!(out.contains(&format!("\"pid\": {}", mine.child.id())), "{out}");
     drop((other, other2, mine));
 }
+
+/// Each putenv request is bounded by the body limit, but their sum was not: the server's
+/// copy of the variables (kept for rendering reloads) grew with every new name. Both it and
+/// the jobs' environment now hold at most 10,000 variables and 4 MiB (the supervisor's
+/// count, pilot's own variables included, decides): a request past that is refused whole
+/// (422) and changes nothing.
+#[test]
+fn putenv_requests_cannot_grow_the_environment_without_bound() {
+    let pl = Pilot::start("putenv-bound", "");
+    let put = |first: usize, n: usize| {
+        let vars: Vec<String> = (first..first + n).map(|i| format!("\"V{i}\": \"x\"")).collect();
+        let body = format!("{{{}}}", vars.join(","));
+        let req = format!(
+            "POST /v3/environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        unix_request(&pl.socket, req.as_bytes())
+    };
+    for round in 0..4 {
+        let answer = put(round * 2000, 2000);
+        assert_eq!(code(&answer), Some(200), "round {round}: {answer}");
+    }
+    // 8,000 set, and pilot's own environment: 2,500 more are too many.
+    let answer = put(8000, 2500);
+    assert_eq!(code(&answer), Some(422), "{answer}");
+    assert!(answer.contains("at most 10000"), "{answer}");
+    // Replacing variables that are already there stays within the bound.
+    assert_eq!(code(&put(0, 10)), Some(200));
+}

@@ -239,13 +239,22 @@ impl Control {
                 other => return Response::text(422, format!("{k}: expected a string value, got {other}")),
             }
         }
-        info!("control: environment updated: {}", vars.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", "));
-        {
-            let mut overlay = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
-            overlay.retain(|(k, _)| !vars.iter().any(|(n, _)| n == k));
-            overlay.extend(vars.iter().cloned());
+        // The supervisor's environment is the one that counts (it holds pilot's own
+        // variables too): only what it took goes into the overlay that reloads render with.
+        let (tx, rx) = channel();
+        if !self.send(Request::PutEnv(vars.clone(), tx)) {
+            return Response::text(503, "pilot is shutting down");
         }
-        self.forward(Request::PutEnv(vars), "")
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Response::text(422, format!("putenv refused: {e}")),
+            Err(_) => return Response::text(503, "the supervisor did not answer in time"),
+        }
+        info!("control: environment updated: {}", vars.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", "));
+        let mut overlay = self.overlay.lock().unwrap_or_else(|e| e.into_inner());
+        // Within the bound: the overlay holds a subset of the supervisor's variables.
+        let _ = super::put_env(&mut overlay, vars);
+        Response::text(200, "")
     }
 
     fn putmetric(&self, v: Value) -> Response {

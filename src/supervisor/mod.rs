@@ -334,10 +334,12 @@ pub fn run(
             Msg::Control(Request::Maintenance(on)) => {
                 m.on_event(Event::global(if on { Code::EnterMaintenance } else { Code::ExitMaintenance }))
             }
-            Msg::Control(Request::PutEnv(vars)) => {
-                if let Err(e) = put_env(&mut m.fx.env, vars) {
+            Msg::Control(Request::PutEnv(vars, reply)) => {
+                let taken = control::put_env(&mut m.fx.env, vars);
+                if let Err(e) = &taken {
                     warn!("putenv refused: {e}");
                 }
+                let _ = reply.send(taken);
             }
             Msg::Control(Request::Reload(config)) => m.reload(*config),
         }
@@ -363,28 +365,6 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(2));
     }
     code
-}
-
-/// Bounds on the jobs' environment as `putenv` grows it: every spawn copies it whole, and
-/// each request may add new names (the control server bounds one request, not their sum).
-const ENV_MAX_VARS: usize = 10_000;
-const ENV_MAX_BYTES: usize = 4 << 20;
-
-/// Set `vars` in the jobs' environment (replacing same-named ones), all or nothing.
-fn put_env(env: &mut Vec<(String, String)>, vars: Vec<(String, String)>) -> Result<(), String> {
-    let names: std::collections::HashSet<String> = vars.iter().map(|(k, _)| k.clone()).collect();
-    let kept = env.iter().filter(|(k, _)| !names.contains(k));
-    let count = kept.clone().count() + vars.len();
-    let bytes: usize = kept.chain(vars.iter()).map(|(k, v)| k.len() + v.len() + 2).sum();
-    if count > ENV_MAX_VARS || bytes > ENV_MAX_BYTES {
-        return Err(format!(
-            "the jobs' environment would hold {count} variables, {bytes} bytes (at most {ENV_MAX_VARS}, \
-             {ENV_MAX_BYTES} bytes)"
-        ));
-    }
-    env.retain(|(k, _)| !names.contains(k));
-    env.extend(vars);
-    Ok(())
 }
 
 /// The telemetry endpoint is registered without a job to stop it: take it out of Consul at
@@ -509,28 +489,5 @@ fn sweep_leftovers(rx: &Receiver<Msg>, deadline: Option<Instant>, stop_timeout: 
         // The signal thread reaps and reports; nothing here needs those reports.
         let _ = rx.recv_timeout(Duration::from_millis(20));
         while rx.try_recv().is_ok() {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vars(n: usize, prefix: &str) -> Vec<(String, String)> {
-        (0..n).map(|i| (format!("{prefix}{i}"), "v".to_string())).collect()
-    }
-
-    #[test]
-    fn putenv_replaces_and_is_bounded() {
-        let mut env = vec![("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())];
-        put_env(&mut env, vec![("A".into(), "3".into())]).unwrap();
-        assert_eq!(env, [("B".to_string(), "2".to_string()), ("A".to_string(), "3".to_string())]);
-        put_env(&mut env, vars(ENV_MAX_VARS - 2, "X")).unwrap();
-        let before = env.clone();
-        assert!(put_env(&mut env, vars(1, "Y")).is_err(), "one name too many");
-        assert_eq!(env, before, "a refused putenv changes nothing");
-        put_env(&mut env, vars(1, "X")).unwrap(); // replacing stays within the bound
-        let big = vec![("BIG".to_string(), "x".repeat(ENV_MAX_BYTES))];
-        assert!(put_env(&mut env, big).is_err());
     }
 }
