@@ -845,7 +845,10 @@ impl<E: Effects> Machine<E> {
         match sig {
             _ if sig == libc::SIGTERM || sig == libc::SIGINT || self.stop_signals.contains(&sig) => {
                 if self.shutting_down() {
-                    info!("{} during shutdown: hurrying", crate::init::signals::name(sig));
+                    // Once: a storm of signals must not become a storm of log lines.
+                    if !self.hurried() {
+                        info!("{} during shutdown: hurrying", crate::init::signals::name(sig));
+                    }
                     self.hurry();
                 } else {
                     info!("{}: shutting down", crate::init::signals::name(sig));

@@ -59,6 +59,8 @@ struct Driver {
     /// Extra service meta (HTCondor job identity).
     meta: BTreeMap<String, String>,
     loggers: output::Loggers,
+    /// Whether the last spawn found every log thread busy (to log the change only).
+    loggers_saturated: bool,
     /// When the shutdown's grace ends (set with the machine's `Grace` timer; None: not
     /// shutting down yet, or a grace too large to be a point in time).
     grace_deadline: Option<Instant>,
@@ -79,9 +81,16 @@ struct RunningCheck {
 
 impl Effects for Driver {
     fn spawn(&mut self, req: &RunRequest) -> Result<i32, SpawnFailure> {
-        let raw = req.raw || self.loggers.saturated();
-        if raw && !req.raw {
-            warn!("{} log threads are busy: the output of {} is not captured", output::MAX_LOGGERS, req.job);
+        let saturated = self.loggers.saturated();
+        let raw = req.raw || saturated;
+        // Said when capture stops and when it resumes, not at every spawn in between.
+        if saturated != self.loggers_saturated {
+            self.loggers_saturated = saturated;
+            if saturated {
+                warn!("{} log threads are busy: jobs' output is not captured until some finish", output::MAX_LOGGERS);
+            } else {
+                info!("log threads are free again: jobs' output is captured");
+            }
         }
         let req = &RunRequest { raw, ..*req };
         match launch::launch(req, &self.env, self.path.as_deref(), &self.inherited) {
@@ -305,6 +314,7 @@ pub fn run(
         epoch: Arc::new(AtomicU64::new(0)),
         meta: context.meta.clone(),
         loggers: output::Loggers::default(),
+        loggers_saturated: false,
         grace_deadline: None,
     };
     driver.reconfigured(config);
@@ -449,6 +459,7 @@ fn sweep_leftovers(rx: &Receiver<Msg>, deadline: Option<Instant>, stop_timeout: 
     let mut plan = sweep::Sweep::new(me == 1, stop_timeout, deadline);
     let give_up = deadline.and_then(|d| d.checked_add(machine::GIVE_UP));
     let mut announced = false;
+    let mut killed = std::collections::HashSet::new();
     while init::has_children() {
         let now = Instant::now();
         if give_up.is_some_and(|g| now >= g) {
@@ -474,7 +485,10 @@ fn sweep_leftovers(rx: &Receiver<Msg>, deadline: Option<Instant>, stop_timeout: 
                     init::kill(pid, libc::SIGCONT, false);
                 }
                 sweep::Action::Kill(pid) => {
-                    warn!("leftover process {pid} is still there: sending SIGKILL");
+                    // Once per pid: a fork loop would otherwise fill the log with it.
+                    if killed.insert(pid) {
+                        warn!("leftover process {pid} is still there: sending SIGKILL");
+                    }
                     init::kill(pid, libc::SIGKILL, false);
                 }
                 sweep::Action::TermEveryone => {
