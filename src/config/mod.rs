@@ -157,16 +157,3 @@ pub const MAX_DIAGNOSTICS: usize = 200;
 pub fn parse_json5(text: &str) -> Result<serde_json::Value, Diagnostic> {
     json::parse(text)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn syntax_errors_point_at_line_and_column() {
-        let d = parse_json5("{\n  a: 1\n  b: 2\n}").unwrap_err();
-        assert_eq!(d.line, Some(3));
-        assert!(d.message.contains("expected comma"), "{}", d.message);
-        assert!(d.message.contains("b: 2"), "{}", d.message);
-    }
-}

@@ -284,17 +284,6 @@ pub fn reserved_job_name(name: &str) -> Option<String> {
     None
 }
 
-/// With `pilot run -- CMD` the command runs as a job named `main`: a config job of that
-/// name would be ambiguous. For the caller that knows whether a command was given.
-pub fn check_main_name(config: &Config, main_job: &str) -> Result<(), String> {
-    match config.jobs.iter().position(|j| j.name == main_job) {
-        Some(i) => Err(format!(
-            "jobs[{i}].name: '{main_job}' is the name of the command given after `--`: rename the job, or run without a command"
-        )),
-        None => Ok(()),
-    }
-}
-
 impl Config {
     /// Decode and validate; problems are appended to `d` and `None` is returned only when
     /// the root is unusable. Callers check `d` for errors before using the result.
@@ -932,12 +921,8 @@ mod tests {
             let d = diags(&text);
             assert!(d.iter().any(|m| m.starts_with("jobs[0].name:")), "{name:?}: {d:?}");
         }
+        // `main` is the payload's name only next to `-- CMD` (supervisor::machine::check_payload_name).
         assert!(diags(r#"{jobs: [{name: "SIGNAL", exec: "x"}, {name: "main", exec: "y"}]}"#).is_empty());
-        let mut dec = Decoder::default();
-        let c =
-            Config::decode(&crate::config::parse_json5(r#"{jobs: [{name: "main", exec: "y"}]}"#).unwrap(), &mut dec)
-                .unwrap();
-        assert!(check_main_name(&c, "main").unwrap_err().contains("jobs[0].name"));
     }
 
     #[test]

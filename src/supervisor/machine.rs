@@ -62,8 +62,10 @@ pub enum Mode {
     /// Every job but the hooks is being stopped in dependency order (dependents first);
     /// no job starts but pre/post-stop and shutdown hooks. Then comes `AfterDrain`.
     Draining(AfterDrain),
-    /// Nothing is left to run: the driver may exit.
-    Finished,
+    /// Nothing is left to run: the driver may exit. `hurried`: the shutdown was hurried
+    /// (second stop signal, grace over), so what the driver does after (the sweep of
+    /// leftovers) is hurried too.
+    Finished { hurried: bool },
 }
 
 /// What follows once every job is stopped.
@@ -257,7 +259,6 @@ pub struct Machine<E: Effects> {
     queue: VecDeque<Event>,
     mode: Mode,
     /// Hurried at some point (the end of the shutdown is hurried too: see `sweep`).
-    was_hurried: bool,
     /// The current config's generation (see [`JobId`]).
     generation: u32,
     /// The signal that started shutdown, passed on to the payload as its stop signal.
@@ -300,12 +301,12 @@ fn payload_job(argv: Vec<String>) -> Job {
 /// A config job named like the payload's job would make event sources ambiguous: refuse it
 /// at start (`pilot run -c FILE -- CMD`).
 pub fn check_payload_name(config: &Config) -> Result<(), String> {
-    match config.jobs.iter().any(|j| j.name == MAIN_JOB) {
-        true => Err(format!(
-            "the config has a job named '{MAIN_JOB}', but that name belongs to the payload given after --: \
-             rename the job, or run the command as that job instead of after --"
+    match config.jobs.iter().position(|j| j.name == MAIN_JOB) {
+        Some(i) => Err(format!(
+            "jobs[{i}].name: the config has a job named '{MAIN_JOB}', but that name belongs to the payload \
+             given after --: rename the job, or run the command as that job instead of after --"
         )),
-        false => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -324,7 +325,6 @@ impl<E: Effects> Machine<E> {
             fx,
             queue: VecDeque::new(),
             mode: Mode::Running,
-            was_hurried: false,
             generation: 0,
             stop_signal: libc::SIGTERM,
             main,
@@ -349,16 +349,16 @@ impl<E: Effects> Machine<E> {
     /// A second stop signal or the end of the grace hurried the shutdown: what is left to
     /// do after the machine (the sweep of leftovers) is hurried too.
     pub fn was_hurried(&self) -> bool {
-        self.was_hurried
+        matches!(self.mode, Mode::Finished { hurried: true } | Mode::Draining(AfterDrain::Exit { hurried: true }))
     }
 
     pub fn finished(&self) -> bool {
-        matches!(self.mode, Mode::Finished)
+        matches!(self.mode, Mode::Finished { .. })
     }
 
     /// Pilot is stopping for good (not a reload).
     pub fn shutting_down(&self) -> bool {
-        matches!(self.mode, Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished)
+        matches!(self.mode, Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished { .. })
     }
 
     pub fn reloading(&self) -> bool {
@@ -694,7 +694,7 @@ impl<E: Effects> Machine<E> {
                     if let Some(main) = self.jobs.iter_mut().find(|j| j.is_main && j.pid.is_some()) {
                         main.last_exit = Some(ExitStatus::Signaled(libc::SIGKILL));
                     }
-                    self.mode = Mode::Finished;
+                    self.mode = Mode::Finished { hurried: true };
                 }
             }
             TimerKey::Interval(id)
@@ -875,7 +875,7 @@ impl<E: Effects> Machine<E> {
         match &self.mode {
             Mode::Running => {}
             Mode::Draining(AfterDrain::Reload(_)) => info!("shutdown during a reload: the new config is dropped"),
-            Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished => return,
+            Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished { .. } => return,
         }
         self.mode = Mode::Draining(AfterDrain::Exit { hurried: false });
         for job in &mut self.jobs {
@@ -913,7 +913,7 @@ impl<E: Effects> Machine<E> {
                 info!("reload during a reload: the newer config replaces the one waiting for the old jobs to stop");
                 **pending = config;
             }
-            Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished => {
+            Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished { .. } => {
                 warn!("reload ignored: pilot is shutting down");
                 return;
             }
@@ -952,7 +952,6 @@ impl<E: Effects> Machine<E> {
             return;
         }
         self.mode = Mode::Draining(AfterDrain::Exit { hurried: true });
-        self.was_hurried = true;
         for job in &mut self.jobs {
             for pid in [job.pid, job.check_pid].into_iter().flatten() {
                 self.fx.kill(pid, libc::SIGKILL, true);
@@ -1118,7 +1117,7 @@ impl<E: Effects> Machine<E> {
     /// drained reload starts the new config.
     fn check_finished(&mut self) {
         let reloading = match self.mode {
-            Mode::Finished => return,
+            Mode::Finished { .. } => return,
             Mode::Draining(AfterDrain::Reload(_)) => true,
             Mode::Draining(AfterDrain::Exit { .. }) | Mode::Running => false,
         };
@@ -1130,14 +1129,16 @@ impl<E: Effects> Machine<E> {
         if !settled || any_process {
             return;
         }
-        match std::mem::replace(&mut self.mode, Mode::Finished) {
+        match std::mem::replace(&mut self.mode, Mode::Finished { hurried: false }) {
             Mode::Draining(AfterDrain::Reload(config)) => self.swap_in(*config),
             Mode::Running => {
                 self.mode = Mode::Running;
                 info!("every job has finished");
                 self.begin_shutdown(None);
             }
-            Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished => {}
+            Mode::Draining(AfterDrain::Exit { hurried }) | Mode::Finished { hurried } => {
+                self.mode = Mode::Finished { hurried }
+            }
         }
     }
 }

@@ -186,7 +186,8 @@ impl Effects for Driver {
     }
 
     /// (Re)start the Consul side for `config`: the old worker ends when its channel is
-    /// dropped, old watches when they see the epoch move on.
+    /// dropped, old watches when their `Handle` is (a blocking query in flight is cut); the
+    /// epoch drops any event an old watch still had on its way.
     fn reconfigured(&mut self, config: &Config) {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         let (tx, current) = (self.acks.clone(), self.epoch.clone());
