@@ -95,6 +95,12 @@ pub fn check_config(config_flag: Option<&str>, env_file: Option<&str>, format: F
         .and_then(|e| e.into_iter().find(|(k, _)| k == "PATH").map(|(_, v)| v))
         .or_else(|| std::env::var("PATH").ok());
     check_programs(&mut loaded, path_var.as_deref(), strict);
+    if let Some(cfg) = &loaded.config {
+        // Users, groups and capabilities against this container's /etc and pilot's own rights.
+        let file = loaded.path.display().to_string();
+        let found = crate::identity::check(cfg, &crate::identity::etc());
+        loaded.diags.extend(found.into_iter().map(|d| crate::config::Diagnostic { file: file.clone(), ..d }));
+    }
     let errors = loaded.errors().count();
     let warnings = loaded.diags.iter().filter(|d| d.severity == Severity::Warning).count();
     let valid = loaded.config.is_some() && errors == 0 && !(strict && warnings > 0);

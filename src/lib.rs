@@ -10,6 +10,7 @@ pub mod events;
 pub mod fsread;
 pub mod htcondor;
 pub mod httpd;
+pub mod identity;
 pub mod ifspec;
 #[allow(unsafe_code)]
 pub mod init;

@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod json;
 pub mod model;
+pub mod privileges;
 pub mod redact;
 pub mod template;
 

@@ -182,6 +182,8 @@ pub struct Job {
     pub initial_status: Option<CheckStatus>,
     pub enable_tag_override: bool,
     pub deregister_critical_after: Option<Duration>,
+    /// pilot's `user`, `group`, `capabilities`, `no_new_privs` (see `config::privileges`).
+    pub privileges: super::privileges::Privileges,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +232,10 @@ const JOB_KEYS: &[&str] = &[
     "meta",
     "initial_status",
     "consul",
+    "user",
+    "group",
+    "capabilities",
+    "no_new_privs",
 ];
 /// Interface specs must parse now, not when the service is first registered.
 fn check_interfaces(d: &mut Decoder, path: &str, specs: &[String]) {
@@ -742,6 +748,7 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
     let initial_status_text = opt_string(d, &o, "initial_status");
     let initial_status = initial_status_text.as_deref().and_then(CheckStatus::parse);
     let (enable_tag_override, deregister_critical_after) = decode_job_consul(d, &o);
+    let privileges = super::privileges::decode(d, &o);
     if port != 0 {
         if let Some(n) = &name
             && !service_name_ok(n)
@@ -784,6 +791,7 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
         initial_status,
         enable_tag_override,
         deregister_critical_after,
+        privileges,
     })
 }
 

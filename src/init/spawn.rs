@@ -24,6 +24,8 @@ pub struct Spec<'a> {
     pub stderr: Stdio,
     /// Make the child's process group the terminal's foreground group (the payload).
     pub foreground: bool,
+    /// The job's `user`, `group`, `capabilities`, `no_new_privs` (None: pilot's own).
+    pub privileges: Option<&'a super::privileges::Plan>,
 }
 
 #[derive(Debug)]
@@ -72,10 +74,12 @@ enum Step {
     Execve,
     /// The ENOEXEC fallback: `/bin/sh SCRIPT ARGS...`.
     ExecveShell,
+    /// The job's identity (`privileges::apply_in_child`); the bits above 8 say which step.
+    Privileges,
 }
 
 impl Step {
-    const ALL: [Step; 10] = [
+    const ALL: [Step; 11] = [
         Step::Setpgid,
         Step::Tcsetpgrp,
         Step::Relocate,
@@ -86,6 +90,7 @@ impl Step {
         Step::Mask,
         Step::Execve,
         Step::ExecveShell,
+        Step::Privileges,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -108,6 +113,7 @@ impl Step {
             Step::Mask => "restoring the signal mask",
             Step::Execve => "execve",
             Step::ExecveShell => "execve of /bin/sh for a script without #!",
+            Step::Privileges => "setting the job's user and capabilities",
         }
     }
 }
@@ -220,7 +226,8 @@ pub fn spawn(spec: &Spec, inherited: &Inherited) -> Result<i32, SpawnError> {
         return Err(SpawnError::before_fork(std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        let exec = Exec { program: &program, argv: &argv_p, env: &env_p, sh_argv: &sh_argv };
+        let exec =
+            Exec { program: &program, argv: &argv_p, env: &env_p, sh_argv: &sh_argv, privileges: spec.privileges };
         // SAFETY: we are the child of fork; see `child`.
         unsafe { child(take_tty, fds, err_write_fd, inherited, &exec) }
     }
@@ -246,7 +253,14 @@ pub fn spawn(spec: &Spec, inherited: &Inherited) -> Result<i32, SpawnError> {
         return Ok(pid);
     }
     let errno = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let step = Step::from_u32(u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]])).unwrap_or(Step::Execve);
+    let sent = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let step = Step::from_u32(sent & 0xff).unwrap_or(Step::Execve);
+    if step == Step::Privileges
+        && let (Some(plan), Some(f)) = (spec.privileges, super::privileges::Failure::from_code(sent >> 8, errno))
+    {
+        let error = std::io::Error::new(std::io::Error::from_raw_os_error(errno).kind(), f.describe(plan));
+        return Err(SpawnError { pid: Some(pid), error, code: 126 });
+    }
     Err(child_failure(pid, spec.program, step, errno))
 }
 
@@ -256,6 +270,7 @@ struct Exec<'a> {
     argv: &'a [*const libc::c_char],
     env: &'a [*const libc::c_char],
     sh_argv: &'a [*const libc::c_char],
+    privileges: Option<&'a super::privileges::Plan>,
 }
 
 /// Report `step` and `errno` to the parent and exit (126, or 127 for ENOENT).
@@ -263,9 +278,18 @@ struct Exec<'a> {
 /// # Safety
 /// Only for the child of fork: write and _exit are async-signal-safe.
 unsafe fn fail(err_fd: RawFd, step: Step, errno: i32) -> ! {
+    // SAFETY: as for fail_with.
+    unsafe { fail_with(err_fd, step as u32, errno) }
+}
+
+/// `fail` with the step as sent: a `Step` in the low 8 bits, details above.
+///
+/// # Safety
+/// As `fail`.
+unsafe fn fail_with(err_fd: RawFd, step: u32, errno: i32) -> ! {
     let mut msg = [0u8; 8];
     msg[..4].copy_from_slice(&errno.to_ne_bytes());
-    msg[4..].copy_from_slice(&(step as u32).to_ne_bytes());
+    msg[4..].copy_from_slice(&step.to_ne_bytes());
     // SAFETY: msg is valid for 8 bytes; _exit never returns.
     unsafe {
         libc::write(err_fd, msg.as_ptr().cast(), msg.len());
@@ -323,6 +347,12 @@ unsafe fn child(take_tty: bool, mut fds: [RawFd; 3], err_fd: RawFd, inherited: &
                 fail(err_fd, Step::dup(target), errno());
             }
         }
+        // ---- issue 15: the job's identity (groups, uid, capabilities, no_new_privs). ----
+        if let Some(plan) = exec.privileges
+            && let Err(f) = super::privileges::apply_in_child(plan)
+        {
+            fail_with(err_fd, Step::Privileges as u32 | f.code() << 8, f.errno);
+        }
         if let Err((step, e)) = super::signals::restore_in_child(inherited) {
             let step = match step {
                 super::signals::RestoreStep::SigpipeDefault => Step::SigpipeDefault,
@@ -367,6 +397,7 @@ mod tests {
             stdout: Stdio::Fd(1_000_000),
             stderr: Stdio::Inherit,
             foreground: false,
+            privileges: None,
         };
         let e = spawn(&spec, &inherited).unwrap_err();
         let pid = e.pid.expect("fork succeeded");
@@ -391,6 +422,7 @@ mod tests {
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
             foreground: false,
+            privileges: None,
         };
         let e = spawn(&spec, &inherited).unwrap_err();
         assert!(e.pid.is_none() && e.to_string().contains("NUL"), "{e}");

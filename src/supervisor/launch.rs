@@ -49,7 +49,23 @@ pub fn launch(
         (Some(f), false) => Stdio::Fd(f.as_raw_fd()),
         _ => Stdio::Inherit,
     };
-    let spec = Spec { program: &program, argv: req.argv, env, stdin, stdout: out, stderr: err, foreground: req.main };
+    // The job's identity, resolved now (before fork) in the container's /etc.
+    let plan = match crate::identity::plan(req.privileges, &crate::identity::etc()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            return Err(fail(126, format!("cannot run {} with its user and capabilities: {e}", program.display())));
+        }
+    };
+    let spec = Spec {
+        program: &program,
+        argv: req.argv,
+        env,
+        stdin,
+        stdout: out,
+        stderr: err,
+        foreground: req.main,
+        privileges: plan.as_ref(),
+    };
     let result = spawn::spawn(&spec, inherited);
     // Only the child may hold the write end now, so the reader sees EOF when it is done.
     let output = pipe.map(|(reader, writer)| {

@@ -92,6 +92,8 @@ pub struct RunRequest<'a> {
     pub kind: RunKind,
     /// The payload of `pilot run -- CMD`: inherits stdin and the terminal.
     pub main: bool,
+    /// The job's `user`, `group`, `capabilities`: its health check runs as the job does.
+    pub privileges: &'a crate::config::privileges::Privileges,
 }
 
 pub struct SpawnFailure {
@@ -295,6 +297,7 @@ fn payload_job(argv: Vec<String>) -> Job {
         initial_status: None,
         enable_tag_override: false,
         deregister_critical_after: None,
+        privileges: Default::default(),
     }
 }
 
@@ -486,8 +489,14 @@ impl<E: Effects> Machine<E> {
         }
         let job = &self.jobs[j];
         let Some(argv) = job.cfg.exec.clone() else { return };
-        let req =
-            RunRequest { job: &job.cfg.name, argv: &argv, raw: job.cfg.raw, kind: RunKind::Exec, main: job.is_main };
+        let req = RunRequest {
+            job: &job.cfg.name,
+            argv: &argv,
+            raw: job.cfg.raw,
+            kind: RunKind::Exec,
+            main: job.is_main,
+            privileges: &job.cfg.privileges,
+        };
         match self.fx.spawn(&req) {
             Ok(pid) => {
                 let job = &mut self.jobs[j];
@@ -821,7 +830,8 @@ impl<E: Effects> Machine<E> {
             return;
         };
         let check = Source::check(&job.cfg.name);
-        let req = RunRequest { job: &check, argv, raw: health.raw, kind: RunKind::Check, main: false };
+        let privileges = &self.jobs[j].cfg.privileges;
+        let req = RunRequest { job: &check, argv, raw: health.raw, kind: RunKind::Check, main: false, privileges };
         match self.fx.spawn(&req) {
             Ok(pid) => {
                 let job = &mut self.jobs[j];

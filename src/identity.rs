@@ -1,0 +1,359 @@
+//! Who a job runs as: the config's `user`, `group`, `capabilities` and `no_new_privs`
+//! (`config::privileges`) resolved into the plain numbers the spawn child applies
+//! (`init::privileges::Plan`), and `check-config`'s look at them.
+//!
+//! Names are looked up in the container's own `/etc/passwd` and `/etc/group`, read when the
+//! job is spawned (a job run earlier, or the image, may have added the account), as plain
+//! files: pilot is a static binary and has no NSS, and a site's LDAP or SSSD on the host is not
+//! what the container's jobs should resolve against. The files are read with `fsread` (regular
+//! files of bounded size, never a hang on a FIFO), only for jobs that name a user or group.
+//!
+//! The rules, as `initgroups(3)` and `su` apply them:
+//! - `user` by name, or by a uid that has a passwd entry: that uid; the primary group is
+//!   `group` if given, else the entry's; the supplementary groups are the primary group plus
+//!   every group of `/etc/group` that lists the user's name as a member.
+//! - `user` as a uid without a passwd entry: `group` is required (there is no primary group to
+//!   take, and Docker's answer, gid 0, would leave the job in root's group); the supplementary
+//!   groups are just that group.
+//! - `group` alone: pilot's uid, that gid, and that group as the only supplementary group
+//!   (pilot's own groups, root's among them, are not passed on).
+
+use crate::config::privileges::{Account, Privileges};
+use crate::config::{Config, Diagnostic};
+use crate::init::privileges::Plan;
+use caps::{CapSet, Capability};
+use std::path::{Path, PathBuf};
+
+/// The largest `/etc/passwd` or `/etc/group` read (a site's may list many pool accounts).
+const MAX_FILE: u64 = 16 << 20;
+
+/// Where the account files are: the container's `/etc`.
+pub fn etc() -> PathBuf {
+    PathBuf::from("/etc")
+}
+
+/// One line of `/etc/passwd`, the fields used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+/// One line of `/etc/group`, the fields used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GroupEntry {
+    name: String,
+    gid: u32,
+    members: Vec<String>,
+}
+
+/// `name:password:uid:gid:...` lines; comments, blank, NIS (`+`/`-`) and malformed lines are
+/// skipped, as glibc's files backend does.
+fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
+        .filter(|l| !l.starts_with(['#', '+', '-']))
+        .filter_map(|line| {
+            let mut f = line.split(':');
+            let name = f.next()?.to_string();
+            let _password = f.next()?;
+            let uid = f.next()?.trim().parse().ok()?;
+            let gid = f.next()?.trim().parse().ok()?;
+            (!name.is_empty()).then_some(PasswdEntry { name, uid, gid })
+        })
+        .collect()
+}
+
+/// `name:password:gid:member,member` lines.
+fn parse_group(text: &str) -> Vec<GroupEntry> {
+    text.lines()
+        .filter(|l| !l.starts_with(['#', '+', '-']))
+        .filter_map(|line| {
+            let mut f = line.split(':');
+            let name = f.next()?.to_string();
+            let _password = f.next()?;
+            let gid = f.next()?.trim().parse().ok()?;
+            let members = f.next().unwrap_or("").split(',').map(str::trim).filter(|m| !m.is_empty());
+            let members = members.map(str::to_string).collect();
+            (!name.is_empty()).then_some(GroupEntry { name, gid, members })
+        })
+        .collect()
+}
+
+/// A file of `etc`; a missing one is empty (a minimal image may have no `/etc/group`), any
+/// other trouble is an error naming it.
+fn read_etc(etc: &Path, name: &str) -> Result<String, String> {
+    let path = etc.join(name);
+    if !path.exists() && path.symlink_metadata().is_err() {
+        return Ok(String::new());
+    }
+    crate::fsread::read_regular(&path, MAX_FILE)
+}
+
+/// A job's user and groups as numbers, and the user's name when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounts {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub groups: Option<Vec<u32>>,
+}
+
+/// Resolve `user` and `group` against the account files in `etc`.
+pub fn resolve(p: &Privileges, etc: &Path) -> Result<Accounts, String> {
+    if p.user.is_none() && p.group.is_none() {
+        return Ok(Accounts { uid: None, gid: None, groups: None });
+    }
+    let passwd = match &p.user {
+        Some(_) => parse_passwd(&read_etc(etc, "passwd")?),
+        None => Vec::new(),
+    };
+    let entry = match &p.user {
+        Some(Account::Name(n)) => Some(
+            passwd
+                .iter()
+                .find(|e| &e.name == n)
+                .ok_or_else(|| format!("no user '{n}' in {}", etc.join("passwd").display()))?,
+        ),
+        Some(Account::Id(u)) => passwd.iter().find(|e| e.uid == *u),
+        None => None,
+    };
+    let needs_groups_file = matches!(p.group, Some(Account::Name(_))) || entry.is_some();
+    let groups_file = if needs_groups_file { parse_group(&read_etc(etc, "group")?) } else { Vec::new() };
+    let gid = match &p.group {
+        Some(Account::Id(g)) => *g,
+        Some(Account::Name(n)) => {
+            groups_file
+                .iter()
+                .find(|g| &g.name == n)
+                .ok_or_else(|| format!("no group '{n}' in {}", etc.join("group").display()))?
+                .gid
+        }
+        None => match (&p.user, entry) {
+            (_, Some(e)) => e.gid,
+            (Some(Account::Id(u)), None) => {
+                return Err(format!(
+                    "uid {u} has no entry in {}, so it has no primary group: set 'group' too",
+                    etc.join("passwd").display()
+                ));
+            }
+            _ => unreachable!("a group or a user was given"),
+        },
+    };
+    let mut groups = vec![gid];
+    if let Some(e) = entry {
+        for g in &groups_file {
+            if g.members.contains(&e.name) && !groups.contains(&g.gid) {
+                groups.push(g.gid);
+            }
+        }
+    }
+    // The kernel's limit (NGROUPS_MAX): more would fail in the child with EINVAL.
+    if groups.len() > 65536 {
+        return Err(format!("{} supplementary groups is more than the kernel's limit of 65536", groups.len()));
+    }
+    let uid = match (&p.user, entry) {
+        (_, Some(e)) => Some(e.uid),
+        (Some(Account::Id(u)), None) => Some(*u),
+        _ => None,
+    };
+    Ok(Accounts { uid, gid: Some(gid), groups: Some(groups) })
+}
+
+/// The capabilities as the mask `init::privileges` applies.
+pub fn mask(caps: &[Capability]) -> u64 {
+    caps.iter().fold(0, |m, c| m | c.bitmask())
+}
+
+/// What pilot has itself, for the checks before fork.
+fn own(set: CapSet) -> u64 {
+    caps::read(None, set).map(|s| s.iter().fold(0, |m, c| m | c.bitmask())).unwrap_or(0)
+}
+
+fn names(mask: u64) -> String {
+    let mut list: Vec<String> =
+        caps::all().into_iter().filter(|c| mask & c.bitmask() != 0).map(|c| c.to_string()).collect();
+    list.sort_unstable();
+    list.join(", ")
+}
+
+/// Everything the spawn child is to do for a job, or why it cannot be done (an unknown user,
+/// a capability pilot does not have itself). Called before fork, for the job's process and
+/// its health check alike; `None` for a job without privilege options.
+pub fn plan(p: &Privileges, etc: &Path) -> Result<Option<Plan>, String> {
+    if p.is_default() {
+        return Ok(None);
+    }
+    let accounts = resolve(p, etc)?;
+    let keep = p.capabilities.as_deref().map(mask);
+    if let Some(keep) = keep {
+        // Checked here so the message names the capabilities (the child can only say EPERM).
+        let missing = keep & !own(CapSet::Permitted);
+        if missing != 0 {
+            return Err(format!(
+                "cannot keep {}: pilot itself does not have {} (not in its permitted set)",
+                names(missing),
+                if missing.count_ones() == 1 { "it" } else { "them" }
+            ));
+        }
+    }
+    // A group list that is already pilot's needs no setgroups, which an unprivileged pilot
+    // could not make (it runs jobs as itself then).
+    let mut groups = accounts.groups;
+    if let Some(g) = &groups {
+        let mut want = g.clone();
+        want.sort_unstable();
+        want.dedup();
+        if let Ok(current) = nix::unistd::getgroups() {
+            let mut current: Vec<u32> = current.iter().map(|g| g.as_raw()).collect();
+            current.sort_unstable();
+            current.dedup();
+            if current == want {
+                groups = None;
+            }
+        }
+    }
+    Ok(Some(Plan { uid: accounts.uid, gid: accounts.gid, groups, keep, no_new_privs: p.no_new_privs() }))
+}
+
+/// `check-config`'s look at the privilege options: names that do not resolve in this
+/// container's `etc` are errors naming the job; options that will fail or not fully apply
+/// because of how pilot runs (not root, missing capabilities, no_new_privs already set) are
+/// warnings that say what will happen at spawn.
+pub fn check(cfg: &Config, etc: &Path) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut uses = Vec::new();
+    for (i, job) in cfg.jobs.iter().enumerate() {
+        let p = &job.privileges;
+        if p.is_default() {
+            continue;
+        }
+        uses.push(i);
+        if let Err(e) = resolve(p, etc) {
+            let field = if e.contains("no group") || e.contains("primary group") { "group" } else { "user" };
+            let field = if p.user.is_none() { "group" } else { field };
+            out.push(Diagnostic::error(format!("jobs[{i}].{field}"), format!("job '{}': {e}", job.name)));
+        }
+    }
+    let Some(&first) = uses.first() else { return out };
+    let euid = nix::unistd::geteuid().as_raw();
+    let effective = own(CapSet::Effective);
+    let permitted = own(CapSet::Permitted);
+    let lacking: Vec<&str> = [
+        (Capability::CAP_SETUID, "CAP_SETUID"),
+        (Capability::CAP_SETGID, "CAP_SETGID"),
+        (Capability::CAP_SETPCAP, "CAP_SETPCAP"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| effective & c.bitmask() == 0)
+    .map(|(_, n)| n)
+    .collect();
+    if euid != 0 || !lacking.is_empty() {
+        let who = if euid != 0 { format!("pilot runs as uid {euid}, not root") } else { "pilot is root".to_string() };
+        let lacks = if lacking.is_empty() { String::new() } else { format!(" and lacks {}", lacking.join(", ")) };
+        out.push(Diagnostic::warning(
+            format!("jobs[{first}]"),
+            format!(
+                "{who}{lacks}: jobs with 'user', 'group' or 'capabilities' can only run as pilot's own user and group and keep no more than pilot has; a job asking for more fails to start with the reason (e.g. \"setuid(1000) failed: EPERM\"), and pilot keeps running its other jobs"
+            ),
+        ));
+    }
+    for &i in &uses {
+        let job = &cfg.jobs[i];
+        if let Some(keep) = job.privileges.capabilities.as_deref().map(mask) {
+            let missing = keep & !permitted;
+            if missing != 0 {
+                out.push(Diagnostic::warning(
+                    format!("jobs[{i}].capabilities"),
+                    format!(
+                        "job '{}': pilot does not have {} itself, so the job cannot keep it and will not start",
+                        job.name,
+                        names(missing)
+                    ),
+                ));
+            }
+        }
+        if job.privileges.no_new_privs == Some(false) && own_no_new_privs() {
+            out.push(Diagnostic::warning(
+                format!("jobs[{i}].no_new_privs"),
+                format!(
+                    "job '{}': pilot already runs with no_new_privs (as Apptainer and many container runtimes set it), which no process can turn off: the job gets it anyway",
+                    job.name
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// Whether pilot itself has `NoNewPrivs` (from /proc/self/status).
+fn own_no_new_privs() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.strip_prefix("NoNewPrivs:").is_some_and(|v| v.trim() == "1")))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn etc_with(passwd: &str, group: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pilot-identity-{}-{}", std::process::id(), passwd.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("passwd"), passwd).unwrap();
+        std::fs::write(dir.join("group"), group).unwrap();
+        dir
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n# comment\n+nis\nconsul:x:100:1000::/var/lib/consul:/sbin/nologin\nbroken:line\ncondor:x:64:64::/:/bin/false\n";
+    const GROUP: &str =
+        "root:x:0:\nconsul:x:1000:\ndocker:x:999:condor,consul\nwheel:x:10:condor\nmonitor:x:2000: consul \n";
+
+    fn privs(user: Option<Account>, group: Option<Account>) -> Privileges {
+        Privileges { user, group, ..Privileges::default() }
+    }
+
+    #[test]
+    fn initgroups_semantics_for_a_named_user() {
+        let etc = etc_with(PASSWD, GROUP);
+        let a = resolve(&privs(Some(Account::Name("consul".into())), None), &etc).unwrap();
+        assert_eq!(a, Accounts { uid: Some(100), gid: Some(1000), groups: Some(vec![1000, 999, 2000]) });
+        // By uid with an entry: the same, and `group` replaces the primary group.
+        let a = resolve(&privs(Some(Account::Id(100)), Some(Account::Name("wheel".into()))), &etc).unwrap();
+        assert_eq!(a, Accounts { uid: Some(100), gid: Some(10), groups: Some(vec![10, 999, 2000]) });
+        // A uid without an entry needs a group, and gets only that one.
+        let e = resolve(&privs(Some(Account::Id(4242)), None), &etc).unwrap_err();
+        assert!(e.contains("uid 4242 has no entry") && e.contains("set 'group'"), "{e}");
+        let a = resolve(&privs(Some(Account::Id(4242)), Some(Account::Id(4242))), &etc).unwrap();
+        assert_eq!(a, Accounts { uid: Some(4242), gid: Some(4242), groups: Some(vec![4242]) });
+        // Group alone: pilot's uid.
+        let a = resolve(&privs(None, Some(Account::Name("monitor".into()))), &etc).unwrap();
+        assert_eq!(a, Accounts { uid: None, gid: Some(2000), groups: Some(vec![2000]) });
+    }
+
+    #[test]
+    fn unknown_names_are_errors_naming_the_file() {
+        let etc = etc_with(PASSWD, GROUP);
+        let e = resolve(&privs(Some(Account::Name("consol".into())), None), &etc).unwrap_err();
+        assert!(e.starts_with("no user 'consol' in ") && e.ends_with("/passwd"), "{e}");
+        let e = resolve(&privs(None, Some(Account::Name("nogroup".into()))), &etc).unwrap_err();
+        assert!(e.starts_with("no group 'nogroup' in "), "{e}");
+        // The broken line is skipped, not taken for a user.
+        assert!(resolve(&privs(Some(Account::Name("broken".into())), None), &etc).is_err());
+    }
+
+    #[test]
+    fn a_fifo_for_passwd_is_an_error_not_a_hang() {
+        let dir = std::env::temp_dir().join(format!("pilot-identity-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_file(dir.join("passwd"));
+        nix::unistd::mkfifo(&dir.join("passwd"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = resolve(&privs(Some(Account::Name("x".into())), None), &dir).unwrap_err();
+        assert!(e.contains("FIFO"), "{e}");
+    }
+
+    #[test]
+    fn the_mask_has_one_bit_per_capability() {
+        assert_eq!(mask(&[Capability::CAP_NET_BIND_SERVICE, Capability::CAP_KILL]), (1 << 10) | (1 << 5));
+        assert_eq!(names((1 << 10) | (1 << 5)), "CAP_KILL, CAP_NET_BIND_SERVICE");
+    }
+}
