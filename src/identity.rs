@@ -98,13 +98,34 @@ pub struct Accounts {
     pub groups: Option<Vec<u32>>,
 }
 
+/// The job field a resolution failed on, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn user_error(message: String) -> Unresolved {
+    Unresolved { field: "user", message }
+}
+
+fn group_error(message: String) -> Unresolved {
+    Unresolved { field: "group", message }
+}
+
 /// Resolve `user` and `group` against the account files in `etc`.
-pub fn resolve(p: &Privileges, etc: &Path) -> Result<Accounts, String> {
+pub fn resolve(p: &Privileges, etc: &Path) -> Result<Accounts, Unresolved> {
     if p.user.is_none() && p.group.is_none() {
         return Ok(Accounts { uid: None, gid: None, groups: None });
     }
     let passwd = match &p.user {
-        Some(_) => parse_passwd(&read_etc(etc, "passwd")?),
+        Some(_) => parse_passwd(&read_etc(etc, "passwd").map_err(user_error)?),
         None => Vec::new(),
     };
     let entry = match &p.user {
@@ -112,29 +133,32 @@ pub fn resolve(p: &Privileges, etc: &Path) -> Result<Accounts, String> {
             passwd
                 .iter()
                 .find(|e| &e.name == n)
-                .ok_or_else(|| format!("no user '{n}' in {}", etc.join("passwd").display()))?,
+                .ok_or_else(|| user_error(format!("no user '{n}' in {}", etc.join("passwd").display())))?,
         ),
         Some(Account::Id(u)) => passwd.iter().find(|e| e.uid == *u),
         None => None,
     };
     let needs_groups_file = matches!(p.group, Some(Account::Name(_))) || entry.is_some();
-    let groups_file = if needs_groups_file { parse_group(&read_etc(etc, "group")?) } else { Vec::new() };
+    let groups_file = match needs_groups_file {
+        true => parse_group(&read_etc(etc, "group").map_err(group_error)?),
+        false => Vec::new(),
+    };
     let gid = match &p.group {
         Some(Account::Id(g)) => *g,
         Some(Account::Name(n)) => {
             groups_file
                 .iter()
                 .find(|g| &g.name == n)
-                .ok_or_else(|| format!("no group '{n}' in {}", etc.join("group").display()))?
+                .ok_or_else(|| group_error(format!("no group '{n}' in {}", etc.join("group").display())))?
                 .gid
         }
         None => match (&p.user, entry) {
             (_, Some(e)) => e.gid,
             (Some(Account::Id(u)), None) => {
-                return Err(format!(
+                return Err(group_error(format!(
                     "uid {u} has no entry in {}, so it has no primary group: set 'group' too",
                     etc.join("passwd").display()
-                ));
+                )));
             }
             _ => unreachable!("a group or a user was given"),
         },
@@ -149,7 +173,8 @@ pub fn resolve(p: &Privileges, etc: &Path) -> Result<Accounts, String> {
     }
     // The kernel's limit (NGROUPS_MAX): more would fail in the child with EINVAL.
     if groups.len() > 65536 {
-        return Err(format!("{} supplementary groups is more than the kernel's limit of 65536", groups.len()));
+        let n = groups.len();
+        return Err(group_error(format!("{n} supplementary groups is more than the kernel's limit of 65536")));
     }
     let uid = match (&p.user, entry) {
         (_, Some(e)) => Some(e.uid),
@@ -183,7 +208,7 @@ pub fn plan(p: &Privileges, etc: &Path) -> Result<Option<Plan>, String> {
     if p.is_default() {
         return Ok(None);
     }
-    let accounts = resolve(p, etc)?;
+    let accounts = resolve(p, etc).map_err(|e| e.message)?;
     let keep = p.capabilities.as_deref().map(mask);
     if let Some(keep) = keep {
         // Checked here so the message names the capabilities (the child can only say EPERM).
@@ -229,23 +254,24 @@ pub fn check(cfg: &Config, etc: &Path) -> Vec<Diagnostic> {
         }
         uses.push(i);
         if let Err(e) = resolve(p, etc) {
-            let field = if e.contains("no group") || e.contains("primary group") { "group" } else { "user" };
-            let field = if p.user.is_none() { "group" } else { field };
-            out.push(Diagnostic::error(format!("jobs[{i}].{field}"), format!("job '{}': {e}", job.name)));
+            out.push(Diagnostic::error(format!("jobs[{i}].{}", e.field), format!("job '{}': {e}", job.name)));
         }
     }
     let Some(&first) = uses.first() else { return out };
     let euid = nix::unistd::geteuid().as_raw();
     let effective = own(CapSet::Effective);
     let permitted = own(CapSet::Permitted);
+    // What the options in use need: setuid for `user`, setgroups/setgid for either, and
+    // CAP_SETPCAP to drop capabilities from the bounding set.
+    let any = |f: fn(&Privileges) -> bool| uses.iter().any(|&i| f(&cfg.jobs[i].privileges));
     let lacking: Vec<&str> = [
-        (Capability::CAP_SETUID, "CAP_SETUID"),
-        (Capability::CAP_SETGID, "CAP_SETGID"),
-        (Capability::CAP_SETPCAP, "CAP_SETPCAP"),
+        (Capability::CAP_SETUID, "CAP_SETUID", any(|p| p.user.is_some())),
+        (Capability::CAP_SETGID, "CAP_SETGID", any(|p| p.user.is_some() || p.group.is_some())),
+        (Capability::CAP_SETPCAP, "CAP_SETPCAP", any(|p| p.capabilities.is_some())),
     ]
     .into_iter()
-    .filter(|(c, _)| effective & c.bitmask() == 0)
-    .map(|(_, n)| n)
+    .filter(|(c, _, needed)| *needed && effective & c.bitmask() == 0)
+    .map(|(_, n, _)| n)
     .collect();
     if euid != 0 || !lacking.is_empty() {
         let who = if euid != 0 { format!("pilot runs as uid {euid}, not root") } else { "pilot is root".to_string() };
@@ -322,6 +348,8 @@ mod tests {
         assert_eq!(a, Accounts { uid: Some(100), gid: Some(10), groups: Some(vec![10, 999, 2000]) });
         // A uid without an entry needs a group, and gets only that one.
         let e = resolve(&privs(Some(Account::Id(4242)), None), &etc).unwrap_err();
+        assert_eq!(e.field, "group");
+        let e = e.message;
         assert!(e.contains("uid 4242 has no entry") && e.contains("set 'group'"), "{e}");
         let a = resolve(&privs(Some(Account::Id(4242)), Some(Account::Id(4242))), &etc).unwrap();
         assert_eq!(a, Accounts { uid: Some(4242), gid: Some(4242), groups: Some(vec![4242]) });
@@ -334,8 +362,10 @@ mod tests {
     fn unknown_names_are_errors_naming_the_file() {
         let etc = etc_with(PASSWD, GROUP);
         let e = resolve(&privs(Some(Account::Name("consol".into())), None), &etc).unwrap_err();
+        assert_eq!(e.field, "user");
+        let e = e.message;
         assert!(e.starts_with("no user 'consol' in ") && e.ends_with("/passwd"), "{e}");
-        let e = resolve(&privs(None, Some(Account::Name("nogroup".into()))), &etc).unwrap_err();
+        let e = resolve(&privs(None, Some(Account::Name("nogroup".into()))), &etc).unwrap_err().message;
         assert!(e.starts_with("no group 'nogroup' in "), "{e}");
         // The broken line is skipped, not taken for a user.
         assert!(resolve(&privs(Some(Account::Name("broken".into())), None), &etc).is_err());
@@ -347,7 +377,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let _ = std::fs::remove_file(dir.join("passwd"));
         nix::unistd::mkfifo(&dir.join("passwd"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let e = resolve(&privs(Some(Account::Name("x".into())), None), &dir).unwrap_err();
+        let e = resolve(&privs(Some(Account::Name("x".into())), None), &dir).unwrap_err().message;
         assert!(e.contains("FIFO"), "{e}");
     }
 

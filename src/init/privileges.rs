@@ -110,9 +110,8 @@ impl Failure {
             Step::AmbientRaise => format!("raising capability {} in the ambient set (PR_CAP_AMBIENT_RAISE)", self.cap),
             Step::NoNewPrivs => "prctl(PR_SET_NO_NEW_PRIVS)".to_string(),
         };
-        let name = nix::errno::Errno::from_raw(self.errno);
-        let os = std::io::Error::from_raw_os_error(self.errno);
-        let mut msg = format!("{what} failed: {name}: {os}");
+        let errno = nix::errno::Errno::from_raw(self.errno);
+        let mut msg = format!("{what} failed: {errno:?}: {}", errno.desc());
         if let Some(hint) = self.hint(plan) {
             msg.push_str(&format!(" ({hint})"));
         }
