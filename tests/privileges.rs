@@ -219,3 +219,33 @@ fn check_config_warns_and_explains_when_pilot_is_not_root() {
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("warning"), "{out}");
 }
+
+#[test]
+fn the_readme_worker_node_example_passes_check_config_in_a_container_with_a_consul_user() {
+    assert!(is_root(), "this test makes a mount namespace: run it as root");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## Least privilege for jobs").nth(1).expect("the README section");
+    let example = section.split("```json5").nth(1).and_then(|s| s.split("```").next()).expect("its json5 example");
+    assert!(example.contains("user: \"consul\"") && example.contains("condor_master"), "{example}");
+    let c = Container::new(
+        "readme",
+        "root:x:0:0::/root:/bin/sh\nconsul:x:100:1000::/consul:/bin/false\n",
+        "root:x:0:\nconsul:x:1000:\n",
+        example,
+    );
+    let d = c.dir.display();
+    let script =
+        format!("mount --bind {d}/etc/passwd /etc/passwd && mount --bind {d}/etc/group /etc/group && exec \"$@\"");
+    let out = run_limited(
+        Command::new("unshare")
+            .args(["--mount", "--", "sh", "-c", &script, "sh", pilot(), "check-config", "-c"])
+            .arg(c.dir.join("pilot.json5")),
+        LIMIT,
+    );
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    // Only the programs missing on this machine may be warned about.
+    for line in all.lines().filter(|l| l.contains("warning")) {
+        assert!(line.contains("not found on PATH"), "{all}");
+    }
+}
