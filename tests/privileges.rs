@@ -245,7 +245,7 @@ fn the_readme_worker_node_example_passes_check_config_in_a_container_with_a_cons
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
     // Only the programs missing on this machine may be warned about.
-    for line in all.lines().filter(|l| l.contains("warning")) {
+    for line in all.lines().filter(|l| l.contains(": warning:")) {
         assert!(line.contains("not found on PATH"), "{all}");
     }
 }
