@@ -249,3 +249,38 @@ fn the_readme_worker_node_example_passes_check_config_in_a_container_with_a_cons
         assert!(line.contains("not found on PATH"), "{all}");
     }
 }
+
+#[test]
+fn a_fifo_or_a_huge_file_for_etc_passwd_fails_that_job_without_hanging_pilot() {
+    assert!(is_root(), "this test makes PID and mount namespaces: run it as root");
+    let config = format!(
+        r#"{{jobs: [
+        {{name: "svc", exec: {svc}, user: "svc"}},
+        {{name: "by-id", exec: {by_id}, user: 0, capabilities: ["kill"]}},
+        {{name: "other", exec: {other}}},
+        ]}}"#,
+        svc = dump("svc"),
+        by_id = dump("by-id"),
+        other = dump("other"),
+    );
+    let c = Container::new("fifo", "", "root:x:0:\n", &config);
+    let passwd = c.dir.join("etc/passwd");
+    std::fs::remove_file(&passwd).unwrap();
+    let made = Command::new("mkfifo").arg(&passwd).status().unwrap();
+    assert!(made.success());
+    let out = c.run(Ns::Root, LIMIT);
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_ran(&c, &out, &["other"]);
+    assert!(!c.out().join("svc").exists() && !c.out().join("by-id").exists(), "{log}");
+    assert!(log.contains("job svc: ") && log.contains("'/etc/passwd': it is a FIFO"), "{log}");
+    assert!(log.contains("job by-id: ") && log.contains("'/etc/passwd': it is a FIFO"), "{log}");
+
+    // 20 MiB of passwd: refused by size, not read into memory.
+    let c = Container::new("huge", "", "root:x:0:\n", &config);
+    let f = std::fs::File::create(c.dir.join("etc/passwd")).unwrap();
+    f.set_len(20 << 20).unwrap();
+    let out = c.run(Ns::Root, LIMIT);
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_ran(&c, &out, &["other"]);
+    assert!(log.contains("job svc: ") && log.contains("more than the limit"), "{log}");
+}
