@@ -201,6 +201,18 @@ fn names(mask: u64) -> String {
     list.join(", ")
 }
 
+/// Whether `groups` are pilot's supplementary groups already (in any order).
+fn already_ours(groups: &[u32]) -> bool {
+    let Ok(current) = nix::unistd::getgroups() else { return false };
+    let mut current: Vec<u32> = current.iter().map(|g| g.as_raw()).collect();
+    let mut want = groups.to_vec();
+    for list in [&mut current, &mut want] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    current == want
+}
+
 /// Everything the spawn child is to do for a job, or why it cannot be done (an unknown user,
 /// a capability pilot does not have itself). Called before fork, for the job's process and
 /// its health check alike; `None` for a job without privilege options.
@@ -223,20 +235,7 @@ pub fn plan(p: &Privileges, etc: &Path) -> Result<Option<Plan>, String> {
     }
     // A group list that is already pilot's needs no setgroups, which an unprivileged pilot
     // could not make (it runs jobs as itself then).
-    let mut groups = accounts.groups;
-    if let Some(g) = &groups {
-        let mut want = g.clone();
-        want.sort_unstable();
-        want.dedup();
-        if let Ok(current) = nix::unistd::getgroups() {
-            let mut current: Vec<u32> = current.iter().map(|g| g.as_raw()).collect();
-            current.sort_unstable();
-            current.dedup();
-            if current == want {
-                groups = None;
-            }
-        }
-    }
+    let groups = accounts.groups.filter(|g| !already_ours(g));
     Ok(Some(Plan { uid: accounts.uid, gid: accounts.gid, groups, keep, no_new_privs: p.no_new_privs() }))
 }
 
@@ -253,8 +252,14 @@ pub fn check(cfg: &Config, etc: &Path) -> Vec<Diagnostic> {
             continue;
         }
         uses.push(i);
-        if let Err(e) = resolve(p, etc) {
-            out.push(Diagnostic::error(format!("jobs[{i}].{}", e.field), format!("job '{}': {e}", job.name)));
+        match resolve(p, etc) {
+            Err(e) => out.push(Diagnostic::error(format!("jobs[{i}].{}", e.field), format!("job '{}': {e}", job.name))),
+            Ok(a) => out.extend(namespace_problems(&a).into_iter().map(|(field, problem)| {
+                Diagnostic::warning(
+                    format!("jobs[{i}].{field}"),
+                    format!("job '{}': {problem}: it will not start in this namespace", job.name),
+                )
+            })),
         }
     }
     let Some(&first) = uses.first() else { return out };
@@ -307,6 +312,43 @@ pub fn check(cfg: &Config, etc: &Path) -> Vec<Diagnostic> {
                 ),
             ));
         }
+    }
+    out
+}
+
+/// The ranges of ids a user namespace map (`/proc/self/uid_map`) makes valid here, as
+/// (first, count); None when it cannot be read.
+fn mapped(file: &str) -> Option<Vec<(u64, u64)>> {
+    let text = std::fs::read_to_string(file).ok()?;
+    // Each line: first id inside, first id outside, count.
+    let ranges = text.lines().filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+        [inside, _, count] => Some((inside.parse().ok()?, count.parse().ok()?)),
+        _ => None,
+    });
+    Some(ranges.collect())
+}
+
+fn is_mapped(ranges: &Option<Vec<(u64, u64)>>, id: u32) -> bool {
+    ranges.as_ref().is_none_or(|r| r.iter().any(|&(first, count)| (first..first + count).contains(&(id as u64))))
+}
+
+/// What pilot's own user namespace will refuse of `a`, as (field, problem): an unmapped uid
+/// or gid, or setgroups denied (`unshare --map-root-user`). check-config usually runs where
+/// the jobs will (`apptainer test`), so this is what will happen at spawn.
+fn namespace_problems(a: &Accounts) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let uids = mapped("/proc/self/uid_map");
+    let gids = mapped("/proc/self/gid_map");
+    if let Some(uid) = a.uid.filter(|u| !is_mapped(&uids, *u)) {
+        out.push(("user", format!("uid {uid} is not mapped in pilot's user namespace (see /proc/self/uid_map)")));
+    }
+    let groups = a.groups.iter().flatten().chain(a.gid.iter());
+    if let Some(gid) = groups.copied().find(|g| !is_mapped(&gids, *g)) {
+        out.push(("group", format!("gid {gid} is not mapped in pilot's user namespace (see /proc/self/gid_map)")));
+    }
+    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    if denied && a.groups.as_deref().is_some_and(|g| !already_ours(g)) {
+        out.push(("group", "setgroups is denied in pilot's user namespace (/proc/self/setgroups is 'deny', as with `unshare --map-root-user`), so its groups cannot be set".to_string()));
     }
     out
 }

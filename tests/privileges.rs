@@ -284,3 +284,28 @@ fn a_fifo_or_a_huge_file_for_etc_passwd_fails_that_job_without_hanging_pilot() {
     assert_ran(&c, &out, &["other"]);
     assert!(log.contains("job svc: ") && log.contains("more than the limit"), "{log}");
 }
+
+#[test]
+fn check_config_in_a_user_namespace_warns_of_unmapped_ids_and_denied_setgroups() {
+    assert!(is_root(), "this test writes a user namespace's uid_map: run it as root");
+    let passwd = "root:x:0:0:root:/root:/bin/sh\nsvc:x:500:501::/:/bin/false\nfar:x:1500:501::/:/bin/false\n";
+    let group = "root:x:0:\nsvc:x:501:\nfargroup:x:2500:svc\n";
+    let config = r#"{jobs: [
+        {name: "fine", exec: "true", capabilities: ["kill"]},
+        {name: "svc", exec: "true", user: "svc"},
+        {name: "far", exec: "true", user: "far", group: 501}]}"#;
+    let c = Container::new("check-userns", passwd, group, config);
+    let out = c.pilot(Ns::MappedUserns, "check-config", LIMIT);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "warnings only: {all}");
+    assert!(all.contains("jobs[1].group: job 'svc': gid 2500 is not mapped in pilot's user namespace"), "{all}");
+    assert!(all.contains("jobs[2].user: job 'far': uid 1500 is not mapped in pilot's user namespace"), "{all}");
+    assert!(!all.contains("'fine'"), "{all}");
+
+    let out = c.pilot(Ns::MapRootUser, "check-config", LIMIT);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "warnings only: {all}");
+    assert!(all.contains("jobs[1].group: job 'svc': setgroups is denied in pilot's user namespace"), "{all}");
+    assert!(all.contains("jobs[1].user: job 'svc': uid 500 is not mapped"), "{all}");
+    assert!(!all.contains("'fine'"), "{all}");
+}

@@ -74,7 +74,8 @@ enum Step {
     Execve,
     /// The ENOEXEC fallback: `/bin/sh SCRIPT ARGS...`.
     ExecveShell,
-    /// The job's identity (`privileges::apply_in_child`); the bits above 8 say which step.
+    /// The job's identity (`privileges::apply_in_child`); the bits above the low 8 say which
+    /// of its steps, and for which capability.
     Privileges,
 }
 

@@ -61,6 +61,11 @@ impl Container {
     /// `pilot run -c pilot.json5` as PID 1 of the container, with `OUT` in its environment;
     /// its stdout and stderr.
     pub fn run(&self, ns: Ns, limit: Duration) -> Output {
+        self.pilot(ns, "run", limit)
+    }
+
+    /// `pilot SUBCOMMAND -c pilot.json5` (`run`, `check-config`) in the container.
+    pub fn pilot(&self, ns: Ns, subcommand: &str, limit: Duration) -> Output {
         require("unshare", "apt-get install util-linux");
         require("setpriv", "apt-get install util-linux");
         let d = self.dir.display();
@@ -85,7 +90,7 @@ impl Container {
                 .args(unshare)
                 .args(["--user", "--map-root-user"]),
         };
-        cmd.args(["--", "sh", "-c", &script, "sh", pilot(), "run", "-c"]).arg(self.dir.join("pilot.json5"));
+        cmd.args(["--", "sh", "-c", &script, "sh", pilot(), subcommand, "-c"]).arg(self.dir.join("pilot.json5"));
         cmd.env("OUT", self.out()).env_remove("PILOT_CONFIG").env_remove("CONTAINERPILOT");
         let mut child =
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn unshare");
