@@ -48,6 +48,12 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
+/// A uid or gid field. `4294967295` is `(uid_t)-1`, which set*id calls take as "leave
+/// unchanged": a line with it is skipped, or a job meant to drop root would keep it.
+fn id(field: &str) -> Option<u32> {
+    field.trim().parse().ok().filter(|id| *id != u32::MAX)
+}
+
 /// `name:password:uid:gid:...` lines; comments, blank, NIS (`+`/`-`) and malformed lines are
 /// skipped, as glibc's files backend does.
 fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
@@ -57,8 +63,8 @@ fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
             let mut f = line.split(':');
             let name = f.next()?.to_string();
             let _password = f.next()?;
-            let uid = f.next()?.trim().parse().ok()?;
-            let gid = f.next()?.trim().parse().ok()?;
+            let uid = id(f.next()?)?;
+            let gid = id(f.next()?)?;
             (!name.is_empty()).then_some(PasswdEntry { name, uid, gid })
         })
         .collect()
@@ -72,7 +78,7 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
             let mut f = line.split(':');
             let name = f.next()?.to_string();
             let _password = f.next()?;
-            let gid = f.next()?.trim().parse().ok()?;
+            let gid = id(f.next()?)?;
             let members = f.next().unwrap_or("").split(',').map(str::trim).filter(|m| !m.is_empty());
             let members = members.map(str::to_string).collect();
             (!name.is_empty()).then_some(GroupEntry { name, gid, members })
@@ -365,7 +371,9 @@ mod tests {
     use super::*;
 
     fn etc_with(passwd: &str, group: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("pilot-identity-{}-{}", std::process::id(), passwd.len()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pilot-identity-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("passwd"), passwd).unwrap();
         std::fs::write(dir.join("group"), group).unwrap();
@@ -411,6 +419,13 @@ mod tests {
         assert!(e.starts_with("no group 'nogroup' in "), "{e}");
         // The broken line is skipped, not taken for a user.
         assert!(resolve(&privs(Some(Account::Name("broken".into())), None), &etc).is_err());
+        // (uid_t)-1 would mean "unchanged" to setresuid: such a user does not exist.
+        let etc = etc_with("evil:x:4294967295:0::/:/bin/sh\nevil2:x:0:4294967295::/:/bin/sh\n", "g:x:4294967295:\n");
+        for user in ["evil", "evil2"] {
+            let e = resolve(&privs(Some(Account::Name(user.into())), None), &etc).unwrap_err();
+            assert!(e.message.starts_with(&format!("no user '{user}'")), "{e}");
+        }
+        assert!(resolve(&privs(None, Some(Account::Name("g".into()))), &etc).is_err());
     }
 
     #[test]
