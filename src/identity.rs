@@ -370,14 +370,36 @@ fn own_no_new_privs() -> bool {
 mod tests {
     use super::*;
 
-    fn etc_with(passwd: &str, group: &str) -> PathBuf {
+    /// A scratch `etc`, removed when dropped.
+    struct Etc(PathBuf);
+
+    impl Drop for Etc {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for Etc {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    fn scratch() -> Etc {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("pilot-identity-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("passwd"), passwd).unwrap();
-        std::fs::write(dir.join("group"), group).unwrap();
-        dir
+        Etc(dir)
+    }
+
+    fn etc_with(passwd: &str, group: &str) -> Etc {
+        let etc = scratch();
+        std::fs::write(etc.join("passwd"), passwd).unwrap();
+        std::fs::write(etc.join("group"), group).unwrap();
+        etc
     }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n# comment\n+nis\nconsul:x:100:1000::/var/lib/consul:/sbin/nologin\nbroken:line\ncondor:x:64:64::/:/bin/false\n";
@@ -430,9 +452,7 @@ mod tests {
 
     #[test]
     fn a_fifo_for_passwd_is_an_error_not_a_hang() {
-        let dir = std::env::temp_dir().join(format!("pilot-identity-fifo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let _ = std::fs::remove_file(dir.join("passwd"));
+        let dir = scratch();
         nix::unistd::mkfifo(&dir.join("passwd"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let e = resolve(&privs(Some(Account::Name("x".into())), None), &dir).unwrap_err().message;
         assert!(e.contains("FIFO"), "{e}");

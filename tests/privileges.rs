@@ -309,3 +309,28 @@ fn check_config_in_a_user_namespace_warns_of_unmapped_ids_and_denied_setgroups()
     assert!(all.contains("jobs[1].user: job 'svc': uid 500 is not mapped"), "{all}");
     assert!(!all.contains("'fine'"), "{all}");
 }
+
+#[test]
+fn a_program_the_jobs_user_may_not_execute_is_named_with_that_user() {
+    assert!(is_root(), "this test runs a job as uid 65534: run it as root");
+    let c = Container::new("eacces", "", "", "{}");
+    let script = c.dir.join("etc/private.sh");
+    std::fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config = format!(
+        r#"{{jobs: [{{name: "private", exec: "{s}", user: 65534, group: 65534}},
+                    {{name: "as-root", exec: "{s}", capabilities: ["CAP_CHOWN"]}}]}}"#,
+        s = script.display()
+    );
+    std::fs::write(c.dir.join("pilot.json5"), config).unwrap();
+    let out = run_limited(Command::new(pilot()).arg("run").arg("-c").arg(c.dir.join("pilot.json5")), LIMIT);
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        log.contains("job private: cannot execute")
+            && log.contains("EACCES: permission denied (the job runs as uid 65534 gid 65534"),
+        "{log}"
+    );
+    assert!(!log.contains("interpreter /bin/sh"), "the interpreter is not the problem: {log}");
+    assert!(log.contains("as-root ran"), "root (the owner) may run it: {log}");
+}

@@ -158,6 +158,22 @@ impl Failure {
     }
 }
 
+/// Why an exec as the job's user may be refused with EACCES where pilot could run it.
+pub fn exec_denied(plan: &Plan) -> String {
+    match (plan.uid, plan.gid) {
+        (Some(uid), gid) => {
+            let gid = gid.map(|g| format!(" gid {g}")).unwrap_or_default();
+            format!(
+                "the job runs as uid {uid}{gid}, which may not read or execute the program, its interpreter, or a directory on the way"
+            )
+        }
+        (None, Some(gid)) => {
+            format!("the job runs with gid {gid}, which may lack permission on the program or its interpreter")
+        }
+        (None, None) => "the job runs without pilot's capabilities, e.g. CAP_DAC_OVERRIDE".to_string(),
+    }
+}
+
 /// `capset(2)`'s header and data, version 3 (64 capabilities in two 32-bit words).
 #[repr(C)]
 struct CapHeader {

@@ -262,6 +262,13 @@ pub fn spawn(spec: &Spec, inherited: &Inherited) -> Result<i32, SpawnError> {
         let error = std::io::Error::new(std::io::Error::from_raw_os_error(errno).kind(), f.describe(plan));
         return Err(SpawnError { pid: Some(pid), error, code: 126 });
     }
+    // As the job's user, EACCES is most likely about that user's permissions, not about the
+    // interpreter `child_failure` would name.
+    if let (Some(plan), Step::Execve | Step::ExecveShell, libc::EACCES) = (spec.privileges, step, errno) {
+        let message = format!("EACCES: permission denied ({})", super::privileges::exec_denied(plan));
+        let error = std::io::Error::new(std::io::ErrorKind::PermissionDenied, message);
+        return Err(SpawnError { pid: Some(pid), error, code: 126 });
+    }
     Err(child_failure(pid, spec.program, step, errno))
 }
 
