@@ -204,6 +204,12 @@ fn names(mask: u64) -> String {
     let mut list: Vec<String> =
         caps::all().into_iter().filter(|c| mask & c.bitmask() != 0).map(|c| c.to_string()).collect();
     list.sort_unstable();
+    // A long list (a whole bounding set) is cut: the count says the rest.
+    if list.len() > 6 {
+        let rest = list.len() - 5;
+        list.truncate(5);
+        return format!("{} and {rest} more", list.join(", "));
+    }
     list.join(", ")
 }
 
@@ -236,6 +242,13 @@ pub fn plan(p: &Privileges, etc: &Path) -> Result<Option<Plan>, String> {
                 "cannot keep {}: pilot itself does not have {} (not in its permitted set)",
                 names(missing),
                 if missing.count_ones() == 1 { "it" } else { "them" }
+            ));
+        }
+        let to_drop = own(CapSet::Bounding) & !keep;
+        if to_drop != 0 && own(CapSet::Effective) & Capability::CAP_SETPCAP.bitmask() == 0 {
+            return Err(format!(
+                "cannot drop {} from the bounding set: pilot lacks CAP_SETPCAP (run pilot as root, or list them in 'capabilities')",
+                names(to_drop)
             ));
         }
     }
@@ -462,5 +475,6 @@ mod tests {
     fn the_mask_has_one_bit_per_capability() {
         assert_eq!(mask(&[Capability::CAP_NET_BIND_SERVICE, Capability::CAP_KILL]), (1 << 10) | (1 << 5));
         assert_eq!(names((1 << 10) | (1 << 5)), "CAP_KILL, CAP_NET_BIND_SERVICE");
+        assert!(names(u64::MAX).ends_with(" and 36 more"), "{}", names(u64::MAX));
     }
 }

@@ -334,3 +334,42 @@ fn a_program_the_jobs_user_may_not_execute_is_named_with_that_user() {
     assert!(!log.contains("interpreter /bin/sh"), "the interpreter is not the problem: {log}");
     assert!(log.contains("as-root ran"), "root (the owner) may run it: {log}");
 }
+
+#[test]
+fn as_an_unprivileged_user_jobs_may_run_as_pilot_itself_and_what_needs_privilege_fails_clearly() {
+    assert!(is_root(), "this test switches to uid 65534 with setpriv: run it as root");
+    let config = format!(
+        r#"{{jobs: [
+        {{name: "itself", exec: {itself}, user: 65534, group: 65534}},
+        {{name: "nocaps", exec: {nocaps}, capabilities: []}},
+        {{name: "other", exec: {other}, user: 1000, group: 1000}},
+        {{name: "after", exec: {after}, when: {{source: "other", once: "exitFailed"}}}},
+        ]}}"#,
+        itself = dump("itself"),
+        nocaps = dump("nocaps"),
+        other = dump("other"),
+        after = dump("after"),
+    );
+    let c = Container::new("unprivileged", "", "", &config);
+    let out = run_limited(
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--groups", "65534", pilot(), "run", "-c"])
+            .arg(c.dir.join("pilot.json5"))
+            .env("OUT", c.out()),
+        LIMIT,
+    );
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_ran(&c, &out, &["itself", "after"]);
+    // Its own user, group and groups: nothing to change but no_new_privs.
+    let itself = c.status("itself");
+    assert_eq!((itself.get("Uid"), itself.get("Groups")), ("65534 65534 65534 65534".into(), "65534".into()));
+    assert_eq!(itself.get("NoNewPrivs"), "1");
+    assert!(!c.out().join("nocaps").exists() && !c.out().join("other").exists(), "{log}");
+    assert!(log.contains("job nocaps: ") && log.contains("from the bounding set: pilot lacks CAP_SETPCAP"), "{log}");
+    assert!(
+        log.contains("job other: ")
+            && log.contains("setgroups([1000]) failed: EPERM")
+            && log.contains("pilot lacks CAP_SETGID"),
+        "{log}"
+    );
+}
