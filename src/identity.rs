@@ -96,7 +96,7 @@ fn read_etc(etc: &Path, name: &str) -> Result<String, String> {
     crate::fsread::read_regular(&path, MAX_FILE)
 }
 
-/// A job's user and groups as numbers, and the user's name when it has one.
+/// A job's user, primary group and supplementary groups as numbers (None: pilot's own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accounts {
     pub uid: Option<u32>,
@@ -166,7 +166,8 @@ pub fn resolve(p: &Privileges, etc: &Path) -> Result<Accounts, Unresolved> {
                     etc.join("passwd").display()
                 )));
             }
-            _ => unreachable!("a group or a user was given"),
+            // Not reached (no user and no group returned above); an error, never a panic.
+            _ => return Err(group_error("neither 'user' nor 'group' names an account".into())),
         },
     };
     let mut groups = vec![gid];
