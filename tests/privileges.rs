@@ -8,6 +8,7 @@ mod common;
 #[path = "common/privileges.rs"]
 mod privs;
 
+use common::consul;
 use common::*;
 use privs::{Container, Ns, expected, own_caps};
 use std::process::Command;
@@ -372,4 +373,34 @@ fn as_an_unprivileged_user_jobs_may_run_as_pilot_itself_and_what_needs_privilege
             && log.contains("pilot lacks CAP_SETGID"),
         "{log}"
     );
+}
+
+#[test]
+fn a_real_consul_agent_and_its_health_check_run_unprivileged_as_in_the_readme() {
+    assert!(is_root(), "this test makes PID and mount namespaces: run it as root");
+    let (http, server, serf) = (consul::free_port(), consul::free_port(), consul::free_port());
+    let mut c = Container::new(
+        "consul",
+        "root:x:0:0::/root:/bin/sh\nconsul:x:4500:4500::/nonexistent:/bin/false\n",
+        "root:x:0:\nconsul:x:4500:\n",
+        "{}",
+    );
+    let bin = c.bind_program(consul::consul_bin(), "consul");
+    let bin = bin.display();
+    // The agent as the README runs it (dev mode, every listener on free loopback ports); when
+    // its check has passed, a root job records that and stops pilot (PID 1 here).
+    let config = format!(
+        r#"{{jobs: [
+        {{name: "consul-agent", user: "consul", capabilities: [],
+          exec: ["sh", "-c", "cat /proc/self/status > \"$OUT/agent\"; exec {bin} agent -dev -bind 127.0.0.1 -client 127.0.0.1 -http-port {http} -server-port {server} -serf-lan-port {serf} -serf-wan-port -1 -dns-port -1 -grpc-port -1 -grpc-tls-port -1 -https-port -1"],
+          health: {{exec: ["sh", "-c", "cat /proc/self/status > \"$OUT/agent.check\" && {bin} members -http-addr=127.0.0.1:{http}"], interval: 1, ttl: 10, timeout: 5}}}},
+        {{name: "done", exec: ["sh", "-c", "touch \"$OUT/healthy\"; kill -TERM 1"], when: {{source: "consul-agent", once: "healthy"}}}},
+        ]}}"#
+    );
+    std::fs::write(c.dir.join("pilot.json5"), config).unwrap();
+    let out = c.run(Ns::Root, Duration::from_secs(120));
+    assert_ran(&c, &out, &["agent", "agent.check", "healthy"]);
+    let none = expected(4500, 4500, "4500", 0, 0, 0, true);
+    assert_eq!(c.status("agent").identity(), none, "the agent: user consul, no capability");
+    assert_eq!(c.status("agent.check").identity(), none, "its health check, as the agent");
 }

@@ -29,6 +29,9 @@ pub const OUTER: u32 = 100000;
 /// and the config; removed when dropped (also when the test fails).
 pub struct Container {
     pub dir: PathBuf,
+    /// Programs bind-mounted into `dir` inside the namespaces (a cached binary under a
+    /// directory the job's user may not enter): (source, name in `dir`).
+    binds: Vec<(PathBuf, String)>,
 }
 
 impl Drop for Container {
@@ -51,7 +54,17 @@ impl Container {
         for (p, mode) in [(dir.clone(), 0o755), (dir.join("etc"), 0o755), (dir.join("out"), 0o777)] {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
         }
-        Container { dir }
+        Container { dir, binds: Vec::new() }
+    }
+
+    /// Make `program` runnable by every user as `DIR/NAME` inside the container; its path.
+    pub fn bind_program(&mut self, program: PathBuf, name: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let at = self.dir.join(name);
+        std::fs::write(&at, "").unwrap();
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755)).unwrap();
+        self.binds.push((program, name.to_string()));
+        at
     }
 
     pub fn out(&self) -> PathBuf {
@@ -70,8 +83,10 @@ impl Container {
         require("setpriv", "apt-get install util-linux");
         let d = self.dir.display();
         // Inside: bind the container's account files over /etc's, then become pilot.
+        let binds: String =
+            self.binds.iter().map(|(src, name)| format!(" && mount --bind {} {d}/{name}", src.display())).collect();
         let script = format!(
-            "read _ && mount --bind {d}/etc/passwd /etc/passwd && mount --bind {d}/etc/group /etc/group && exec \"$@\""
+            "read _ && mount --bind {d}/etc/passwd /etc/passwd && mount --bind {d}/etc/group /etc/group{binds} && exec \"$@\""
         );
         let unshare = ["unshare", "--pid", "--fork", "--mount", "--mount-proc"];
         let mut cmd = match ns {
