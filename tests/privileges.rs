@@ -196,11 +196,11 @@ fn check_config_refuses_unknown_users_groups_and_capabilities_naming_the_job() {
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(
-            "jobs[0].capabilities[0]: unknown capability 'CAP_NET_BIND_SERVCE'; did you mean 'CAP_NET_BIND_SERVICE'?"
+            "jobs[0].capabilities[0]: job 'agent': unknown capability 'CAP_NET_BIND_SERVCE'; did you mean 'CAP_NET_BIND_SERVICE'?"
         ),
         "{out}"
     );
-    assert!(out.contains("jobs[0].no_new_privs: expected true or false"), "{out}");
+    assert!(out.contains("jobs[0].no_new_privs: job 'agent': expected true or false"), "{out}");
     // Known names are fine (root exists in every passwd).
     let (code, out) =
         check_config(r#"{jobs: [{name: "agent", exec: "true", user: "root", capabilities: ["kill"]}]}"#, false);

@@ -748,7 +748,7 @@ fn decode_job(d: &mut Decoder, path: &str, v: &Value) -> Option<Job> {
     let initial_status_text = opt_string(d, &o, "initial_status");
     let initial_status = initial_status_text.as_deref().and_then(CheckStatus::parse);
     let (enable_tag_override, deregister_critical_after) = decode_job_consul(d, &o);
-    let privileges = super::privileges::decode(d, &o);
+    let privileges = super::privileges::decode(d, &o, name.as_deref());
     if port != 0 {
         if let Some(n) = &name
             && !service_name_ok(n)

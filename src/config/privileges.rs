@@ -60,13 +60,22 @@ impl Privileges {
 /// The job keys decoded here.
 pub const KEYS: [&str; 4] = ["user", "group", "capabilities", "no_new_privs"];
 
-pub fn decode(d: &mut Decoder, o: &Obj) -> Privileges {
-    Privileges {
+/// Decode the keys of the job `o` (named `job`, when it has a usable name: the messages
+/// name it too, as check-config's later look at the accounts does).
+pub fn decode(d: &mut Decoder, o: &Obj, job: Option<&str>) -> Privileges {
+    let before = d.diags.len();
+    let p = Privileges {
         user: o.get("user").and_then(|v| account(d, &o.field("user"), v, "user")),
         group: o.get("group").and_then(|v| account(d, &o.field("group"), v, "group")),
         capabilities: o.get("capabilities").map(|v| capabilities(d, &o.field("capabilities"), v)),
         no_new_privs: o.get("no_new_privs").and_then(|v| d.bool(&o.field("no_new_privs"), v)),
+    };
+    if let Some(job) = job {
+        for diag in &mut d.diags[before..] {
+            diag.message = format!("job '{}': {}", shorten(job), diag.message);
+        }
     }
+    p
 }
 
 /// The largest id a config may give: `(uid_t)-1` means "unchanged" to setresuid.
@@ -171,7 +180,7 @@ mod tests {
         let mut d = Decoder::default();
         let keys: &'static [&'static str] = &KEYS;
         let o = d.object("jobs[0]", &v, keys).unwrap();
-        let p = decode(&mut d, &o);
+        let p = decode(&mut d, &o, None);
         o.finish(&mut d);
         (p, d.diags.iter().map(|x| format!("{}: {}", x.path, x.message)).collect())
     }
