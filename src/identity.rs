@@ -34,18 +34,25 @@ pub fn etc() -> PathBuf {
 
 /// One line of `/etc/passwd`, the fields used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct PasswdEntry {
-    name: String,
+struct PasswdEntry<'a> {
+    name: &'a str,
     uid: u32,
     gid: u32,
 }
 
-/// One line of `/etc/group`, the fields used.
+/// One line of `/etc/group`, the fields used; the member list stays text (a hostile file may
+/// list millions of members: they are scanned, never collected).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct GroupEntry {
-    name: String,
+struct GroupEntry<'a> {
+    name: &'a str,
     gid: u32,
-    members: Vec<String>,
+    members: &'a str,
+}
+
+impl GroupEntry<'_> {
+    fn has_member(&self, user: &str) -> bool {
+        self.members.split(',').any(|m| m.trim() == user)
+    }
 }
 
 /// A uid or gid field. `4294967295` is `(uid_t)-1`, which set*id calls take as "leave
@@ -54,36 +61,34 @@ fn id(field: &str) -> Option<u32> {
     field.trim().parse().ok().filter(|id| *id != u32::MAX)
 }
 
-/// `name:password:uid:gid:...` lines; comments, blank, NIS (`+`/`-`) and malformed lines are
-/// skipped, as glibc's files backend does.
-fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
-    text.lines()
-        .filter(|l| !l.starts_with(['#', '+', '-']))
-        .filter_map(|line| {
-            let mut f = line.split(':');
-            let name = f.next()?.to_string();
-            let _password = f.next()?;
-            let uid = id(f.next()?)?;
-            let gid = id(f.next()?)?;
-            (!name.is_empty()).then_some(PasswdEntry { name, uid, gid })
-        })
-        .collect()
+/// The lines that can be entries: comments, blank and NIS (`+`/`-`) lines are skipped, as
+/// glibc's files backend does (malformed ones are skipped by the callers).
+fn entry_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter(|l| !l.is_empty() && !l.starts_with(['#', '+', '-']))
+}
+
+/// `name:password:uid:gid:...` lines, read as they are needed (nothing is collected).
+fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    entry_lines(text).filter_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let _password = f.next()?;
+        let uid = id(f.next()?)?;
+        let gid = id(f.next()?)?;
+        (!name.is_empty()).then_some(PasswdEntry { name, uid, gid })
+    })
 }
 
 /// `name:password:gid:member,member` lines.
-fn parse_group(text: &str) -> Vec<GroupEntry> {
-    text.lines()
-        .filter(|l| !l.starts_with(['#', '+', '-']))
-        .filter_map(|line| {
-            let mut f = line.split(':');
-            let name = f.next()?.to_string();
-            let _password = f.next()?;
-            let gid = id(f.next()?)?;
-            let members = f.next().unwrap_or("").split(',').map(str::trim).filter(|m| !m.is_empty());
-            let members = members.map(str::to_string).collect();
-            (!name.is_empty()).then_some(GroupEntry { name, gid, members })
-        })
-        .collect()
+fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
+    entry_lines(text).filter_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let _password = f.next()?;
+        let gid = id(f.next()?)?;
+        let members = f.next().unwrap_or("");
+        (!name.is_empty()).then_some(GroupEntry { name, gid, members })
+    })
 }
 
 /// A file of `etc`; a missing one is empty (a minimal image may have no `/etc/group`), any
@@ -125,40 +130,41 @@ fn group_error(message: String) -> Unresolved {
     Unresolved { field: "group", message }
 }
 
+/// The kernel's limit on supplementary groups (NGROUPS_MAX).
+const MAX_GROUPS: usize = 65536;
+
 /// Resolve `user` and `group` against the account files in `etc`.
 pub fn resolve(p: &Privileges, etc: &Path) -> Result<Accounts, Unresolved> {
     if p.user.is_none() && p.group.is_none() {
         return Ok(Accounts { uid: None, gid: None, groups: None });
     }
     let passwd = match &p.user {
-        Some(_) => parse_passwd(&read_etc(etc, "passwd").map_err(user_error)?),
-        None => Vec::new(),
+        Some(_) => read_etc(etc, "passwd").map_err(user_error)?,
+        None => String::new(),
     };
     let entry = match &p.user {
         Some(Account::Name(n)) => Some(
-            passwd
-                .iter()
-                .find(|e| &e.name == n)
+            passwd_entries(&passwd)
+                .find(|e| e.name == n)
                 .ok_or_else(|| user_error(format!("no user '{n}' in {}", etc.join("passwd").display())))?,
         ),
-        Some(Account::Id(u)) => passwd.iter().find(|e| e.uid == *u),
+        Some(Account::Id(u)) => passwd_entries(&passwd).find(|e| e.uid == *u),
         None => None,
     };
     let needs_groups_file = matches!(p.group, Some(Account::Name(_))) || entry.is_some();
-    let groups_file = match needs_groups_file {
-        true => parse_group(&read_etc(etc, "group").map_err(group_error)?),
-        false => Vec::new(),
+    let group_text = match needs_groups_file {
+        true => read_etc(etc, "group").map_err(group_error)?,
+        false => String::new(),
     };
     let gid = match &p.group {
         Some(Account::Id(g)) => *g,
         Some(Account::Name(n)) => {
-            groups_file
-                .iter()
-                .find(|g| &g.name == n)
+            group_entries(&group_text)
+                .find(|g| g.name == n)
                 .ok_or_else(|| group_error(format!("no group '{n}' in {}", etc.join("group").display())))?
                 .gid
         }
-        None => match (&p.user, entry) {
+        None => match (&p.user, &entry) {
             (_, Some(e)) => e.gid,
             (Some(Account::Id(u)), None) => {
                 return Err(group_error(format!(
@@ -170,20 +176,24 @@ pub fn resolve(p: &Privileges, etc: &Path) -> Result<Accounts, Unresolved> {
             _ => return Err(group_error("neither 'user' nor 'group' names an account".into())),
         },
     };
+    // initgroups: the primary group, then every group listing the user, each once, in the
+    // file's order; more than the kernel takes is an error found here, not in the child.
     let mut groups = vec![gid];
-    if let Some(e) = entry {
-        for g in &groups_file {
-            if g.members.contains(&e.name) && !groups.contains(&g.gid) {
+    let mut seen = std::collections::HashSet::from([gid]);
+    if let Some(e) = &entry {
+        for g in group_entries(&group_text).filter(|g| g.has_member(e.name)) {
+            if seen.insert(g.gid) {
                 groups.push(g.gid);
+                if groups.len() > MAX_GROUPS {
+                    return Err(group_error(format!(
+                        "user '{}' is in more than {MAX_GROUPS} groups, the kernel's limit",
+                        e.name
+                    )));
+                }
             }
         }
     }
-    // The kernel's limit (NGROUPS_MAX): more would fail in the child with EINVAL.
-    if groups.len() > 65536 {
-        let n = groups.len();
-        return Err(group_error(format!("{n} supplementary groups is more than the kernel's limit of 65536")));
-    }
-    let uid = match (&p.user, entry) {
+    let uid = match (&p.user, &entry) {
         (_, Some(e)) => Some(e.uid),
         (Some(Account::Id(u)), None) => Some(*u),
         _ => None,
@@ -462,6 +472,27 @@ mod tests {
             assert!(e.message.starts_with(&format!("no user '{user}'")), "{e}");
         }
         assert!(resolve(&privs(None, Some(Account::Name("g".into()))), &etc).is_err());
+    }
+
+    #[test]
+    fn a_user_in_too_many_groups_is_an_error_found_without_quadratic_work() {
+        // 200,000 groups listing the user (and a line of a million members): the kernel
+        // takes 65,536; a quadratic dedup would take minutes here.
+        let mut group = String::from("svc:x:1000:\nbig:x:1:");
+        group.push_str(&"m,".repeat(1_000_000));
+        group.push_str("svc\n");
+        for g in 2..200_002u32 {
+            group.push_str(&format!("g{g}:x:{g}:svc\n"));
+        }
+        let etc = etc_with("svc:x:1000:1000::/:/bin/sh\n", &group);
+        let e = resolve(&privs(Some(Account::Name("svc".into())), None), &etc).unwrap_err();
+        assert_eq!(e.field, "group");
+        assert!(e.message.contains("more than 65536 groups"), "{e}");
+        // Within the limit: every group once, the big line's too.
+        let group = "svc:x:1000:\nbig:x:1:a,b,svc,c\ndup:x:1:svc\n";
+        let etc = etc_with("svc:x:1000:1000::/:/bin/sh\n", group);
+        let a = resolve(&privs(Some(Account::Name("svc".into())), None), &etc).unwrap();
+        assert_eq!(a.groups, Some(vec![1000, 1]));
     }
 
     #[test]
