@@ -133,33 +133,62 @@ fn group_error(message: String) -> Unresolved {
 /// The kernel's limit on supplementary groups (NGROUPS_MAX).
 const MAX_GROUPS: usize = 65536;
 
+/// The account files of one `etc`, each read at most once (check-config resolves every job
+/// against the same files).
+struct EtcFiles<'a> {
+    etc: &'a Path,
+    passwd: std::cell::OnceCell<Result<String, String>>,
+    group: std::cell::OnceCell<Result<String, String>>,
+}
+
+impl<'a> EtcFiles<'a> {
+    fn new(etc: &'a Path) -> EtcFiles<'a> {
+        EtcFiles { etc, passwd: Default::default(), group: Default::default() }
+    }
+
+    fn passwd(&self) -> Result<&str, Unresolved> {
+        let text = self.passwd.get_or_init(|| read_etc(self.etc, "passwd"));
+        text.as_deref().map_err(|e| user_error(e.clone()))
+    }
+
+    fn group(&self) -> Result<&str, Unresolved> {
+        let text = self.group.get_or_init(|| read_etc(self.etc, "group"));
+        text.as_deref().map_err(|e| group_error(e.clone()))
+    }
+}
+
 /// Resolve `user` and `group` against the account files in `etc`.
 pub fn resolve(p: &Privileges, etc: &Path) -> Result<Accounts, Unresolved> {
+    resolve_in(p, &EtcFiles::new(etc))
+}
+
+fn resolve_in(p: &Privileges, files: &EtcFiles) -> Result<Accounts, Unresolved> {
+    let etc = files.etc;
     if p.user.is_none() && p.group.is_none() {
         return Ok(Accounts { uid: None, gid: None, groups: None });
     }
     let passwd = match &p.user {
-        Some(_) => read_etc(etc, "passwd").map_err(user_error)?,
-        None => String::new(),
+        Some(_) => files.passwd()?,
+        None => "",
     };
     let entry = match &p.user {
         Some(Account::Name(n)) => Some(
-            passwd_entries(&passwd)
+            passwd_entries(passwd)
                 .find(|e| e.name == n)
                 .ok_or_else(|| user_error(format!("no user '{n}' in {}", etc.join("passwd").display())))?,
         ),
-        Some(Account::Id(u)) => passwd_entries(&passwd).find(|e| e.uid == *u),
+        Some(Account::Id(u)) => passwd_entries(passwd).find(|e| e.uid == *u),
         None => None,
     };
     let needs_groups_file = matches!(p.group, Some(Account::Name(_))) || entry.is_some();
     let group_text = match needs_groups_file {
-        true => read_etc(etc, "group").map_err(group_error)?,
-        false => String::new(),
+        true => files.group()?,
+        false => "",
     };
     let gid = match &p.group {
         Some(Account::Id(g)) => *g,
         Some(Account::Name(n)) => {
-            group_entries(&group_text)
+            group_entries(group_text)
                 .find(|g| g.name == n)
                 .ok_or_else(|| group_error(format!("no group '{n}' in {}", etc.join("group").display())))?
                 .gid
@@ -181,7 +210,7 @@ pub fn resolve(p: &Privileges, etc: &Path) -> Result<Accounts, Unresolved> {
     let mut groups = vec![gid];
     let mut seen = std::collections::HashSet::from([gid]);
     if let Some(e) = &entry {
-        for g in group_entries(&group_text).filter(|g| g.has_member(e.name)) {
+        for g in group_entries(group_text).filter(|g| g.has_member(e.name)) {
             if seen.insert(g.gid) {
                 groups.push(g.gid);
                 if groups.len() > MAX_GROUPS {
@@ -276,13 +305,14 @@ pub fn plan(p: &Privileges, etc: &Path) -> Result<Option<Plan>, String> {
 pub fn check(cfg: &Config, etc: &Path) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut uses = Vec::new();
+    let files = EtcFiles::new(etc);
     for (i, job) in cfg.jobs.iter().enumerate() {
         let p = &job.privileges;
         if p.is_default() {
             continue;
         }
         uses.push(i);
-        match resolve(p, etc) {
+        match resolve_in(p, &files) {
             Err(e) => out.push(Diagnostic::error(format!("jobs[{i}].{}", e.field), format!("job '{}': {e}", job.name))),
             Ok(a) => out.extend(namespace_problems(&a).into_iter().map(|(field, problem)| {
                 Diagnostic::warning(
