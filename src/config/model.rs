@@ -240,10 +240,10 @@ fn check_interfaces(d: &mut Decoder, path: &str, specs: &[String]) {
     }
 }
 
-static SERVICE_NAME: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^[a-z][a-zA-Z0-9\-]+$").expect("static regex"));
-static METRIC_NAME: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$").expect("static regex"));
+static SERVICE_NAME: LazyLock<regex_lite::Regex> =
+    LazyLock::new(|| regex_lite::Regex::new(r"^[a-z][a-zA-Z0-9\-]+$").expect("static regex"));
+static METRIC_NAME: LazyLock<regex_lite::Regex> =
+    LazyLock::new(|| regex_lite::Regex::new(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$").expect("static regex"));
 
 fn service_name_ok(name: &str) -> bool {
     SERVICE_NAME.is_match(name)
