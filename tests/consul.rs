@@ -497,8 +497,39 @@ fn https_agent_with_a_ca_file() {
     );
     drop(refused);
 
-    let _p = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &url), ("CONSUL_CACERT", &pem("consul-agent-ca.pem"))]);
+    let p = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &url), ("CONSUL_CACERT", &pem("consul-agent-ca.pem"))]);
     wait_status(&agent, "app", "passing");
+    p.signal(15);
+    assert_eq!(p.wait(Duration::from_secs(20)), 0);
+    assert!(agent.services("app").is_empty(), "deregistered at exit");
+
+    // Without CONSUL_CACERT pilot trusts the system's roots as Go's crypto/x509 finds them
+    // (pilot carries no CA set of its own): here the site's CA is the system bundle.
+    let empty = dir.join("no-certs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let system = [
+        ("CONSUL_HTTP_ADDR", url.as_str()),
+        ("SSL_CERT_FILE", &pem("consul-agent-ca.pem")),
+        ("SSL_CERT_DIR", empty.to_str().unwrap()),
+    ];
+    let p = start_pilot(&cfg, &system);
+    wait_status(&agent, "app", "passing");
+    drop(p);
+
+    // No roots anywhere: a clear error that names what to set.
+    let none = start_pilot(
+        &cfg,
+        &[
+            ("CONSUL_HTTP_ADDR", url.as_str()),
+            ("SSL_CERT_FILE", "/nonexistent"),
+            ("SSL_CERT_DIR", empty.to_str().unwrap()),
+        ],
+    );
+    none.expect_line_within(
+        |l| l.contains("no CA certificates") && l.contains("CONSUL_CACERT"),
+        "an error naming CONSUL_CACERT",
+        Duration::from_secs(20),
+    );
 }
 
 #[test]
