@@ -884,6 +884,13 @@ fn decode_metric(d: &mut Decoder, path: &str, v: &Value) -> Option<Metric> {
         help: opt_string(d, &o, "help").unwrap_or_default(),
         kind: kind?,
     };
+    // The exported name joins all three: a namespace or subsystem could break it.
+    let full = crate::telemetry::metrics::full_name(&m);
+    if METRIC_NAME.is_match(&m.name) && !METRIC_NAME.is_match(&full) {
+        let bad_namespace = !m.namespace.is_empty() && !METRIC_NAME.is_match(&m.namespace);
+        let field = if bad_namespace { "namespace" } else { "subsystem" };
+        d.error(o.field(field), format!("'{}' is not a valid Prometheus metric name", shorten(&full)));
+    }
     o.finish(d);
     Some(m)
 }
@@ -977,6 +984,13 @@ mod tests {
         let d = diags(r#"{consul: {scheme: "ftp"}, telemetry: {metrics: [{name: "m", type: "meter"}]}}"#);
         assert!(d.iter().any(|m| m.contains("expected \"http\" or \"https\", got \"ftp\"")), "{d:?}");
         assert!(d.iter().any(|m| m.contains("invalid metric type 'meter'")), "{d:?}");
+        // Namespace and subsystem are part of the exported name: they cannot break it.
+        let d = diags(
+            r#"{telemetry: {metrics: [{namespace: "a b", name: "m", type: "gauge"},
+            {namespace: "ok", subsystem: "x\n# EOF", name: "m", type: "gauge"}]}}"#,
+        );
+        assert!(d.iter().any(|m| m.starts_with("telemetry.metrics[0].namespace: 'a b_m' is not a valid")), "{d:?}");
+        assert!(d.iter().any(|m| m.starts_with("telemetry.metrics[1].subsystem: 'ok_x\\n# EOF_m' is not")), "{d:?}");
     }
 
     #[test]

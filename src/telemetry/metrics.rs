@@ -267,6 +267,13 @@ pub fn full_name(m: &Metric) -> String {
         .join("_")
 }
 
+/// Prometheus' metric name rule, `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
 /// The series name Prometheus stores for a config metric: a counter's gets `_total` when
 /// the config's name lacks it (both formats agree on it; ContainerPilot exposed it bare).
 pub fn exposed_name(m: &Metric) -> String {
@@ -320,6 +327,11 @@ impl Metrics {
         let mut custom = HashMap::new();
         for m in config_metrics {
             let name = full_name(m);
+            // The name is written into the exposition as it is: one that is not a metric
+            // name (a newline in a namespace) would forge lines.
+            if !valid_name(&name) {
+                return Err(format!("metric '{}': not a valid Prometheus metric name", name.escape_debug()));
+            }
             let c = match m.kind {
                 MetricKind::Counter => Custom::Counter(keep(&mut all, Family::new(&name, &m.help, &[]))),
                 MetricKind::Gauge => Custom::Gauge(keep(&mut all, Family::new(&name, &m.help, &[]))),
@@ -480,6 +492,9 @@ mod tests {
         assert!(err.contains("app_lat_count"), "{err}");
         let builtin = Metric { namespace: "containerpilot".into(), ..metric("events_total", "counter") };
         assert!(Metrics::new(&[builtin]).is_err());
+        // A namespace that would write its own lines into the exposition.
+        let forged = Metric { namespace: "x 1\n# EOF\ny".into(), ..metric("n", "gauge") };
+        assert!(Metrics::new(&[forged]).err().unwrap().contains("not a valid"));
         let mut blank = metric("quiet", "gauge");
         blank.help.clear();
         let text = Metrics::new(&[blank]).unwrap().render(Format::Classic);
