@@ -171,8 +171,14 @@ fn describe(e: &ureq::Error) -> String {
     }
 }
 
+/// The largest CA bundle or key file read (Debian's bundle of ~140 roots is 0.2 MB).
+const PEM_FILE_MAX: u64 = 8 << 20;
+
+/// A PEM file: regular and bounded (fsread), so a FIFO or `/dev/zero` given as
+/// `CONSUL_CACERT`, or lying in a CA directory, is an error and not a hang of the thread
+/// that builds the client.
 fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+    crate::fsread::read_regular(path, PEM_FILE_MAX).map(String::into_bytes).map_err(|e| format!("the {what}: {e}"))
 }
 
 fn certs_in(path: &std::path::Path, what: &str) -> Result<Vec<Certificate<'static>>, String> {
@@ -262,4 +268,40 @@ fn client_cert(cert: &std::path::Path, key: &std::path::Path) -> Result<ClientCe
     let key_pem = read(key, "client key")?;
     let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("{} (client key): {e}", key.display()))?;
     Ok(ClientCert::new_with_certs(&chain, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consul::address::{Endpoint, Tls};
+
+    fn https_with(tls: Tls) -> AgentAddress {
+        let endpoint = Endpoint::Tcp { https: true, host_port: "127.0.0.1:8501".into(), prefix: String::new() };
+        AgentAddress { endpoint, token: None, tls }
+    }
+
+    /// `Client::new` on another thread: a hang (the old `std::fs::read` of a FIFO) fails the
+    /// test instead of blocking it.
+    fn client_within(a: AgentAddress) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(Client::new(&a).map(|_| ())));
+        rx.recv_timeout(Duration::from_secs(10)).expect("Client::new hung on a FIFO")
+    }
+
+    #[test]
+    fn fifos_as_ca_files_are_errors_not_hangs() {
+        let dir = std::env::temp_dir().join(format!("pilot-ca-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("ca.pem");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = client_within(https_with(Tls { cacert: Some(fifo), verify: true, ..Tls::default() })).unwrap_err();
+        assert!(e.contains("FIFO") && e.contains("CA certificate"), "{e}");
+        let e =
+            client_within(https_with(Tls { capath: Some(dir.clone()), verify: true, ..Tls::default() })).unwrap_err();
+        assert!(e.contains("no PEM CA certificates found"), "{e}");
+        // Verification off: no roots are read at all.
+        assert!(client_within(https_with(Tls { capath: Some(dir.clone()), verify: false, ..Tls::default() })).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
