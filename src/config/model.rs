@@ -891,6 +891,21 @@ fn decode_metric(d: &mut Decoder, path: &str, v: &Value) -> Option<Metric> {
         let field = if bad_namespace { "namespace" } else { "subsystem" };
         d.error(o.field(field), format!("'{}' is not a valid Prometheus metric name", shorten(&full)));
     }
+    // Prometheus' convention, which pilot's exposition follows (ContainerPilot's did not).
+    match (m.kind, full.ends_with("_total")) {
+        (MetricKind::Counter, false) => d.warning(
+            o.field("name"),
+            format!(
+                "a counter is exposed as '{}_total' (Prometheus' convention); putmetric takes either name",
+                shorten(&full)
+            ),
+        ),
+        (MetricKind::Gauge | MetricKind::Histogram | MetricKind::Summary, true) => d.warning(
+            o.field("name"),
+            "only counters should end in '_total': Prometheus' linters (promtool check metrics) will complain",
+        ),
+        _ => {}
+    }
     o.finish(d);
     Some(m)
 }
@@ -991,6 +1006,18 @@ mod tests {
         );
         assert!(d.iter().any(|m| m.starts_with("telemetry.metrics[0].namespace: 'a b_m' is not a valid")), "{d:?}");
         assert!(d.iter().any(|m| m.starts_with("telemetry.metrics[1].subsystem: 'ok_x\\n# EOF_m' is not")), "{d:?}");
+        let d = diags(
+            r#"{telemetry: {metrics: [{namespace: "app", name: "jobs", type: "counter", help: "h"},
+            {name: "queue_total", type: "gauge", help: "h"}]}}"#,
+        );
+        assert!(
+            d.iter().any(|m| m.starts_with("telemetry.metrics[0].name: a counter is exposed as 'app_jobs_total'")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter().any(|m| m.starts_with("telemetry.metrics[1].name: only counters should end in '_total'")),
+            "{d:?}"
+        );
     }
 
     #[test]
