@@ -161,6 +161,14 @@ fn every_endpoint_and_command_against_a_running_pilot() {
     assert!(om.contains("# TYPE containerpilot_events counter\n"), "{om}");
     assert!(om.contains("# TYPE app_retries counter\napp_retries_total 3\n"), "{om}");
     assert!(om.contains("# TYPE app_jobs_done counter\napp_jobs_done_total 3\n"), "{om}");
+    // A strict OpenMetrics parser (the Python client's, from Debian) takes it whole.
+    let file = dir.join("metrics.om");
+    std::fs::write(&file, &om).unwrap();
+    let parse = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nprint(len(list(p(open(sys.argv[1]).read()))))";
+    let out = run_limited(Command::new("/usr/bin/python3").args(["-c", parse]).arg(&file), LIMIT);
+    let err = text(&out.stderr);
+    assert!(!err.contains("ModuleNotFoundError"), "run scripts/setup-test-deps.sh (python3-prometheus-client): {err}");
+    assert!(out.status.success(), "OpenMetrics parser: {err}\n{om}");
     let (ty, classic) = http_get_as(&url, "text/plain;version=0.0.4");
     assert!(ty.starts_with("text/plain; version=0.0.4"), "{ty}");
     assert!(!classic.contains("# EOF"), "{classic}");
