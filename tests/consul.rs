@@ -530,6 +530,27 @@ fn https_agent_with_a_ca_file() {
         "an error naming CONSUL_CACERT",
         Duration::from_secs(20),
     );
+    drop(none);
+
+    // A client key of another certificate: a clear error when the client is made, not a
+    // panic in the Consul worker at its first connection (where ureq builds the TLS config).
+    let ca = pem("consul-agent-ca.pem");
+    let wrong_key = pem("dc1-server-consul-0-key.pem");
+    let wrong = start_pilot(
+        &cfg,
+        &[
+            ("CONSUL_HTTP_ADDR", url.as_str()),
+            ("CONSUL_CACERT", &ca),
+            ("CONSUL_CLIENT_CERT", &ca),
+            ("CONSUL_CLIENT_KEY", &wrong_key),
+        ],
+    );
+    let line = wrong.expect_line_within(
+        |l| l.contains("not a usable pair") || l.contains("panicked"),
+        "an error about the certificate and key",
+        Duration::from_secs(20),
+    );
+    assert!(line.contains("not a usable pair") && line.contains("dc1-server-consul-0-key.pem"), "{line}");
 }
 
 #[test]

@@ -263,11 +263,25 @@ fn system_roots() -> Result<RootCerts, String> {
     Ok(RootCerts::new_with_certs(&all))
 }
 
-fn client_cert(cert: &std::path::Path, key: &std::path::Path) -> Result<ClientCert, String> {
+fn client_cert(cert: &std::path::Path, key_path: &std::path::Path) -> Result<ClientCert, String> {
     let chain = certs_in(cert, "client certificate")?;
-    let key_pem = read(key, "client key")?;
-    let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("{} (client key): {e}", key.display()))?;
+    let key_pem = read(key_path, "client key")?;
+    let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("{} (client key): {e}", key_path.display()))?;
+    check_pair(&chain, &key_pem).map_err(|e| format!("{} and {}: {e}", cert.display(), key_path.display()))?;
     Ok(ClientCert::new_with_certs(&chain, key))
+}
+
+/// Whether rustls takes this certificate and key as a pair. ureq builds its TLS config at
+/// the first connection and panics (in the Consul worker's thread) if rustls refuses them:
+/// a key of another certificate, or of a kind ring cannot sign with, is an error here instead.
+fn check_pair(chain: &[Certificate<'static>], key_pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("the client key: {e}"))?;
+    let chain = chain.iter().map(|c| CertificateDer::from(c.der().to_vec())).collect();
+    rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+        .map(|_| ())
+        .map_err(|e| format!("the client certificate and key are not a usable pair: {e}"))
 }
 
 #[cfg(test)]
