@@ -321,7 +321,7 @@ fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
     std::fs::write(
         &prom_cfg,
         format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: pilots\n    consul_sd_configs:\n      - server: '{}'\n        services: ['containerpilot']\n        refresh_interval: 1s\n",
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: pilots\n    consul_sd_configs:\n      - server: '{}'\n        services: ['containerpilot']\n        refresh_interval: 1s\n    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: containerpilot_events_total\n        target_label: __name__\n        replacement: containerpilot_events\n",
             agent.addr()
         ),
     )
@@ -360,12 +360,16 @@ fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
             (v == "42").then_some(())
         });
         // Prometheus asks for OpenMetrics first: the counter configured without _total is
-        // stored with it, and ContainerPilot's events counter as containerpilot_events_total.
-        eventually(Duration::from_secs(30), "app_retries_total and containerpilot_events_total queryable", || {
+        // stored with it.
+        // A ContainerPilot dashboard keeps its series name with the relabelling README shows
+        // (containerpilot_events here); unrelabelled, the control counter has its new name.
+        eventually(Duration::from_secs(30), "app_retries_total and both built-in counters queryable", || {
             let r = api("/api/v1/query?query=app_retries_total")?;
             let v = r["data"]["result"].as_array()?.first()?["value"][1].as_str()?.to_string();
-            let e = api("/api/v1/query?query=containerpilot_events_total")?;
-            (v == "7" && !e["data"]["result"].as_array()?.is_empty()).then_some(())
+            let old = api("/api/v1/query?query=containerpilot_events%7Bcode%3D%22startup%22%7D")?;
+            let new = api("/api/v1/query?query=containerpilot_control_http_requests_total")?;
+            let found = |x: &Value| x["data"]["result"].as_array().is_some_and(|a| !a.is_empty());
+            (v == "7" && found(&old) && found(&new)).then_some(())
         });
         let t = api("/api/v1/targets").expect("targets");
         let target = &t["data"]["activeTargets"][0];
