@@ -5,6 +5,7 @@
 #   mandoc      - lints man/pilot.1
 #   prometheus  - promtool checks the metrics exposition; a real Prometheus scrapes pilot
 #                 through consul_sd_configs
+#   python3-prometheus-client - its strict OpenMetrics parser checks pilot's OpenMetrics answer
 #   htcondor    - (PyPI, in a venv under ~/.cache/pilot) writes job ads as HTCondor does
 #   chromium    - headless, renders the Consul UI of the end-to-end site (tests/site.rs)
 # Idempotent: installs only what is missing.
@@ -15,6 +16,7 @@ command -v python3 >/dev/null || need+=(python3)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v mandoc  >/dev/null || need+=(mandoc)
 command -v promtool >/dev/null || need+=(prometheus)
+/usr/bin/python3 -c "import prometheus_client.openmetrics.parser" 2>/dev/null || need+=(python3-prometheus-client)
 command -v chromium >/dev/null || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then

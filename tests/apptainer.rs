@@ -109,6 +109,10 @@ fn the_release_binary_is_static() {
     let ldd = run_limited(Command::new("ldd").arg(&s.static_pilot), Duration::from_secs(10));
     let said = all(&ldd);
     assert!(said.contains("statically linked") || said.contains("not a dynamic executable"), "{said}");
+    // docs/size.md: 4.69 MB before issue 14's trimming, about 3.1 MB after. A dependency that
+    // brings back regex's Unicode tables or a compiled-in CA set (0.3 MB or more) fails here.
+    let len = std::fs::metadata(&s.static_pilot).unwrap().len();
+    assert!(len <= 3_500_000, "the static binary grew to {len} bytes: see docs/size.md");
 }
 
 #[test]

@@ -497,8 +497,60 @@ fn https_agent_with_a_ca_file() {
     );
     drop(refused);
 
-    let _p = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &url), ("CONSUL_CACERT", &pem("consul-agent-ca.pem"))]);
+    let p = start_pilot(&cfg, &[("CONSUL_HTTP_ADDR", &url), ("CONSUL_CACERT", &pem("consul-agent-ca.pem"))]);
     wait_status(&agent, "app", "passing");
+    p.signal(15);
+    assert_eq!(p.wait(Duration::from_secs(20)), 0);
+    assert!(agent.services("app").is_empty(), "deregistered at exit");
+
+    // Without CONSUL_CACERT pilot trusts the system's roots as Go's crypto/x509 finds them
+    // (pilot carries no CA set of its own): here the site's CA is the system bundle.
+    let empty = dir.join("no-certs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let system = [
+        ("CONSUL_HTTP_ADDR", url.as_str()),
+        ("SSL_CERT_FILE", &pem("consul-agent-ca.pem")),
+        ("SSL_CERT_DIR", empty.to_str().unwrap()),
+    ];
+    let p = start_pilot(&cfg, &system);
+    wait_status(&agent, "app", "passing");
+    drop(p);
+
+    // No roots anywhere: a clear error that names what to set.
+    let none = start_pilot(
+        &cfg,
+        &[
+            ("CONSUL_HTTP_ADDR", url.as_str()),
+            ("SSL_CERT_FILE", "/nonexistent"),
+            ("SSL_CERT_DIR", empty.to_str().unwrap()),
+        ],
+    );
+    none.expect_line_within(
+        |l| l.contains("no CA certificates") && l.contains("CONSUL_CACERT"),
+        "an error naming CONSUL_CACERT",
+        Duration::from_secs(20),
+    );
+    drop(none);
+
+    // A client key of another certificate: a clear error when the client is made, not a
+    // panic in the Consul worker at its first connection (where ureq builds the TLS config).
+    let ca = pem("consul-agent-ca.pem");
+    let wrong_key = pem("dc1-server-consul-0-key.pem");
+    let wrong = start_pilot(
+        &cfg,
+        &[
+            ("CONSUL_HTTP_ADDR", url.as_str()),
+            ("CONSUL_CACERT", &ca),
+            ("CONSUL_CLIENT_CERT", &ca),
+            ("CONSUL_CLIENT_KEY", &wrong_key),
+        ],
+    );
+    let line = wrong.expect_line_within(
+        |l| l.contains("not a usable pair") || l.contains("panicked"),
+        "an error about the certificate and key",
+        Duration::from_secs(20),
+    );
+    assert!(line.contains("not a usable pair") && line.contains("dc1-server-consul-0-key.pem"), "{line}");
 }
 
 #[test]

@@ -21,6 +21,7 @@ fn config_text(socket: &Path, telemetry_port: u16, job_exec: &str) -> String {
   control: {{ socket: "{}" }},
   telemetry: {{ port: {telemetry_port}, interfaces: ["static:127.0.0.1"], metrics: [
       {{ namespace: "app", name: "jobs_done_total", help: "jobs done", type: "counter" }},
+      {{ namespace: "app", name: "retries", help: "a counter named as in ContainerPilot, without _total", type: "counter" }},
       {{ namespace: "app", name: "queue", help: "queue length", type: "gauge" }},
       {{ namespace: "app", name: "latency", help: "latency", type: "histogram" }},
       {{ namespace: "app", name: "size", help: "sizes", type: "summary" }},
@@ -73,13 +74,22 @@ fn metrics_url(p: &Running) -> String {
 }
 
 fn http_get(url: &str) -> String {
-    let out = run_limited(
-        Command::new("python3")
-            .args(["-c", &format!("import urllib.request; print(urllib.request.urlopen('{url}').read().decode())")]),
-        LIMIT,
+    http_get_as(url, "*/*").1
+}
+
+/// What Prometheus 3 sends as `Accept` when it scrapes.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+
+/// A GET with this `Accept`: the answer's Content-Type and body.
+fn http_get_as(url: &str, accept: &str) -> (String, String) {
+    let script = format!(
+        "import urllib.request, sys\nr = urllib.request.urlopen(urllib.request.Request('{url}', headers={{'Accept': '{accept}'}}))\nsys.stdout.write(r.headers['Content-Type'] + '\\n' + r.read().decode())"
     );
+    let out = run_limited(Command::new("python3").args(["-c", &script]), LIMIT);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout)
+    let all = text(&out.stdout);
+    let (ty, body) = all.split_once('\n').unwrap_or((&all, ""));
+    (ty.to_string(), body.to_string())
 }
 
 #[test]
@@ -111,39 +121,57 @@ fn every_endpoint_and_command_against_a_running_pilot() {
         0
     );
     assert_eq!(cli(&socket, &["putmetric", "app_jobs_done_total=1"]).0, 0);
+    // A counter configured without `_total` is exposed with it, and found by either name.
+    assert_eq!(cli(&socket, &["putmetric", "app_retries=2", "app_retries_total=1"]).0, 0);
     let (code, _, err) = cli(&socket, &["putmetric", "app_queue=1", "nope=1"]);
     assert_eq!(code, 1);
     assert!(err.contains("no metric 'nope'"), "{err}");
     let exposition = http_get(&url);
     assert!(exposition.contains("app_jobs_done_total 3"), "{exposition}");
+    assert!(exposition.contains("# TYPE app_retries_total counter\napp_retries_total 3\n"), "{exposition}");
     assert!(exposition.contains("app_queue 7"), "the refused request changed nothing: {exposition}");
     assert!(exposition.contains("app_size_count 1"), "{exposition}");
     eventually(LIMIT, "a sensor job (pilot putmetric via $PILOT_SOCKET) sets its gauge", || {
         http_get(&url).contains("app_sensed 5").then_some(())
     });
     assert!(
-        exposition.contains("containerpilot_control_http_requests{code=\"422\",path=\"/v3/metric\"} 1"),
+        exposition.contains("containerpilot_control_http_requests_total{code=\"422\",path=\"/v3/metric\"} 1"),
         "{exposition}"
     );
-    assert!(exposition.contains("containerpilot_events{code=\"startup\",source=\"global\"} 1"), "{exposition}");
+    assert!(exposition.contains("containerpilot_events_total{code=\"startup\",source=\"global\"} 1"), "{exposition}");
     // Nothing blocked pilot's log here: the counter of dropped log lines is there, at 0.
     assert!(exposition.contains("pilot_log_lines_dropped_total 0"), "{exposition}");
+    assert!(!exposition.contains("# EOF"), "the classic format unless OpenMetrics is asked for: {exposition}");
 
-    // promtool parses the exposition and finds nothing to lint but the `_total` suffix
-    // that ContainerPilot's two counter names lack (kept so CP dashboards keep working).
+    // promtool's lint (counters end in _total, units, help on every family) has nothing to say.
     require("promtool", "run scripts/setup-test-deps.sh (installs Debian's prometheus package)");
     let file = dir.join("metrics.txt");
     std::fs::write(&file, &exposition).unwrap();
     let out =
         run_limited(Command::new("sh").arg("-c").arg(format!("promtool check metrics < {}", file.display())), LIMIT);
     let report = text(&out.stdout) + &text(&out.stderr);
-    let allowed = [
-        "containerpilot_control_http_requests counter metrics should have \"_total\" suffix",
-        "containerpilot_events counter metrics should have \"_total\" suffix",
-    ];
-    let problems: Vec<&str> = report.lines().filter(|l| !l.trim().is_empty() && !allowed.contains(&l.trim())).collect();
-    assert!(problems.is_empty(), "promtool: {report}");
-    assert!(!report.contains("error"), "promtool: {report}");
+    assert!(report.trim().is_empty() && out.status.success(), "promtool: {report}\n{exposition}");
+
+    // Prometheus' Accept gets OpenMetrics: families named without _total, samples with it,
+    // and the closing # EOF. (promtool 2.x lints only the classic format; the real Prometheus
+    // in prometheus_finds_pilot_through_consul_and_scrapes_it parses this one.)
+    let (ty, om) = http_get_as(&url, PROMETHEUS_ACCEPT);
+    assert!(ty.starts_with("application/openmetrics-text; version=1.0.0"), "{ty}");
+    assert!(om.ends_with("\n# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE containerpilot_events counter\n"), "{om}");
+    assert!(om.contains("# TYPE app_retries counter\napp_retries_total 3\n"), "{om}");
+    assert!(om.contains("# TYPE app_jobs_done counter\napp_jobs_done_total 3\n"), "{om}");
+    // A strict OpenMetrics parser (the Python client's, from Debian) takes it whole.
+    let file = dir.join("metrics.om");
+    std::fs::write(&file, &om).unwrap();
+    let parse = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nprint(len(list(p(open(sys.argv[1]).read()))))";
+    let out = run_limited(Command::new("/usr/bin/python3").args(["-c", parse]).arg(&file), LIMIT);
+    let err = text(&out.stderr);
+    assert!(!err.contains("ModuleNotFoundError"), "run scripts/setup-test-deps.sh (python3-prometheus-client): {err}");
+    assert!(out.status.success(), "OpenMetrics parser: {err}\n{om}");
+    let (ty, classic) = http_get_as(&url, "text/plain;version=0.0.4");
+    assert!(ty.starts_with("text/plain; version=0.0.4"), "{ty}");
+    assert!(!classic.contains("# EOF"), "{classic}");
 
     // Maintenance on and off.
     assert_eq!(cli(&socket, &["maintenance", "enable"]).0, 0);
@@ -286,14 +314,14 @@ fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
     let cfg = write_config(&dir, &text_cfg);
     let p = Running::start(Command::new(pilot()).args(["run", "-c", &cfg]));
     eventually(Duration::from_secs(20), "containerpilot service", || agent.services("containerpilot").pop());
-    assert_eq!(cli(&socket, &["putmetric", "app_jobs_done_total=42"]).0, 0);
+    assert_eq!(cli(&socket, &["putmetric", "app_jobs_done_total=42", "app_retries=7"]).0, 0);
 
     let web = free_port();
     let prom_cfg = dir.join("prometheus.yml");
     std::fs::write(
         &prom_cfg,
         format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: pilots\n    consul_sd_configs:\n      - server: '{}'\n        services: ['containerpilot']\n        refresh_interval: 1s\n",
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: pilots\n    consul_sd_configs:\n      - server: '{}'\n        services: ['containerpilot']\n        refresh_interval: 1s\n    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: containerpilot_events_total\n        target_label: __name__\n        replacement: containerpilot_events\n",
             agent.addr()
         ),
     )
@@ -331,6 +359,21 @@ fn prometheus_finds_pilot_through_consul_and_scrapes_it() {
             let v = r["data"]["result"].as_array()?.first()?["value"][1].as_str()?.to_string();
             (v == "42").then_some(())
         });
+        // Prometheus asks for OpenMetrics first: the counter configured without _total is
+        // stored with it.
+        // A ContainerPilot dashboard keeps its series name with the relabelling README shows
+        // (containerpilot_events here); unrelabelled, the control counter has its new name.
+        eventually(Duration::from_secs(30), "app_retries_total and both built-in counters queryable", || {
+            let r = api("/api/v1/query?query=app_retries_total")?;
+            let v = r["data"]["result"].as_array()?.first()?["value"][1].as_str()?.to_string();
+            let old = api("/api/v1/query?query=containerpilot_events%7Bcode%3D%22startup%22%7D")?;
+            let new = api("/api/v1/query?query=containerpilot_control_http_requests_total")?;
+            let found = |x: &Value| x["data"]["result"].as_array().is_some_and(|a| !a.is_empty());
+            (v == "7" && found(&old) && found(&new)).then_some(())
+        });
+        let t = api("/api/v1/targets").expect("targets");
+        let target = &t["data"]["activeTargets"][0];
+        assert_eq!(target["lastError"], "", "{target}");
     }));
     let _ = prom.kill();
     let _ = prom.wait();

@@ -170,9 +170,13 @@ fn unknown_paths_do_not_grow_the_metric_series() {
     s.write_all(b"DELETE /v3/ping HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(code(&read_answer(&mut reader, LIMIT)), Some(405));
     let m = scrape(&pl.telemetry);
-    let series: Vec<&str> = m.lines().filter(|l| l.starts_with("containerpilot_control_http_requests{")).collect();
+    let series: Vec<&str> =
+        m.lines().filter(|l| l.starts_with("containerpilot_control_http_requests_total{")).collect();
     assert!(series.len() < 10, "{series:#?}");
-    assert!(series.contains(&"containerpilot_control_http_requests{code=\"404\",path=\"other\"} 3000"), "{series:#?}");
+    assert!(
+        series.contains(&"containerpilot_control_http_requests_total{code=\"404\",path=\"other\"} 3000"),
+        "{series:#?}"
+    );
 }
 
 /// putenv: a name with a newline, '=', NUL, a leading digit, or empty is refused with 422

@@ -246,10 +246,10 @@ fn check_interfaces(d: &mut Decoder, path: &str, specs: &[String]) {
     }
 }
 
-static SERVICE_NAME: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^[a-z][a-zA-Z0-9\-]+$").expect("static regex"));
-static METRIC_NAME: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$").expect("static regex"));
+static SERVICE_NAME: LazyLock<regex_lite::Regex> =
+    LazyLock::new(|| regex_lite::Regex::new(r"^[a-z][a-zA-Z0-9\-]+$").expect("static regex"));
+static METRIC_NAME: LazyLock<regex_lite::Regex> =
+    LazyLock::new(|| regex_lite::Regex::new(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$").expect("static regex"));
 
 fn service_name_ok(name: &str) -> bool {
     SERVICE_NAME.is_match(name)
@@ -892,6 +892,28 @@ fn decode_metric(d: &mut Decoder, path: &str, v: &Value) -> Option<Metric> {
         help: opt_string(d, &o, "help").unwrap_or_default(),
         kind: kind?,
     };
+    // The exported name joins all three: a namespace or subsystem could break it.
+    let full = crate::telemetry::metrics::full_name(&m);
+    if METRIC_NAME.is_match(&m.name) && !METRIC_NAME.is_match(&full) {
+        let bad_namespace = !m.namespace.is_empty() && !METRIC_NAME.is_match(&m.namespace);
+        let field = if bad_namespace { "namespace" } else { "subsystem" };
+        d.error(o.field(field), format!("'{}' is not a valid Prometheus metric name", shorten(&full)));
+    }
+    // Prometheus' convention, which pilot's exposition follows (ContainerPilot's did not).
+    match (m.kind, full.ends_with("_total")) {
+        (MetricKind::Counter, false) => d.warning(
+            o.field("name"),
+            format!(
+                "a counter is exposed as '{}_total' (Prometheus' convention); putmetric takes either name",
+                shorten(&full)
+            ),
+        ),
+        (MetricKind::Gauge | MetricKind::Histogram | MetricKind::Summary, true) => d.warning(
+            o.field("name"),
+            "only counters should end in '_total': Prometheus' linters (promtool check metrics) will complain",
+        ),
+        _ => {}
+    }
     o.finish(d);
     Some(m)
 }
@@ -985,6 +1007,25 @@ mod tests {
         let d = diags(r#"{consul: {scheme: "ftp"}, telemetry: {metrics: [{name: "m", type: "meter"}]}}"#);
         assert!(d.iter().any(|m| m.contains("expected \"http\" or \"https\", got \"ftp\"")), "{d:?}");
         assert!(d.iter().any(|m| m.contains("invalid metric type 'meter'")), "{d:?}");
+        // Namespace and subsystem are part of the exported name: they cannot break it.
+        let d = diags(
+            r#"{telemetry: {metrics: [{namespace: "a b", name: "m", type: "gauge"},
+            {namespace: "ok", subsystem: "x\n# EOF", name: "m", type: "gauge"}]}}"#,
+        );
+        assert!(d.iter().any(|m| m.starts_with("telemetry.metrics[0].namespace: 'a b_m' is not a valid")), "{d:?}");
+        assert!(d.iter().any(|m| m.starts_with("telemetry.metrics[1].subsystem: 'ok_x\\n# EOF_m' is not")), "{d:?}");
+        let d = diags(
+            r#"{telemetry: {metrics: [{namespace: "app", name: "jobs", type: "counter", help: "h"},
+            {name: "queue_total", type: "gauge", help: "h"}]}}"#,
+        );
+        assert!(
+            d.iter().any(|m| m.starts_with("telemetry.metrics[0].name: a counter is exposed as 'app_jobs_total'")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter().any(|m| m.starts_with("telemetry.metrics[1].name: only counters should end in '_total'")),
+            "{d:?}"
+        );
     }
 
     #[test]

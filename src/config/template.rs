@@ -110,8 +110,8 @@ impl std::io::Write for CappedOutput {
 }
 
 /// `.NAME` in a template: each gets "" unless the environment has it (see render_now).
-static FIELD: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"\.([A-Za-z_][A-Za-z0-9_]*)").expect("static regex"));
+static FIELD: LazyLock<regex_lite::Regex> =
+    LazyLock::new(|| regex_lite::Regex::new(r"\.([A-Za-z_][A-Za-z0-9_]*)").expect("static regex"));
 
 fn render_now(text: &str, env: &HashMap<String, String>, deadline: Instant) -> Result<String, Diagnostic> {
     let mut data = env.clone();
@@ -362,7 +362,7 @@ fn regex_replace_all(a: &[Value]) -> Result<Value, FuncError> {
     let [re, to, s] = args::<3>("regexReplaceAll", a)?;
     let (to, s) = (text(&to), text(&s));
     // A bounded compiled size bounds the time and memory a hostile pattern can take.
-    let re = regex::RegexBuilder::new(&text(&re))
+    let re = regex_lite::RegexBuilder::new(&text(&re))
         .size_limit(1 << 20)
         .build()
         .map_err(|e| FuncError::Generic(format!("regexReplaceAll: {e}")))?;
@@ -430,9 +430,23 @@ mod tests {
         assert_eq!(r("{{ .L | split \",\" | join \"-\" }}", &[("L", "a,b,c")]), "a-b-c");
         assert_eq!(r("{{ .S | replaceAll \".\" \"_\" }}", &[("S", "a.b")]), "a_b");
         assert_eq!(r("{{ .S | regexReplaceAll \"([a-z])\\\\.\" \"${1}-\" }}", &[("S", "a.b")]), "a-b");
+        // Go's RE2 semantics, which ContainerPilot had: \d, \w and \b are ASCII.
+        assert_eq!(r("{{ .S | regexReplaceAll \"\\\\d\" \"#\" }}", &[("S", "1\u{663}2")]), "#\u{663}#");
+        assert_eq!(r("{{ .S | regexReplaceAll \"\\\\w+\" \"<$0>\" }}", &[("S", "ab\u{e9}c")]), "<ab>\u{e9}<c>");
+        assert_eq!(
+            r("{{ .S | regexReplaceAll \"(?P<k>[a-z]+)=(\\\\d+)\" \"${2}:$k\" }}", &[("S", "a=1 b=22")]),
+            "1:a 22:b"
+        );
         assert_eq!(r("{{ range loop 3 }}{{.}}{{ end }}", &[]), "012");
         assert_eq!(r("{{ range loop 5 1 }}{{.}}{{ end }}", &[]), "5432");
         assert_eq!(r("{{ range loop 1 .N }}{{.}}{{ end }}", &[("N", "3")]), "12");
+    }
+
+    #[test]
+    fn unicode_classes_are_refused_with_the_reason() {
+        // regex-lite has no Unicode tables (docs/size.md): \pL is an error naming the function.
+        let e = render("{{ \"x\" | regexReplaceAll \"\\\\pL\" \"\" }}", &HashMap::new()).unwrap_err();
+        assert!(e.message.contains("regexReplaceAll"), "{}", e.message);
     }
 
     #[test]

@@ -56,10 +56,14 @@ impl Client {
             // Over the socket the URL's host is only a placeholder for the Host header.
             Endpoint::Unix(_) => (false, "localhost", ""),
         };
-        let mut tls = TlsConfig::builder().disable_verification(!address.tls.verify);
+        // ring, set here rather than by ureq's `rustls` feature, which would also bring in
+        // Mozilla's roots (webpki-roots): pilot uses the system's or the site's CA instead.
+        let mut tls = TlsConfig::builder()
+            .unversioned_rustls_crypto_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .disable_verification(!address.tls.verify);
         if https {
-            if let Some(roots) = root_certs(address)? {
-                tls = tls.root_certs(roots);
+            if address.tls.verify {
+                tls = tls.root_certs(root_certs(address)?);
             }
             if let (Some(cert), Some(key)) = (&address.tls.client_cert, &address.tls.client_key) {
                 tls = tls.client_cert(Some(client_cert(cert, key)?));
@@ -167,8 +171,14 @@ fn describe(e: &ureq::Error) -> String {
     }
 }
 
+/// The largest CA bundle or key file read (Debian's bundle of ~140 roots is 0.2 MB).
+const PEM_FILE_MAX: u64 = 8 << 20;
+
+/// A PEM file: regular and bounded (fsread), so a FIFO or `/dev/zero` given as
+/// `CONSUL_CACERT`, or lying in a CA directory, is an error and not a hang of the thread
+/// that builds the client.
 fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+    crate::fsread::read_regular(path, PEM_FILE_MAX).map(String::into_bytes).map_err(|e| format!("the {what}: {e}"))
 }
 
 fn certs_in(path: &std::path::Path, what: &str) -> Result<Vec<Certificate<'static>>, String> {
@@ -186,28 +196,126 @@ fn certs_in(path: &std::path::Path, what: &str) -> Result<Vec<Certificate<'stati
 }
 
 /// CONSUL_CACERT replaces the system roots (as the Go client does); CONSUL_CAPATH is used
-/// only without it.
-fn root_certs(a: &AgentAddress) -> Result<Option<RootCerts>, String> {
+/// only without it; without either, the system's roots, as Go finds them.
+fn root_certs(a: &AgentAddress) -> Result<RootCerts, String> {
     if let Some(file) = &a.tls.cacert {
-        return Ok(Some(RootCerts::new_with_certs(&certs_in(file, "CA certificate")?)));
+        return Ok(RootCerts::new_with_certs(&certs_in(file, "CA certificate")?));
     }
-    let Some(dir) = &a.tls.capath else { return Ok(None) };
+    let Some(dir) = &a.tls.capath else { return system_roots() };
+    let all = certs_in_dir(dir);
+    if all.is_empty() {
+        return Err(format!("{}: no PEM CA certificates found in this directory", dir.display()));
+    }
+    Ok(RootCerts::new_with_certs(&all))
+}
+
+fn certs_in_dir(dir: &std::path::Path) -> Vec<Certificate<'static>> {
     let mut all = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read the CA directory {}: {e}", dir.display()))?;
-    for entry in entries.flatten() {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if let Ok(mut certs) = certs_in(&entry.path(), "CA certificate") {
             all.append(&mut certs);
         }
     }
-    if all.is_empty() {
-        return Err(format!("{}: no PEM CA certificates found in this directory", dir.display()));
-    }
-    Ok(Some(RootCerts::new_with_certs(&all)))
+    all
 }
 
-fn client_cert(cert: &std::path::Path, key: &std::path::Path) -> Result<ClientCert, String> {
+/// The bundles Go's crypto/x509 tries on Linux, first found wins (Debian, Fedora, openSUSE,
+/// OpenELEC, CentOS/RHEL 7, Alpine): what Consul's CLI and ContainerPilot trust by default.
+const SYSTEM_BUNDLES: [&str; 6] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+/// The directories Go reads besides the bundle.
+const SYSTEM_DIRS: [&str; 2] = ["/etc/ssl/certs", "/etc/pki/tls/certs"];
+
+/// The system's roots as Go's crypto/x509 loads them: `SSL_CERT_FILE` or the first bundle
+/// found, plus every certificate in `SSL_CERT_DIR` (colon-separated) or the usual
+/// directories. pilot carries no roots of its own (Mozilla's set cost 0.2 MB of the binary,
+/// and grid sites trust their own CA): none found is an error naming what to set.
+fn system_roots() -> Result<RootCerts, String> {
+    let file = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+    let bundles: Vec<std::path::PathBuf> = match file {
+        Some(f) => vec![f],
+        None => SYSTEM_BUNDLES.iter().map(std::path::PathBuf::from).collect(),
+    };
+    let mut all = bundles.iter().find_map(|b| certs_in(b, "CA bundle").ok()).unwrap_or_default();
+    let dirs: Vec<std::path::PathBuf> = match std::env::var_os("SSL_CERT_DIR") {
+        Some(d) => std::env::split_paths(&d).collect(),
+        None => SYSTEM_DIRS.iter().map(std::path::PathBuf::from).collect(),
+    };
+    for dir in dirs {
+        all.append(&mut certs_in_dir(&dir));
+    }
+    // The bundle's certificates are in the directory too (Debian links them there).
+    all.sort_by(|a, b| a.der().cmp(b.der()));
+    all.dedup_by(|a, b| a.der() == b.der());
+    if all.is_empty() {
+        return Err(format!(
+            "https: no CA certificates in this container (tried {}, {} and $SSL_CERT_FILE/$SSL_CERT_DIR): set CONSUL_CACERT or tls.cafile to the site's CA",
+            SYSTEM_BUNDLES.join(", "),
+            SYSTEM_DIRS.join(", ")
+        ));
+    }
+    Ok(RootCerts::new_with_certs(&all))
+}
+
+fn client_cert(cert: &std::path::Path, key_path: &std::path::Path) -> Result<ClientCert, String> {
     let chain = certs_in(cert, "client certificate")?;
-    let key_pem = read(key, "client key")?;
-    let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("{} (client key): {e}", key.display()))?;
+    let key_pem = read(key_path, "client key")?;
+    let key = PrivateKey::from_pem(&key_pem).map_err(|e| format!("{} (client key): {e}", key_path.display()))?;
+    check_pair(&chain, &key_pem).map_err(|e| format!("{} and {}: {e}", cert.display(), key_path.display()))?;
     Ok(ClientCert::new_with_certs(&chain, key))
+}
+
+/// Whether rustls takes this certificate and key as a pair. ureq builds its TLS config at
+/// the first connection and panics (in the Consul worker's thread) if rustls refuses them:
+/// a key of another certificate, or of a kind ring cannot sign with, is an error here instead.
+fn check_pair(chain: &[Certificate<'static>], key_pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("the client key: {e}"))?;
+    let chain = chain.iter().map(|c| CertificateDer::from(c.der().to_vec())).collect();
+    rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+        .map(|_| ())
+        .map_err(|e| format!("the client certificate and key are not a usable pair: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consul::address::{Endpoint, Tls};
+
+    fn https_with(tls: Tls) -> AgentAddress {
+        let endpoint = Endpoint::Tcp { https: true, host_port: "127.0.0.1:8501".into(), prefix: String::new() };
+        AgentAddress { endpoint, token: None, tls }
+    }
+
+    /// `Client::new` on another thread: a hang (the old `std::fs::read` of a FIFO) fails the
+    /// test instead of blocking it.
+    fn client_within(a: AgentAddress) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(Client::new(&a).map(|_| ())));
+        rx.recv_timeout(Duration::from_secs(10)).expect("Client::new hung on a FIFO")
+    }
+
+    #[test]
+    fn fifos_as_ca_files_are_errors_not_hangs() {
+        let dir = std::env::temp_dir().join(format!("pilot-ca-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("ca.pem");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = client_within(https_with(Tls { cacert: Some(fifo), verify: true, ..Tls::default() })).unwrap_err();
+        assert!(e.contains("FIFO") && e.contains("CA certificate"), "{e}");
+        let e =
+            client_within(https_with(Tls { capath: Some(dir.clone()), verify: true, ..Tls::default() })).unwrap_err();
+        assert!(e.contains("no PEM CA certificates found"), "{e}");
+        // Verification off: no roots are read at all.
+        assert!(client_within(https_with(Tls { capath: Some(dir.clone()), verify: false, ..Tls::default() })).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

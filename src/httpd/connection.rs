@@ -137,6 +137,7 @@ struct Head {
     close: bool,
     framing: Framing,
     expect_continue: bool,
+    accept: String,
 }
 
 /// How the body is delimited.
@@ -177,6 +178,7 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Refusal> {
     let mut length: Option<usize> = None;
     let mut encoded: Option<bool> = None;
     let mut expect_continue = false;
+    let mut accept = String::new();
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -200,13 +202,19 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Refusal> {
             }
         } else if h.name.eq_ignore_ascii_case("expect") && value.eq_ignore_ascii_case("100-continue") {
             expect_continue = true;
+        } else if h.name.eq_ignore_ascii_case("accept") {
+            // Bounded by the head's size limit.
+            if !accept.is_empty() {
+                accept.push(',');
+            }
+            accept.push_str(value);
         }
     }
     let framing = match encoded {
         Some(chunked) => Framing::Encoded { chunked },
         None => Framing::Length(length.unwrap_or(0)),
     };
-    Ok(Some(Head { method, path, len, close, framing, expect_continue }))
+    Ok(Some(Head { method, path, len, close, framing, expect_continue, accept }))
 }
 
 /// Serve requests on one connection until it closes, breaks, idles out or misbehaves.
@@ -285,7 +293,12 @@ pub fn serve(s: &mut dyn Stream, limits: &Limits, handler: &dyn Handler, admissi
                 Err(_) => return,
             }
         }
-        let response = handler.handle(&Request { method: head.method, path: &head.path, body: &buf[..length] });
+        let response = handler.handle(&Request {
+            method: head.method,
+            path: &head.path,
+            body: &buf[..length],
+            accept: &head.accept,
+        });
         buf.drain(..length);
         let bytes = response.encode(head.close, head.method == Method::Head);
         if !write_by(s, &bytes, write_deadline()) || head.close {

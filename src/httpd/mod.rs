@@ -52,6 +52,8 @@ pub struct Request<'a> {
     /// The path without the query string.
     pub path: &'a str,
     pub body: &'a [u8],
+    /// The `Accept` header(s), joined by commas ("" without): the telemetry port's format.
+    pub accept: &'a str,
 }
 
 /// What a listener does with requests. Handlers run on the slot threads, several at once.

@@ -2,8 +2,10 @@
 //! share its network, so `port: 0` takes an ephemeral port (the one registered in Consul),
 //! and a port already taken is a clear error that leaves the jobs running. The port is open
 //! to the network: it is served by `httpd` with its own bounded slots and limits, and
-//! answers only `GET /metrics` (no bodies, no per-path state).
+//! answers only `GET /metrics` (no bodies, no per-path state), in OpenMetrics when the
+//! scraper's `Accept` asks for it, else in Prometheus' classic text format.
 
+pub mod exposition;
 pub mod metrics;
 
 pub use metrics::Metrics;
@@ -23,7 +25,8 @@ impl httpd::Handler for Endpoint {
     fn handle(&self, req: &httpd::Request) -> Response {
         match (req.method, req.path) {
             (Method::Get | Method::Head, "/metrics") => {
-                Response::text(200, self.metrics.render()).with_type("text/plain; version=0.0.4; charset=utf-8")
+                let format = exposition::Format::negotiate(req.accept);
+                Response::text(200, self.metrics.render(format)).with_type(format.content_type())
             }
             (_, "/metrics") => Response::text(405, "only GET").with_allow("GET"),
             _ => Response::text(404, "not found: try /metrics"),
