@@ -5,7 +5,7 @@
 pub mod consul;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,12 +56,49 @@ pub fn is_root() -> bool {
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
-/// A scratch directory unique to this test.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pilot-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory unique to this test (`pilot-test-NAME-XXXXXX` in the temp dir), removed
+/// with everything in it when the guard is dropped: at the end of the test's scope, and also
+/// when the test panics (unwinding drops it). Use it as a `Path` (`dir.join(..)`, `&dir`).
+/// Keep the guard alive as long as something uses the directory (a running pilot's socket,
+/// config or logs): `let dir = scratch(..)`, never `write_config(&scratch(..), ..)`.
+/// `PILOT_TEST_KEEP=1` keeps the directories, to look at what a failed test left.
+pub struct Scratch(tempfile::TempDir);
+
+pub fn scratch(name: &str) -> Scratch {
+    let mut dir = tempfile::Builder::new()
+        .prefix(&format!("pilot-test-{name}-"))
+        .tempdir()
+        .expect("create a scratch directory in the temp dir");
+    if std::env::var_os("PILOT_TEST_KEEP").is_some_and(|v| v == "1") {
+        dir.disable_cleanup(true);
+        eprintln!("PILOT_TEST_KEEP: keeping {}", dir.path().display());
+    }
+    Scratch(dir)
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.path().as_os_str()
+    }
 }
 
 pub fn write_config(dir: &std::path::Path, text: &str) -> String {
