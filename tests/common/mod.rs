@@ -2,6 +2,7 @@
 //! the components a test needs (a missing one fails the test with how to install it).
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod consul;
 
 use std::io::{BufRead, BufReader, Read};
