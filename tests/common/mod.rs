@@ -154,11 +154,24 @@ pub fn text(b: &[u8]) -> String {
 pub struct Running {
     pub child: Child,
     pub lines: std::sync::mpsc::Receiver<String>,
+    /// The TMPDIR given to a pilot whose command names no runtime directory: its default
+    /// control socket goes there, and goes with it, even when Drop SIGKILLs pilot (which
+    /// then cannot remove it; before, each such test left a `pilot-*.sock` in /tmp).
+    pub runtime_dir: Option<tempfile::TempDir>,
 }
 
 impl Running {
     pub fn start(cmd: &mut Command) -> Running {
         use std::os::unix::process::CommandExt;
+        // Unless the test chose where runtime files go (then it is testing that).
+        let named = |k: &str| cmd.get_envs().any(|(n, _)| n == k);
+        let runtime_dir = if ["TMPDIR", "XDG_RUNTIME_DIR", "_CONDOR_SCRATCH_DIR"].iter().any(|k| named(k)) {
+            None
+        } else {
+            let dir = tempfile::Builder::new().prefix("pilot-running-").tempdir().expect("a runtime directory");
+            cmd.env("TMPDIR", dir.path()).env_remove("XDG_RUNTIME_DIR");
+            Some(dir)
+        };
         // Own process group, so Drop can kill pilot even under `unshare --fork`.
         let mut child = cmd
             .process_group(0)
@@ -176,7 +189,7 @@ impl Running {
                 }
             }
         });
-        Running { child, lines: rx }
+        Running { child, lines: rx, runtime_dir }
     }
 
     pub fn expect_line(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
