@@ -107,7 +107,7 @@ enum Command {
         socket: SocketArg,
     },
     /// Set telemetry metrics of a running pilot (counters add, gauges set, others observe).
-    #[command(after_help = "Example:\n  pilot putmetric payload_events_processed=120 payload_queue_depth=7")]
+    #[command(after_help = "Example:\n  pilot putmetric app_jobs_done_total=2 app_queue_depth=7")]
     Putmetric {
         /// name=value pairs, names as exported (namespace_subsystem_name).
         #[arg(required = true, value_name = "NAME=VALUE")]
