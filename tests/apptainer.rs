@@ -218,3 +218,16 @@ fn worker_image_runs_a_payload_and_an_example_config() {
     );
     assert!(!said.contains("payload ran"), "{said}");
 }
+
+#[test]
+fn worker_image_has_pilots_bash_completion() {
+    let s = pilot_sif();
+    let out = in_root(
+        s,
+        "apptainer exec /pilot-work/pilot.sif bash -c \
+         'source /usr/share/bash-completion/completions/pilot && complete -p pilot'",
+    );
+    let said = all(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("_pilot") && said.trim_end().ends_with(" pilot"), "bash completes pilot with _pilot: {said}");
+}

@@ -40,7 +40,11 @@ impl Flag {
 
 /// `pilot ARGS --help`, which must succeed.
 pub fn help(args: &[&str]) -> String {
-    let out = run_limited(Command::new(pilot()).args(args).arg("--help"), Duration::from_secs(10));
+    // Plain text whatever the caller's terminal settings say.
+    let out = run_limited(
+        Command::new(pilot()).args(args).arg("--help").env("NO_COLOR", "1").env_remove("CLICOLOR_FORCE"),
+        Duration::from_secs(10),
+    );
     assert!(out.status.success(), "pilot {args:?} --help: {}", text(&out.stderr));
     text(&out.stdout)
 }
