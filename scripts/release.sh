@@ -19,6 +19,9 @@ if [ ! -x "$cdx" ]; then
   cargo install --locked --quiet --root "$cache/cargo-cyclonedx-$cdx_version" cargo-cyclonedx --version "$cdx_version" >&2
 fi
 
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  echo "release: warning: the work tree has uncommitted changes; the artifacts will not match any commit" >&2
+fi
 mkdir -p "$out"
 rm -f "$out"/pilot-* "$out/SHA256SUMS"
 artifacts=()

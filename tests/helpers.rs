@@ -31,6 +31,8 @@ fn scratch_directories_are_distinct_and_usable_as_paths() {
     assert!(std::path::Path::new(&cfg).starts_with(&*a));
     let out = run_limited(Command::new("ls").arg(&b), Duration::from_secs(10));
     assert!(out.status.success());
+    let odd = scratch("a/b c");
+    assert_eq!(odd.parent(), Some(std::env::temp_dir().as_path()), "a name is a label, not a path");
     let kept = a.to_path_buf();
     drop(a);
     assert!(!kept.exists());

@@ -66,8 +66,11 @@ pub fn is_root() -> bool {
 pub struct Scratch(tempfile::TempDir);
 
 pub fn scratch(name: &str) -> Scratch {
+    // A name is only a label: anything but [A-Za-z0-9._-] (a `/` from a Debug format) is `-`.
+    let label: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect();
     let mut dir = tempfile::Builder::new()
-        .prefix(&format!("pilot-test-{name}-"))
+        .prefix(&format!("pilot-test-{label}-"))
         .tempdir()
         .expect("create a scratch directory in the temp dir");
     if std::env::var_os("PILOT_TEST_KEEP").is_some_and(|v| v == "1") {
