@@ -20,12 +20,20 @@ fn man_page_lints_clean() {
     assert!(out.status.success() && lint.trim().is_empty(), "mandoc -Tlint:\n{lint}");
 }
 
-/// The man page's SYNOPSIS: each subcommand with the flags its lines list. A synopsis entry
-/// starts at `.Nm`; its first `.Cm` line names the subcommand(s) (`.Cm reload | ping`), and
-/// every `Fl x` on its lines is a flag (`Fl c` is `-c`, `Fl -grace` is `--grace`; `Fl -`
-/// alone is the `--` before CMD).
-fn synopsis(page: &str) -> BTreeMap<String, BTreeSet<String>> {
-    let mut subs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+/// One subcommand in the man page's SYNOPSIS: its flags and the fixed values it shows.
+#[derive(Debug, Default)]
+struct Synopsis {
+    flags: BTreeSet<String>,
+    values: BTreeSet<String>,
+}
+
+/// The man page's SYNOPSIS: each subcommand with the flags and values its lines list. A
+/// synopsis entry starts at `.Nm`; its first `.Cm` line names the subcommand(s) (`.Cm reload |
+/// ping`); every `Fl x` on its lines is a flag (`Fl c` is `-c`, `Fl -grace` is `--grace`; `Fl -`
+/// alone is the `--` before CMD), and the words after any other `Cm` are fixed values
+/// (`.Cm enable | disable`, `Fl -format Cm text | json`).
+fn synopsis(page: &str) -> BTreeMap<String, Synopsis> {
+    let mut subs: BTreeMap<String, Synopsis> = BTreeMap::new();
     let mut current: Vec<String> = Vec::new();
     let mut named = false;
     let lines = page.lines().skip_while(|l| *l != ".Sh SYNOPSIS").skip(1).take_while(|l| !l.starts_with(".Sh "));
@@ -43,10 +51,20 @@ fn synopsis(page: &str) -> BTreeMap<String, BTreeSet<String>> {
             named = true;
             continue;
         }
-        let words: Vec<&str> = line.split_whitespace().collect();
+        let words: Vec<&str> = line.trim_start_matches('.').split_whitespace().collect();
         for pair in words.windows(2).filter(|w| w[0] == "Fl" && w[1] != "-") {
             for n in &current {
-                subs.entry(n.clone()).or_default().insert(format!("-{}", pair[1]));
+                subs.entry(n.clone()).or_default().flags.insert(format!("-{}", pair[1]));
+            }
+        }
+        // A macro is a capitalised word of two or three letters (Ar, Fl, Op, Ns …).
+        let is_macro = |w: &str| w.len() <= 3 && w.starts_with(|c: char| c.is_ascii_uppercase());
+        for (i, _) in words.iter().enumerate().filter(|(_, w)| **w == "Cm") {
+            let values = words[i + 1..].iter().take_while(|w| !is_macro(w)).filter(|w| **w != "|");
+            for v in values {
+                for n in &current {
+                    subs.entry(n.clone()).or_default().values.insert(v.to_string());
+                }
             }
         }
     }
@@ -62,6 +80,13 @@ fn drift(page: &str, cli: &[Sub]) -> Vec<String> {
             problems.push(format!("`pilot {}` is missing from the man page's SYNOPSIS", sub.name));
             continue;
         };
+        if documented.values != sub.values {
+            problems.push(format!(
+                "`pilot {}` accepts the values {:?}, the man page's SYNOPSIS shows {:?}",
+                sub.name, sub.values, documented.values
+            ));
+        }
+        let documented = &documented.flags;
         for flag in &sub.flags {
             if !documented.iter().any(|d| flag.is(d)) {
                 problems.push(format!("`pilot {} {}` is missing from the man page's SYNOPSIS", sub.name, flag.name()));
@@ -92,7 +117,10 @@ fn man_page_and_cli_have_the_same_subcommands_and_flags() {
     let page = std::fs::read_to_string(PAGE).unwrap();
     let cli = cli::subcommands();
     let man = synopsis(&page);
-    assert!(man.len() >= 10 && man["run"].contains("--grace"), "the SYNOPSIS parser reads the page: {man:?}");
+    assert!(
+        man.len() >= 10 && man["run"].flags.contains("--grace") && man["maintenance"].values.contains("enable"),
+        "the SYNOPSIS parser reads the page: {man:?}"
+    );
     let problems = drift(&page, &cli);
     assert!(problems.is_empty(), "man/pilot.1 and the CLI disagree:\n{}", problems.join("\n"));
 }
@@ -112,7 +140,10 @@ fn drift_is_caught_in_either_direction() {
     assert!(problems.iter().any(|p| p.contains("`pilot template` is missing")), "{problems:?}");
     assert!(problems.iter().any(|p| p.contains("`pilot templates`, which pilot does not have")), "{problems:?}");
     let mut more = cli::subcommands();
-    more.push(Sub { name: "frobnicate".into(), flags: Vec::new(), examples: Vec::new() });
+    more.push(Sub { name: "frobnicate".into(), flags: Vec::new(), examples: Vec::new(), values: Default::default() });
+    let yaml = page.replace(".Op Fl -format Cm text | json\n", ".Op Fl -format Cm text | json | yaml\n");
+    assert_ne!(yaml, page);
+    assert!(drift(&yaml, &cli).iter().any(|p| p.contains("check-config` accepts the values")), "a value pilot lacks");
     assert!(
         drift(&page, &more).iter().any(|p| p.contains("`pilot frobnicate` is missing")),
         "a subcommand the page lacks"

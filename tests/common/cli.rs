@@ -14,6 +14,8 @@ pub struct Sub {
     pub name: String,
     pub flags: Vec<Flag>,
     pub examples: Vec<String>,
+    /// Every value its options and arguments accept from a fixed list (`[possible values: …]`).
+    pub values: BTreeSet<String>,
 }
 
 /// A flag's short and long spellings (`-c`, `--config`): either may be missing.
@@ -114,13 +116,22 @@ pub fn examples(help: &str) -> Vec<String> {
         .collect()
 }
 
+/// The fixed choices a help text lists (`[possible values: text, json]`), all together.
+pub fn possible_values(help: &str) -> BTreeSet<String> {
+    help.split("[possible values: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(']').next())
+        .flat_map(|list| list.split(", ").map(|v| v.trim().to_string()))
+        .collect()
+}
+
 /// Every subcommand with its flags and examples.
 pub fn subcommands() -> Vec<Sub> {
     subcommand_names()
         .into_iter()
         .map(|name| {
             let h = help(&[&name]);
-            Sub { flags: flags(&h), examples: examples(&h), name }
+            Sub { flags: flags(&h), examples: examples(&h), values: possible_values(&h), name }
         })
         .collect()
 }
