@@ -8,6 +8,11 @@
 #   python3-prometheus-client - its strict OpenMetrics parser checks pilot's OpenMetrics answer
 #   htcondor    - (PyPI, in a venv under ~/.cache/pilot) writes job ads as HTCondor does
 #   chromium    - headless, renders the Consul UI of the end-to-end site (tests/site.rs)
+#   zsh, fish   - syntax-check the completions `pilot completions zsh|fish` prints
+#   qemu-user-static, gcc-aarch64-linux-gnu (+ libc6-dev-arm64-cross: C headers for ring),
+#               the aarch64-unknown-linux-musl Rust target
+#               - build the aarch64 static binary (cross gcc for ring's C code) and run it
+#                 under qemu-aarch64-static (tests/aarch64.rs, scripts/release.sh)
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -18,6 +23,11 @@ command -v mandoc  >/dev/null || need+=(mandoc)
 command -v promtool >/dev/null || need+=(prometheus)
 /usr/bin/python3 -c "import prometheus_client.openmetrics.parser" 2>/dev/null || need+=(python3-prometheus-client)
 command -v chromium >/dev/null || need+=(chromium)
+command -v zsh     >/dev/null || need+=(zsh)
+command -v fish    >/dev/null || need+=(fish)
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+[ -e /usr/aarch64-linux-gnu/include/stdint.h ] || need+=(libc6-dev-arm64-cross)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -40,3 +50,5 @@ if ! "$venv/bin/python" -c "import classad2" 2>/dev/null; then
 fi
 
 command -v cargo >/dev/null || { echo "setup-test-deps: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+# The aarch64 static binary (tests/aarch64.rs): Rust's musl target for ARM worker nodes.
+rustup target list --installed | grep -qx aarch64-unknown-linux-musl || rustup target add aarch64-unknown-linux-musl >&2

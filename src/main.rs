@@ -1,6 +1,6 @@
 //! pilot: the Autopilot pattern for Apptainer containers. One function per subcommand.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueHint};
 use pilot::check::{self, Format};
 use pilot::control::client;
 use pilot::{config, htcondor, init, logging, supervisor};
@@ -11,7 +11,10 @@ use std::time::Duration;
 #[command(
     name = "pilot",
     version,
-    about = "Container init and ContainerPilot-compatible supervisor for Apptainer containers"
+    about = "Container init and ContainerPilot-compatible supervisor for Apptainer containers",
+    after_help = "Examples:\n  pilot run -c /etc/pilot/pilot.json5 -- /payload.sh ARGS   run a payload with a config's jobs\n  \
+                  pilot check-config -c /etc/pilot/pilot.json5 --strict     verify a config before shipping it\n  \
+                  pilot status                                              what a running pilot supervises"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,9 +28,13 @@ enum Command {
     /// With `[--] CMD ARGS...`, CMD is the main payload: when it exits, pilot stops every
     /// job and exits with its status (its code, or 128+signal). With no config at all,
     /// pilot is a minimal init for CMD: it reaps zombies and forwards signals.
+    #[command(
+        after_help = "Examples:\n  pilot run -c /etc/pilot/pilot.json5 -- /payload.sh ARGS   the config's jobs, then the payload\n  \
+                            pilot run --grace 20s -- python3 job.py                   a minimal init for one payload"
+    )]
     Run {
         /// Config file (else $PILOT_CONFIG, else $CONTAINERPILOT).
-        #[arg(short, long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
         config: Option<String>,
         /// Upper bound on the whole shutdown (stop jobs, pre/post-stop jobs, Consul
         /// deregistration, leftover processes), e.g. 30s: when it is over, everything left
@@ -37,18 +44,26 @@ enum Command {
         #[arg(long, env = "PILOT_GRACE", value_parser = parse_duration)]
         grace: Option<Duration>,
         /// The main payload and its arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD",
+            value_hint = ValueHint::CommandWithArguments
+        )]
         cmd: Vec<String>,
     },
     /// Verify a config offline: parse, render, validate, and find every program on PATH.
     ///
     /// Exit status: 0 valid, 1 invalid, 2 usage error.
+    #[command(after_help = "Example:\n  pilot check-config -c /etc/pilot/pilot.json5 --env job.env --strict")]
     CheckConfig {
-        #[arg(short, long, value_name = "FILE")]
+        /// Config file (else $PILOT_CONFIG, else $CONTAINERPILOT).
+        #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
         config: Option<String>,
         /// Extra environment for rendering (KEY=VALUE lines), as the container will have it.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
         env: Option<String>,
+        /// Output format: text lines, or one JSON document for tools.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
         /// Treat warnings (such as a program missing from PATH) as errors.
@@ -56,20 +71,26 @@ enum Command {
         strict: bool,
     },
     /// Print the config after template rendering (ContainerPilot's -template).
+    #[command(after_help = "Example:\n  pilot template -c /etc/pilot/pilot.json5 --env job.env")]
     Template {
-        #[arg(short, long, value_name = "FILE")]
+        /// Config file (else $PILOT_CONFIG, else $CONTAINERPILOT).
+        #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
         config: Option<String>,
-        #[arg(long, value_name = "FILE")]
+        /// Extra environment for rendering (KEY=VALUE lines), as the container will have it.
+        #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
         env: Option<String>,
     },
     /// Print pilot's version.
+    #[command(after_help = "Example:\n  pilot version")]
     Version,
     /// Ask a running pilot to re-read its config (an invalid one is refused; the old keeps running).
+    #[command(after_help = "Example:\n  pilot reload --socket \"$_CONDOR_SCRATCH_DIR/pilot.sock\"")]
     Reload {
         #[command(flatten)]
         socket: SocketArg,
     },
     /// Turn maintenance mode on or off: health checks pause, services are marked in Consul.
+    #[command(after_help = "Example:\n  pilot maintenance enable")]
     Maintenance {
         #[arg(value_enum)]
         action: OnOff,
@@ -77,6 +98,7 @@ enum Command {
         socket: SocketArg,
     },
     /// Set environment variables for the jobs a running pilot starts from now on.
+    #[command(after_help = "Example:\n  pilot putenv SITE_NAME=CERN-PROD LOG_LEVEL=debug")]
     Putenv {
         /// NAME=VALUE pairs.
         #[arg(required = true, value_name = "NAME=VALUE")]
@@ -85,6 +107,7 @@ enum Command {
         socket: SocketArg,
     },
     /// Set telemetry metrics of a running pilot (counters add, gauges set, others observe).
+    #[command(after_help = "Example:\n  pilot putmetric app_jobs_done_total=2 app_queue_depth=7")]
     Putmetric {
         /// name=value pairs, names as exported (namespace_subsystem_name).
         #[arg(required = true, value_name = "NAME=VALUE")]
@@ -93,11 +116,13 @@ enum Command {
         socket: SocketArg,
     },
     /// Check that a pilot answers on its control socket.
+    #[command(after_help = "Example:\n  pilot ping --socket /tmp/pilot-1a2b3c4d.sock")]
     Ping {
         #[command(flatten)]
         socket: SocketArg,
     },
     /// Show a running pilot's jobs: state, pid, restarts, health, Consul registration.
+    #[command(after_help = "Example:\n  pilot status --json")]
     Status {
         /// Print the JSON of GET /v3/status.
         #[arg(long)]
@@ -105,12 +130,31 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Print the completion script of a shell (bash, zsh or fish) for pilot's subcommands and options.
+    #[command(after_help = "Examples:\n  \
+                            pilot completions bash > /usr/share/bash-completion/completions/pilot\n  \
+                            pilot completions zsh > /usr/share/zsh/vendor-completions/_pilot\n  \
+                            pilot completions fish > /usr/share/fish/vendor_completions.d/pilot.fish")]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+/// The shells `pilot completions` writes for: those of the images pilot goes into. (clap_complete
+/// also knows elvish and PowerShell; leaving them out keeps their generators out of the binary.)
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(clap::Args)]
 struct SocketArg {
     /// The control socket (else $PILOT_SOCKET, else the running pilot's default socket).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
     socket: Option<String>,
 }
 
@@ -169,6 +213,29 @@ fn status(socket: SocketArg, json: bool) -> i32 {
     }
 }
 
+/// The completion script, generated from the same clap definition that parses the command line
+/// (so it cannot drift from it), written in one piece: a closed pipe (`| head`) is an error
+/// message and exit 1, never a panic halfway through the script.
+fn completions(shell: Shell) -> i32 {
+    use clap_complete::shells;
+    let mut cmd = Cli::command();
+    let mut script = Vec::new();
+    match shell {
+        Shell::Bash => clap_complete::generate(shells::Bash, &mut cmd, "pilot", &mut script),
+        Shell::Zsh => clap_complete::generate(shells::Zsh, &mut cmd, "pilot", &mut script),
+        Shell::Fish => clap_complete::generate(shells::Fish, &mut cmd, "pilot", &mut script),
+    }
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("pilot: writing the completion script: {e}");
+            1
+        }
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     config::duration::parse(s)
 }
@@ -221,6 +288,7 @@ fn main() -> ExitCode {
             check::check_config(config.as_deref(), env.as_deref(), format, strict)
         }
         Command::Template { config, env } => check::template(config.as_deref(), env.as_deref()),
+        Command::Completions { shell } => completions(shell),
         Command::Version => {
             println!("pilot {}", env!("CARGO_PKG_VERSION"));
             0

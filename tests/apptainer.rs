@@ -37,8 +37,10 @@ fn stage() -> &'static Stage {
         let out = run_limited(&mut Command::new(repo.join("scripts/make-sid-root.sh")), Duration::from_secs(900));
         assert!(out.status.success(), "scripts/make-sid-root.sh: {}", text(&out.stderr));
 
-        // The layout minimal.def's %files expect, relative to the build directory.
-        let work = std::env::temp_dir().join(format!("pilot-apptainer-{}", std::process::id()));
+        // The layout minimal.def's %files expect, relative to the build directory. Under
+        // target/, replaced by each run: the stage lives in a static (never dropped), so a
+        // temporary directory would be left behind in /tmp by every run.
+        let work = target.join("apptainer-work");
         let _ = std::fs::remove_dir_all(&work);
         let bin_dir = work.join("build/target/x86_64-unknown-linux-musl/release");
         std::fs::create_dir_all(&bin_dir).unwrap();
@@ -219,4 +221,17 @@ fn worker_image_runs_a_payload_and_an_example_config() {
         "{said}"
     );
     assert!(!said.contains("payload ran"), "{said}");
+}
+
+#[test]
+fn worker_image_has_pilots_bash_completion() {
+    let s = pilot_sif();
+    let out = in_root(
+        s,
+        "apptainer exec /pilot-work/pilot.sif bash -c \
+         'source /usr/share/bash-completion/completions/pilot && complete -p pilot'",
+    );
+    let said = all(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("_pilot") && said.trim_end().ends_with(" pilot"), "bash completes pilot with _pilot: {said}");
 }

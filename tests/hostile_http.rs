@@ -351,9 +351,9 @@ fn a_socket_of_another_user_is_never_used() {
     require_python();
     require("unshare", "install util-linux");
     // Outside /tmp, so the CLI's private /tmp does not hide it; world-writable like /tmp.
-    let dir = Path::new("/var/tmp").join(format!("pilot-hostile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when the guard drops, also when the test fails.
+    let guard = tempfile::Builder::new().prefix("pilot-hostile-").tempdir_in("/var/tmp").unwrap();
+    let dir = guard.path().to_path_buf();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let log = dir.join("trap.log");
@@ -365,8 +365,9 @@ fn a_socket_of_another_user_is_never_used() {
 
     // With a pilot of ours next to it: ours is the one, not "several pilots".
     let ours = dir.join("pilot-mine.sock");
+    let cfg_dir = scratch("other-users-socket");
     let cfg = write_config(
-        &scratch("other-users-socket"),
+        &cfg_dir,
         &format!(
             r#"{{ control: {{ socket: "{}" }}, jobs: [ {{ name: "app", exec: "sleep 1000" }} ] }}"#,
             ours.display()
@@ -391,7 +392,6 @@ fn a_socket_of_another_user_is_never_used() {
     assert!(got.is_empty(), "the other user's socket received: {}", String::from_utf8_lossy(&got));
     drop(evil);
     drop(p);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Item 11: inside an HTCondor job, `$_CONDOR_SCRATCH_DIR/pilot.sock` is the one `pilot

@@ -42,7 +42,9 @@ pub struct Agent {
     pub http: u16,
     args: Vec<String>,
     pub name: String,
-    dir: PathBuf,
+    /// The agent's log and data directory, removed when the agent is dropped (after it is
+    /// killed: `Drop for Agent` runs before its fields are dropped).
+    dir: tempfile::TempDir,
     pub token: Option<String>,
 }
 
@@ -90,22 +92,14 @@ impl Agent {
         for h in hcl {
             args.extend(["-hcl".to_string(), h.to_string()]);
         }
-        let mut a = Agent {
-            child: None,
-            http,
-            args,
-            name: name.clone(),
-            dir: std::env::temp_dir().join(format!("pilot-consul-{name}")),
-            token: None,
-        };
+        let mut a = Agent { child: None, http, args, name: name.clone(), dir: agent_dir(&name), token: None };
         a.start();
         a.wait_for_leader(Duration::from_secs(20));
         a
     }
 
     fn start(&mut self) {
-        let _ = std::fs::create_dir_all(&self.dir);
-        let log = std::fs::File::create(self.dir.join("consul.log")).unwrap();
+        let log = std::fs::File::create(self.dir.path().join("consul.log")).unwrap();
         let mut cmd = Command::new(consul_bin());
         cmd.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
         // The kernel kills the agent if the test process dies without running Drop.
@@ -118,7 +112,7 @@ impl Agent {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("consul.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("consul.log")).unwrap_or_default()
     }
 
     /// Stop the agent abruptly (its in-memory state is lost, as with a crash).
@@ -208,8 +202,12 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A fresh directory for an agent's log and data, `pilot-consul-NAME-XXXXXX` in the temp dir.
+fn agent_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("pilot-consul-{name}-")).tempdir().expect("create a directory for consul")
 }
 
 /// Flags that move every listener of an agent: HTTP, server RPC and Serf LAN to the given
@@ -245,12 +243,11 @@ impl Cluster {
                 .flat_map(|i| ["-retry-join".to_string(), format!("127.0.0.1:{}", serf[i])])
                 .collect()
         };
-        let base = std::env::temp_dir().join(format!("pilot-cluster-{}", serf[0]));
         let mut servers = Vec::new();
         for i in 0..3 {
             let http = free_port();
             let name = format!("server{i}-{}", serf[0]);
-            let dir = base.join(&name);
+            let dir = agent_dir(&name);
             let mut args: Vec<String> = vec![
                 "agent".into(),
                 "-server".into(),
@@ -259,7 +256,7 @@ impl Cluster {
                 "-node".into(),
                 name.clone(),
                 "-data-dir".into(),
-                dir.join("data").display().to_string(),
+                dir.path().join("data").display().to_string(),
                 "-bind".into(),
                 "127.0.0.1".into(),
                 "-client".into(),
@@ -277,13 +274,13 @@ impl Cluster {
         }
         let http = free_port();
         let name = format!("client-{}", serf[0]);
-        let dir = base.join(&name);
+        let dir = agent_dir(&name);
         let mut args: Vec<String> = vec![
             "agent".into(),
             "-node".into(),
             name.clone(),
             "-data-dir".into(),
-            dir.join("data").display().to_string(),
+            dir.path().join("data").display().to_string(),
             "-bind".into(),
             "127.0.0.1".into(),
             "-client".into(),

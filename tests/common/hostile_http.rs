@@ -14,7 +14,7 @@ pub struct Pilot {
     pub p: Running,
     pub socket: PathBuf,
     pub telemetry: String,
-    pub dir: PathBuf,
+    pub dir: Scratch,
 }
 
 impl Pilot {

@@ -2,10 +2,11 @@
 //! the components a test needs (a missing one fails the test with how to install it).
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod consul;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,12 +57,52 @@ pub fn is_root() -> bool {
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
-/// A scratch directory unique to this test.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pilot-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory unique to this test (`pilot-test-NAME-XXXXXX` in the temp dir), removed
+/// with everything in it when the guard is dropped: at the end of the test's scope, and also
+/// when the test panics (unwinding drops it). Use it as a `Path` (`dir.join(..)`, `&dir`).
+/// Keep the guard alive as long as something uses the directory (a running pilot's socket,
+/// config or logs): `let dir = scratch(..)`, never `write_config(&scratch(..), ..)`.
+/// `PILOT_TEST_KEEP=1` keeps the directories, to look at what a failed test left.
+pub struct Scratch(tempfile::TempDir);
+
+pub fn scratch(name: &str) -> Scratch {
+    // A name is only a label: anything but [A-Za-z0-9._-] (a `/` from a Debug format) is `-`.
+    let label: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect();
+    let mut dir = tempfile::Builder::new()
+        .prefix(&format!("pilot-test-{label}-"))
+        .tempdir()
+        .expect("create a scratch directory in the temp dir");
+    if std::env::var_os("PILOT_TEST_KEEP").is_some_and(|v| v == "1") {
+        dir.disable_cleanup(true);
+        eprintln!("PILOT_TEST_KEEP: keeping {}", dir.path().display());
+    }
+    Scratch(dir)
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.path().as_os_str()
+    }
 }
 
 pub fn write_config(dir: &std::path::Path, text: &str) -> String {
@@ -116,11 +157,24 @@ pub fn text(b: &[u8]) -> String {
 pub struct Running {
     pub child: Child,
     pub lines: std::sync::mpsc::Receiver<String>,
+    /// The TMPDIR given to a pilot whose command names no runtime directory: its default
+    /// control socket goes there, and goes with it, even when Drop SIGKILLs pilot (which
+    /// then cannot remove it; before, each such test left a `pilot-*.sock` in /tmp).
+    pub runtime_dir: Option<tempfile::TempDir>,
 }
 
 impl Running {
     pub fn start(cmd: &mut Command) -> Running {
         use std::os::unix::process::CommandExt;
+        // Unless the test chose where runtime files go (then it is testing that).
+        let named = |k: &str| cmd.get_envs().any(|(n, _)| n == k);
+        let runtime_dir = if ["TMPDIR", "XDG_RUNTIME_DIR", "_CONDOR_SCRATCH_DIR"].iter().any(|k| named(k)) {
+            None
+        } else {
+            let dir = tempfile::Builder::new().prefix("pilot-running-").tempdir().expect("a runtime directory");
+            cmd.env("TMPDIR", dir.path()).env_remove("XDG_RUNTIME_DIR");
+            Some(dir)
+        };
         // Own process group, so Drop can kill pilot even under `unshare --fork`.
         let mut child = cmd
             .process_group(0)
@@ -138,7 +192,7 @@ impl Running {
                 }
             }
         });
-        Running { child, lines: rx }
+        Running { child, lines: rx, runtime_dir }
     }
 
     pub fn expect_line(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
