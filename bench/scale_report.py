@@ -30,13 +30,17 @@ if "passing_at_limit" in r:
     lines.append(f"| passing when the wait ended | {r['passing_at_limit']} |")
 if s:
     lines += [f"| pilots alive at steady state | {r['pilots_alive']:,} |",
-              f"| pilots' total CPU (steady, {s['seconds']} s window, checks included) | {s['pilots_cpu_percent']} % of one core |",
-              f"| CPU per check per pilot (check and TTL update included) | {s['pilot_cpu_ms_per_check']} ms |",
               f"| pilots' memory: sum of RSS / sum of PSS | {s['pilots_rss_mib']:,} MiB / {s['pilots_pss_mib']:,} MiB |",
               f"| PSS per pilot | {s['pilot_pss_kib_each']:,} KiB |",
               f"| 3 servers' CPU | {s['servers_cpu_percent']} % of one core |",
               f"| 4 client agents' CPU | {s['clients_cpu_percent']} % of one core |",
               "| agents' RSS (MiB) | " + ", ".join(f"{k} {v}" for k, v in s["agents_rss_mib"].items()) + " |"]
+pc = r.get("pilot_cpu")
+if pc:
+    lines += [f"| a pilot's CPU over its whole life (wait4 rusage, checks included): round 1, {pc['round1_checks']} checks | {pc['round1_life_ms']} ms |",
+              f"| … round 2's SIGTERMed half, {pc['round2_checks']} checks | {pc['round2_life_ms']} ms |",
+              f"| CPU per check per pilot (the difference; check and TTL update included) | {pc['ms_per_check']} ms |",
+              f"| all pilots' CPU at steady state (per check × pilots / interval) | {pc['steady_cpu_percent_all']} % of one core |"]
 if st:
     lines += [f"| SIGTERM to all → catalog empty | {fmt(st['all_gone_s'])} |",
               f"| SIGTERM to all → every pilot exited | {st['pilots_exit_s']} s |"]
