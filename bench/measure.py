@@ -444,7 +444,7 @@ def main():
         if want("cpu"):
             r["cpu_per_check"] = cpu_per_check(2.5, 6.5 if QUICK else 20.5, 4 if QUICK else 6, http)
         if want("latency"):
-            r["latency"] = site_latencies(3 if QUICK else 10, http, ttl=3)
+            r["latency"] = site_latencies(3 if QUICK else 20, http, ttl=3)
             r["latency_config"] = {"interval_s": 1, "ttl_s": 3}
         if want("consul"):
             r["consul"] = consul_load(3 if QUICK else 10, 20 if QUICK else 200, http)
