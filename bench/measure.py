@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""pilot's benchmarks against the peer inits, in one run, side by side (bench/run.sh sets up
-the inputs). Absolute times are noisy on a shared machine: read the ratios.
+"""pilot's benchmarks against the peer inits and ContainerPilot 3.8.0, in one run, side by side
+(bench/run.sh sets up the inputs). Absolute times are noisy on a shared machine: read the ratios.
+BENCH_ONLY=startup,memory,signals,reaping,cpu,latency,consul runs a subset.
 
 Writes bench/results/results.json, results.md and chart.png."""
 import json, os, platform, signal, socket, statistics, subprocess, sys, threading, time
@@ -43,8 +44,10 @@ def pct(xs, p):
 
 def size():
     out = {}
-    for name, argv in INITS.items():
-        path = argv[0]
+    paths = {name: argv[0] for name, argv in INITS.items()}
+    if CP:
+        paths["containerpilot"] = CP
+    for name, path in paths.items():
         kind = subprocess.run(["file", "-b", path], capture_output=True, text=True).stdout
         out[name] = {"bytes": os.path.getsize(path), "static": "static" in kind}
     return out
@@ -422,7 +425,6 @@ def machine():
 
 def main():
     WORK.mkdir(parents=True, exist_ok=True)
-    n = 3 if QUICK else 1
     r = {"machine": machine(), "containerpilot": os.environ.get("CP_STATUS", "not attempted"),
          "note": os.environ.get("BENCH_NOTE", "")}
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
@@ -431,8 +433,6 @@ def main():
     agent, http = start_agent()
     try:
         r["size"] = size()
-        if CP:
-            r["size"]["containerpilot"] = {"bytes": os.path.getsize(CP), "static": True}
         if want("startup"):
             r["startup"] = startup(30 if QUICK else 150)
         if want("memory"):

@@ -7,7 +7,7 @@ are passing in the catalog, and, after stopping them all (SIGTERM; then, in a se
 SIGKILL of half and SIGTERM of the rest), how many registrations stay behind and for how long.
 
 Writes bench/results/scale.json and scale.md."""
-import json, os, random, resource, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, random, resource, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -153,7 +153,7 @@ def launch(consul, work, cfg):
         env = dict(os.environ, SCALE_I=str(i), SCALE_AGENT=consul.clients[i % len(consul.clients)])
         with open(work / f"pilot-{i}.log", "w") as log:
             p = subprocess.Popen([PILOT, "run", "-c", str(cfg)], env=env, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=log)
+                                 stdout=log, stderr=log)
         p.started = time.monotonic()
         pilots.append(p)
     return pilots, time.monotonic() - t
@@ -286,6 +286,10 @@ def main():
                 p.wait()
         consul.stop()
         r["total_s"] = round(time.monotonic() - t0)
+        if os.environ.get("SCALE_KEEP") == "1":
+            print(f"scale: logs and data kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     OUT.mkdir(exist_ok=True)
     (OUT / "scale.json").write_text(json.dumps(r, indent=2) + "\n")
     print(json.dumps(r, indent=2))

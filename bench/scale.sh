@@ -6,7 +6,7 @@
 #   SCALE_N=50 bench/scale.sh       (a quick run)
 # Other knobs: SCALE_STEADY_SECS (30), SCALE_WAIT_LIMIT (150 s per wait),
 # SCALE_AGENT_HCL (agent limits; default raises http_max_conns_per_client to 4096),
-# SCALE_DEREGISTER_AFTER (1m), BENCH_NOTE.
+# SCALE_DEREGISTER_AFTER (1m), SCALE_KEEP=1 (keep the temp dir: agents' and pilots' logs), BENCH_NOTE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "scale: run as root (process and file limits of 1,000 pilots)" >&2; exit 1; }
