@@ -16,6 +16,9 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 # ContainerPilot 3.8.0, the system pilot replaces (bench/run.sh finds or builds it; absent: the
 # rows it applies to say so). It is not a `-- CMD` init: it runs the same config files as pilot.
 CP = os.environ.get("CONTAINERPILOT_BIN") or None
+# pilot (and ContainerPilot) take a config path from these: a bench's `INIT -- CMD` has none.
+for var in ("CONTAINERPILOT", "PILOT_CONFIG"):
+    os.environ.pop(var, None)
 
 # How each init runs a payload when it is not PID 1 (tini needs -s to reap as subreaper).
 INITS = {
@@ -55,20 +58,20 @@ def size():
 
 def startup_once(runs, cfg):
     """Median wall time of `INIT -- true` minus that of a bare `true`; pilot and ContainerPilot
-    also with the same config of one `/bin/true` job (`NAME (config)`)."""
-    def timed(argv):
-        ts = []
-        for _ in range(runs):
+    also with the same config of one `/bin/true` job (`NAME (config)`). The programs take turns
+    run by run, so a burst of other work on the machine falls on all of them alike."""
+    cases = {"true_ms": ["/bin/true"]}
+    cases.update({n: a + ["/bin/true"] for n, a in INITS.items()})
+    cases.update({f"{n} (config)": a for n, a in runners(cfg).items()})
+    times = {n: [] for n in cases}
+    for _ in range(runs):
+        for n, argv in cases.items():
             t = time.perf_counter()
             subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            ts.append(time.perf_counter() - t)
-        return median(ts)
-    base = timed(["/bin/true"])
+            times[n].append(time.perf_counter() - t)
+    base = median(times.pop("true_ms"))
     out = {"true_ms": base * 1e3}
-    for n, a in INITS.items():
-        out[n] = {"overhead_ms": (timed(a + ["/bin/true"]) - base) * 1e3}
-    for n, a in runners(cfg).items():
-        out[f"{n} (config)"] = {"overhead_ms": (timed(a) - base) * 1e3}
+    out.update({n: {"overhead_ms": (median(ts) - base) * 1e3} for n, ts in times.items()})
     return out
 
 
@@ -160,8 +163,10 @@ def memory_and_idle(idle_secs, consul_http):
     for scen, cases in scenarios.items():
         out[scen] = {}
         for name, argv in cases.items():
-            p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(3)
+            if p.poll() is not None:
+                raise RuntimeError(f"{scen}: {name}: {argv} exited ({p.returncode}): {p.stderr.read().decode()[-500:]}")
             rss, hwm = rss_of(p.pid)
             entry = {"rss_kib": rss, "peak_kib": hwm, "threads": len(list(Path(f"/proc/{p.pid}/task").iterdir()))}
             if scen == "sleeping job":
@@ -169,7 +174,7 @@ def memory_and_idle(idle_secs, consul_http):
                 time.sleep(idle_secs)
                 entry["wakeups_per_s"] = (context_switches(p.pid) - c0) / idle_secs
             p.terminate()
-            p.wait()
+            p.communicate()
             out[scen][name] = entry
     return out
 
@@ -192,24 +197,27 @@ def cpu_per_check(short, long, instances, consul_http):
     difference of their CPU over the difference of their checks is the cost of one check (start-up
     and shutdown cancel out). Without a service (no Consul traffic), then with one (a TTL update
     per check): the difference of the two is the cost of a TTL update."""
-    out = {}
+    # Every copy of every program in both scenarios lives at the same time, so other work on the
+    # machine weighs on all of them alike.
+    groups = {}
     for scen, port in (("without Consul", False), ("with Consul", True)):
-        out[scen] = {}
         for prog in runners(config(service_job("x", port=False))):
-            groups = {short: [], long: []}
-            for g, life in enumerate(groups):
+            for g, life in enumerate((short, long)):
                 for i in range(instances):
-                    job = service_job(f"cpu-{prog.replace('-', '')[:10]}-{g}-{i}-{os.getpid()}", port=port)
+                    job = service_job(f"cpu-{prog.replace('-', '')[:10]}-{int(port)}{g}-{i}-{os.getpid()}", port=port)
                     argv = runners(config(job, consul_http if port else None))[prog]
-                    groups[life].append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            t0 = time.monotonic()
-            cpu = {}
-            for life, procs in groups.items():
-                time.sleep(max(0, t0 + life - time.monotonic()))
-                cpu[life] = sum(reap_cpu(p) for p in procs) / instances
-            per_check = (cpu[long] - cpu[short]) / (long - short)
-            out[scen][prog] = {"checks": instances * (long - short), "ms_per_check": per_check * 1e3,
-                               "short_life_cpu_ms": cpu[short] * 1e3}
+                    groups.setdefault((life, scen, prog), []).append(
+                        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    t0 = time.monotonic()
+    cpu = {}
+    for key, procs in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        time.sleep(max(0, t0 + key[0] - time.monotonic()))
+        cpu[key] = sum(reap_cpu(p) for p in procs) / instances
+    out = {}
+    for _, scen, prog in groups:
+        per_check = (cpu[long, scen, prog] - cpu[short, scen, prog]) / (long - short)
+        out.setdefault(scen, {})[prog] = {"checks": instances * (long - short), "ms_per_check": per_check * 1e3,
+                                          "short_life_cpu_ms": cpu[short, scen, prog] * 1e3}
     for prog in out["with Consul"]:
         out["with Consul"][prog]["ttl_update_ms"] = (out["with Consul"][prog]["ms_per_check"]
                                                      - out["without Consul"][prog]["ms_per_check"])
@@ -442,7 +450,7 @@ def main():
         if want("reaping"):
             r["reaping"] = reaping(1000 if QUICK else 10000)
         if want("cpu"):
-            r["cpu_per_check"] = cpu_per_check(2.5, 6.5 if QUICK else 20.5, 4 if QUICK else 6, http)
+            r["cpu_per_check"] = cpu_per_check(2.5, 6.5 if QUICK else 20.5, 4 if QUICK else 8, http)
         if want("latency"):
             r["latency"] = site_latencies(3 if QUICK else 20, http, ttl=3)
             r["latency_config"] = {"interval_s": 1, "ttl_s": 3}

@@ -46,6 +46,7 @@ if [ -n "$CONTAINERPILOT_BIN" ]; then
   CP_STATUS="$CP_STATUS; $("$CONTAINERPILOT_BIN" -version | tr '\n' ' ' | sed 's/ $//')"
 fi
 echo "bench: ContainerPilot: $CP_STATUS" >&2
+unset CONTAINERPILOT  # pilot would read it as its config path
 
 cache="${PILOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pilot}"
 venv="$cache/bench-venv"

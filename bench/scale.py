@@ -23,6 +23,8 @@ AGENT_HCL = os.environ.get("SCALE_AGENT_HCL", "limits { http_max_conns_per_clien
 # is 1m; pilot's default 10m would outlast the benchmark).
 DEREG = os.environ.get("SCALE_DEREGISTER_AFTER", "1m")
 SERVICE = "scale-worker"
+for var in ("CONTAINERPILOT", "PILOT_CONFIG"):  # a config path pilot would take over -c's
+    os.environ.pop(var, None)
 STEADY = float(os.environ.get("SCALE_STEADY_SECS", "30"))
 WAIT_LIMIT = float(os.environ.get("SCALE_WAIT_LIMIT", "150"))
 
