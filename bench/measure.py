@@ -245,6 +245,7 @@ def site_latencies(runs, consul_http, ttl):
     out = {}
     for prog in list(runners(config(service_job("x", port=False)))):
         lat = {"start_to_passing": [], "failing_to_critical": [], "sigterm_to_gone": []}
+        failures = []
         for i in range(runs):
             name = f"lat-{prog.replace('-', '')[:10]}-{i}-{os.getpid()}"
             flag = WORK / f"{name}.fail"
@@ -275,10 +276,14 @@ def site_latencies(runs, consul_http, ttl):
                 if t5 is None:
                     raise RuntimeError(f"{prog}: {name} still in the catalog 30 s after SIGTERM")
                 lat["sigterm_to_gone"].append(t5 - t4)
+            except RuntimeError as e:  # counted and shown, not the end of the whole bench
+                failures.append(str(e))
             finally:
                 p.terminate()
                 p.wait()
-        out[prog] = {k: {"p50_s": pct(v, 50), "p90_s": pct(v, 90), "runs": len(v)} for k, v in lat.items()}
+        out[prog] = {k: {"p50_s": pct(v, 50) if v else float("nan"), "p90_s": pct(v, 90) if v else float("nan"),
+                         "runs": len(v)} for k, v in lat.items()}
+        out[prog]["failures"] = failures
     return out
 
 

@@ -89,6 +89,8 @@ if sg and "tini" in sg:
     p, t = sg["pilot"]["p50_us"], sg["tini"]["p50_us"]
     goals.append(("signal delivery p50", f"{p:.1f} µs", "–", f"{ratio(p, t)} tini", "≤ tini's", met(p <= t)))
 for ev, v in (lat.get("pilot") or {}).items():
+    if ev == "failures":
+        continue
     c = lat.get(CP, {}).get(ev)
     goals.append((f"latency {ev.replace('_', ' ')} p50", f"{v['p50_s']:.3f} s", f"{c['p50_s']:.3f} s" if c else "–",
                   ratio(v["p50_s"], c["p50_s"]) if c else "–", "– (reported)", "–"))
@@ -150,14 +152,18 @@ if lat:
     lines += ["", "## Latencies a site sees in Consul's catalog", "",
               f"One service, a health check every {lc.get('interval_s', '?')} s with TTL {lc.get('ttl_s', '?')} s, "
               "against a real Consul agent (dev mode, loopback); the catalog polled every 5 ms. Seconds over "
-              f"{next(iter(next(iter(lat.values())).values()))['runs']} runs each. *start → passing*: from starting the "
+              f"{lat['pilot']['start_to_passing']['runs']} runs each. *start → passing*: from starting the "
               "program to the service passing; *failing → critical*: from the check starting to fail to the service's "
               "check critical; *SIGTERM → gone*: from SIGTERM to the service gone from the catalog.", "",
               "| event | program | p50 s | p90 s | pilot p50 / it |", "|---|---|---:|---:|---:|"]
-    for ev in lat["pilot"]:
+    for ev in [e for e in lat["pilot"] if e != "failures"]:
         for n, v in lat.items():
             lines.append(f"| {ev.replace('_', ' ')} | {n} | {v[ev]['p50_s']:.3f} | {v[ev]['p90_s']:.3f} | "
                          f"{ratio(lat['pilot'][ev]['p50_s'], v[ev]['p50_s'])} |")
+
+    for n, v in lat.items():
+        for f in v.get("failures", []):
+            lines.append(f"\nFailed run ({n}): {f}")
 
 # ---- signals, reaping ----------------------------------------------------------------------
 if sg:
@@ -239,7 +245,7 @@ if HAS_CP:
         if CP in v:
             bars[f"CPU/check\n{scen}"] = v["pilot"]["ms_per_check"] / v[CP]["ms_per_check"]
             goal[f"CPU/check\n{scen}"] = 0.5
-    for ev in lat.get("pilot", {}):
+    for ev in [e for e in lat.get("pilot", {}) if e != "failures"]:
         if CP in lat:
             bars[ev.replace("_to_", "→\n").replace("_", " ")] = lat["pilot"][ev]["p50_s"] / lat[CP][ev]["p50_s"]
     xs = range(len(bars))
