@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # pilot's benchmarks, side by side with the peer inits, in one run:
 #   bench/run.sh            (as root; BENCH_QUICK=1 for a short smoke run;
-#                            PILOT_BASELINE=/path/to/older/pilot adds it as a peer: before/after)
+#                            PILOT_BASELINE=/path/to/older/pilot adds it as a peer: before/after;
+#                            CONTAINERPILOT=/path/to/containerpilot: the ContainerPilot peer;
+#                            BENCH_ONLY=startup,memory,signals,reaping,cpu,latency,consul: a subset;
+#                            BENCH_NOTE="...": a line for the report, e.g. what else ran)
 # Installs the peers (Debian's tini, tini-static, dumb-init, catatonit), builds the static
-# pilot and consul, tries to build ContainerPilot, measures (bench/measure.py) and writes
-# bench/results/results.{json,md} and chart.png (bench/report.py, matplotlib from PyPI).
+# pilot and consul, finds or builds ContainerPilot 3.8.0, measures (bench/measure.py) and
+# writes bench/results/results.{json,md} and chart.png (bench/report.py, matplotlib from PyPI).
+# The scale benchmark (1,000 pilots against a Consul cluster) is bench/scale.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (PID namespaces for the reaping benchmark, apt for the peers)" >&2; exit 1; }
@@ -21,16 +25,28 @@ export BENCH_WORK="${BENCH_WORK:-$(mktemp -d)}"
 gcc -O2 -o "$BENCH_WORK/sigpayload" bench/sigpayload.c
 gcc -O2 -o "$BENCH_WORK/orphans" bench/orphans.c
 
-# ContainerPilot: its last release (3.8.0, 2019) predates Go modules and the module proxy
-# serves no version of it, so `go` cannot fetch it; the report says so and uses published
-# figures only.
-cp_dir="$BENCH_WORK/containerpilot"
-mkdir -p "$cp_dir"
-if (cd "$cp_dir" && go mod init bench.local/cp >/dev/null 2>&1 && GOFLAGS=-mod=mod go get github.com/joyent/containerpilot@3.8.0) >"$cp_dir/log" 2>&1; then
-  export CP_STATUS="fetched (not wired into the measurements)"
+# ContainerPilot 3.8.0, the system pilot replaces: $CONTAINERPILOT if set, else built from its
+# release source by the peers' build script when this checkout sits beside it (../shared, or
+# ../../shared for a git worktree one level down; only bench/ and scripts/compat.sh look there),
+# else absent: the report says which.
+export CONTAINERPILOT_BIN="" CP_STATUS
+cp_build=../shared/peers/containerpilot/build.sh
+[ -x "$cp_build" ] || [ ! -x "../$cp_build" ] || cp_build="../$cp_build"
+if [ -n "${CONTAINERPILOT:-}" ]; then
+  [ -x "$CONTAINERPILOT" ] || { echo "bench: CONTAINERPILOT=$CONTAINERPILOT is not an executable" >&2; exit 1; }
+  CONTAINERPILOT_BIN="$(realpath "$CONTAINERPILOT")"
+  CP_STATUS="from CONTAINERPILOT=$CONTAINERPILOT"
+elif [ -x "$cp_build" ] && CONTAINERPILOT_BIN="$("$cp_build" "$BENCH_WORK/containerpilot" 2>"$BENCH_WORK/containerpilot.log")"; then
+  CP_STATUS="built from its 3.8.0 release source by $cp_build"
 else
-  export CP_STATUS="not built: $(tail -1 "$cp_dir/log" | cut -c1-200)"
+  CONTAINERPILOT_BIN=""
+  CP_STATUS="absent (set CONTAINERPILOT=/path, or put the peers' build script at $cp_build)"
 fi
+if [ -n "$CONTAINERPILOT_BIN" ]; then
+  CP_STATUS="$CP_STATUS; $("$CONTAINERPILOT_BIN" -version | tr '\n' ' ' | sed 's/ $//')"
+fi
+echo "bench: ContainerPilot: $CP_STATUS" >&2
+unset CONTAINERPILOT  # pilot would read it as its config path
 
 cache="${PILOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pilot}"
 venv="$cache/bench-venv"
