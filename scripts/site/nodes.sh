@@ -98,7 +98,7 @@ start_server() {
   ip netns exec "$pfx-cs$i" setsid "$consul" agent -server -bootstrap-expect 3 -node "cs$i" \
     -bind "$net.$i" -client 0.0.0.0 -ui -data-dir "$site/cs$i" \
     -retry-join "$net.1" -retry-join "$net.2" -retry-join "$net.3" \
-    -dns-port -1 -grpc-port -1 -hcl 'performance { raft_multiplier = 1 }' \
+    -dns-port -1 -grpc-port -1 -hcl 'performance { raft_multiplier = 1 }' -hcl 'disable_update_check = true' \
     >> "$site/cs$i.log" 2>&1 < /dev/null &
   echo $! > "$site/cs$i.pid"
 }
@@ -113,7 +113,8 @@ leader() { ip netns exec "$umbrella" curl -sf --max-time 2 "http://$net.$1:8500/
 build_image() {
   local pilot="${PILOT_STATIC:-$("$here/scripts/build-static.sh")}"
   local img="$site/images/worker-node" stamp
-  stamp=$(sha256sum < "$here/apptainer/worker-node.def" | cut -d' ' -f1)
+  # Comments do not count: only what debootstrap and %files see.
+  stamp=$(grep -v '^[[:space:]]*#' "$here/apptainer/worker-node.def" | sha256sum | cut -d' ' -f1)
   if ! { [ -f "$img.stamp" ] && [ "$(cat "$img.stamp")" = "$stamp" ] && [ -d "$img/etc/condor" ]; }; then
     say "building the worker-node image (apptainer/worker-node.def: Debian unstable and HTCondor by debootstrap; a few minutes, once)"
     rm -rf "$site/build" "$img" "$img.stamp"
@@ -130,6 +131,7 @@ build_image() {
   install -m 0644 "$here/scripts/site/worker-node/pilot.json5" "$img/etc/pilot/pilot.json5"
   install -m 0644 "$here/scripts/site/worker-node/condor.config" "$img/etc/condor/config.d/50-worker-node"
   install -m 0755 "$here/scripts/site/worker-node/site-health" "$img/usr/local/libexec/site-health"
+  install -m 0755 "$here/scripts/site/worker-node/condor-master-session" "$img/usr/local/bin/condor-master-session"
 }
 
 start_cm() {
@@ -168,15 +170,26 @@ wn_start() {
   mkdir -p "$d/state" "$d/consul" "$d/cvmfs/grid.cern.ch"
   echo "grid.cern.ch stand-in: remove (scripts/site.sh nodes fault $name cvmfs-break) to break CVMFS" > "$d/cvmfs/grid.cern.ch/README"
   echo "SITE_HEALTH_PERIOD = ${SITE_HEALTH_PERIOD:-60}" > "$d/state/local.config"
+  # HTCondor's state directories, owned by the image's condor user (as a package would make them).
+  local ids; ids=$(awk -F: '$1 == "condor" {print $3 ":" $4}' "$site/images/worker-node/etc/passwd")
+  [ -n "$ids" ] || die "the worker-node image has no condor user"
+  local sub
+  for sub in log spool execute lock run cred_dir; do mkdir -p "$d/state/condor/$sub"; done
+  chown -R "$ids" "$d/state/condor"
+  chmod 0700 "$d/state/condor/cred_dir"
   add_node_ns "$name"
-  # --keep-privs: HTCondor runs as root in the container and switches to each job's owner.
-  apptainer_in "$pfx-$name" instance start --pid --uts --hostname "$name" --contain --writable-tmpfs --keep-privs \
-    --env "WN_INTERVAL=${WN_INTERVAL:-60},WN_TTL=${WN_TTL:-120},WN_TIMEOUT=${WN_TIMEOUT:-60}" \
+  # HTCondor runs as root in the container and switches to each job's owner: it needs these
+  # capabilities (--keep-privs would ask for all, which fails where the machine lacks some).
+  apptainer_in "$pfx-$name" instance start --no-init --ipc --uts --hostname "$name" --contain --cleanenv --writable-tmpfs \
+    --add-caps "$wn_caps" \
+    --env "CHECKPOINT_DISABLE=1,WN_INTERVAL=${WN_INTERVAL:-60},WN_TTL=${WN_TTL:-120},WN_TIMEOUT=${WN_TIMEOUT:-60}" \
     -B /pilot-work/etc/hosts:/etc/hosts -B /pilot-work/bin/consul:/usr/local/bin/consul \
     -B "/pilot-work/nodes/$name/state:/srv/node" -B "/pilot-work/nodes/$name/consul:/consul/data" \
     -B "/pilot-work/nodes/$name/cvmfs:/cvmfs" \
     /pilot-work/images/worker-node "$pfx-$name"
 }
+
+wn_caps=CAP_SETUID,CAP_SETGID,CAP_CHOWN,CAP_DAC_OVERRIDE,CAP_DAC_READ_SEARCH,CAP_FOWNER,CAP_KILL,CAP_SYS_PTRACE,CAP_NET_BIND_SERVICE
 
 # The pid (on this machine) of a worker node's pilot, PID 1 of its container.
 wn_pid() {
@@ -197,7 +210,7 @@ wn_kill() {
   apptainer_in "$umbrella" instance list "$pfx-$1" >/dev/null 2>&1 || true
 }
 
-in_wn() { local name=$1; shift; apptainer_in "$pfx-$name" exec "instance://$pfx-$name" "$@"; }
+in_wn() { local name=$1; shift; apptainer_in "$pfx-$name" exec --cleanenv "instance://$pfx-$name" "$@"; }
 
 fault() {
   local name=$1 what=$2 d="$site/nodes/$1/cvmfs"

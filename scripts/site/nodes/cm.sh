@@ -6,7 +6,7 @@
 set -eu
 export CONDOR_CONFIG=/pilot-work/etc/condor_config
 mount --bind /pilot-work/etc/hosts /etc/hosts
-hostname cm
+echo cm > /proc/sys/kernel/hostname   # its own UTS namespace (nodes.sh)
 for d in log spool execute lock run cred_dir; do
   mkdir -p "/pilot-work/cm/$d"
 done
