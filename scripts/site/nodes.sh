@@ -186,31 +186,32 @@ wn_start() {
     -B /pilot-work/etc/hosts:/etc/hosts -B /pilot-work/bin/consul:/usr/local/bin/consul \
     -B "/pilot-work/nodes/$name/state:/srv/node" -B "/pilot-work/nodes/$name/consul:/consul/data" \
     -B "/pilot-work/nodes/$name/cvmfs:/cvmfs" \
-    /pilot-work/images/worker-node "$pfx-$name"
+    /pilot-work/images/worker-node "$name"
 }
 
 wn_caps=CAP_SETUID,CAP_SETGID,CAP_CHOWN,CAP_DAC_OVERRIDE,CAP_DAC_READ_SEARCH,CAP_FOWNER,CAP_KILL,CAP_SYS_PTRACE,CAP_NET_BIND_SERVICE
 
-# The pid (on this machine) of a worker node's pilot, PID 1 of its container.
+# The pid (on this machine) of PID 1 of a worker node's container: Apptainer's appinit, which an
+# instance always has, with pilot as its one child (the reaper of the rest, as a subreaper).
 wn_pid() {
   local pid
-  pid=$(apptainer_in "$umbrella" instance list --json "$pfx-$1" | python3 -c \
+  pid=$(apptainer_in "$umbrella" instance list --json "$1" | python3 -c \
     'import json,sys; i=json.load(sys.stdin)["instances"]; print(i[0]["pid"] if i else "")')
   [ -n "$pid" ] || die "no worker node $1"
   echo "$pid"
 }
 
-wn_stop() { apptainer_in "$umbrella" instance stop -t "${WN_STOP_WAIT:-90}" "$pfx-$1"; }
+wn_stop() { apptainer_in "$umbrella" instance stop -t "${WN_STOP_WAIT:-90}" "$1"; }
 
 wn_kill() {
   local pid; pid=$(wn_pid "$1")
   # PID 1 of the container's PID namespace: the kernel kills everything else in it.
   kill -KILL "$pid"
   wait_for 30 sh -c "! kill -0 $pid" || die "$1's container (pid $pid) did not die"
-  apptainer_in "$umbrella" instance list "$pfx-$1" >/dev/null 2>&1 || true
+  apptainer_in "$umbrella" instance list "$1" >/dev/null 2>&1 || true
 }
 
-in_wn() { local name=$1; shift; apptainer_in "$pfx-$name" exec --cleanenv "instance://$pfx-$name" "$@"; }
+in_wn() { local name=$1; shift; apptainer_in "$pfx-$name" exec --cleanenv "instance://$name" "$@"; }
 
 fault() {
   local name=$1 what=$2 d="$site/nodes/$1/cvmfs"
