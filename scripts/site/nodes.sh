@@ -187,6 +187,8 @@ wn_start() {
     -B "/pilot-work/nodes/$name/state:/srv/node" -B "/pilot-work/nodes/$name/consul:/consul/data" \
     -B "/pilot-work/nodes/$name/cvmfs:/cvmfs" \
     /pilot-work/images/worker-node "$name"
+  # Kept so that `down` can end the container even when the central manager is gone.
+  wn_pid "$name" > "$site/$name.pid"
 }
 
 wn_caps=CAP_SETUID,CAP_SETGID,CAP_CHOWN,CAP_DAC_OVERRIDE,CAP_DAC_READ_SEARCH,CAP_FOWNER,CAP_KILL,CAP_SYS_PTRACE,CAP_NET_BIND_SERVICE
@@ -201,13 +203,14 @@ wn_pid() {
   echo "$pid"
 }
 
-wn_stop() { apptainer_in "$umbrella" instance stop -t "${WN_STOP_WAIT:-90}" "$1"; }
+wn_stop() { apptainer_in "$umbrella" instance stop -t "${WN_STOP_WAIT:-90}" "$1" && rm -f "$site/$1.pid"; }
 
 wn_kill() {
   local pid; pid=$(wn_pid "$1")
   # PID 1 of the container's PID namespace: the kernel kills everything else in it.
   kill -KILL "$pid"
   wait_for 30 sh -c "! kill -0 $pid" || die "$1's container (pid $pid) did not die"
+  rm -f "$site/$1.pid"
   apptainer_in "$umbrella" instance list "$1" >/dev/null 2>&1 || true
 }
 
@@ -254,6 +257,8 @@ up() {
   command -v nsenter >/dev/null || die "nsenter not found: apt-get install util-linux"
   command -v curl >/dev/null || die "curl not found: apt-get install curl"
   down >/dev/null 2>&1 || true
+  # Half a site is no use to anyone: take it down if anything below fails.
+  trap 'say "up failed: taking the site down"; down >/dev/null 2>&1' EXIT
   rm -rf "$site/cm" "$site/nodes" "$site"/cs[1-3] "$site/prometheus" "$site/apptainer" "$site"/*.log
   mkdir -p "$site/jobs" "$site/etc" "$site/bin" "$site/apptainer"
   chmod 0755 "$site"
@@ -268,6 +273,7 @@ up() {
   start_cm
   for i in $(seq 1 "$n"); do wn_start "wn$i"; done
   [ $with_prometheus = 1 ] && start_prometheus
+  trap - EXIT
   status
 }
 
@@ -290,13 +296,15 @@ stop_pid() {
 }
 
 down() {
-  if alive cm; then
-    local pid
-    for pid in $(apptainer_in "$umbrella" instance list --json 2>/dev/null | python3 -c \
-      'import json,sys; print(" ".join(str(i["pid"]) for i in json.load(sys.stdin)["instances"]))' 2>/dev/null); do
-      kill -KILL "$pid" 2>/dev/null || true
-    done
-  fi
+  local f pid
+  for f in "$site"/wn*.pid; do
+    [ -f "$f" ] || continue
+    # PID 1 of the worker node's PID namespace (the kernel ends everything in it), if that
+    # pid is still Apptainer's appinit and not a reused one.
+    pid=$(cat "$f")
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = appinit ] && kill -KILL "$pid" 2>/dev/null
+    rm -f "$f"
+  done
   stop_pid cm 30
   stop_pid prometheus 10
   for i in 1 2 3; do stop_pid "cs$i" 10; done
