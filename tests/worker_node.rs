@@ -268,11 +268,12 @@ fn containerised_worker_nodes_with_htcondor_and_a_consul_cluster() {
         done.iter().map(|(_, _, h)| h.split('@').nth(1).unwrap_or(h.as_str())).collect();
     assert_eq!(hosts.len(), 2, "the jobs ran on both worker nodes: {hosts:?}");
 
-    // Beyond the paper: pilot as a job's wrapper publishes its health into the job ad through
-    // the starter's Chirp proxy (want_io_proxy), here on a node without Consul for the job.
+    // Beyond the paper: pilot as a job's wrapper publishes its health and registration into
+    // the job ad through the starter's Chirp proxy (want_io_proxy).
     std::fs::write(
         site.dir.join("jobs/chirp.json5"),
-        r#"{ jobs: [ { name: "payload-health", exec: "sleep 3600", health: { exec: "test ! -e broken", interval: 1, ttl: 5 } } ] }"#,
+        r#"{ consul: "localhost:8500", jobs: [ { name: "payload-health", exec: "sleep 3600", port: 8080,
+             health: { exec: "test ! -e broken", interval: 1, ttl: 5 } } ] }"#,
     )
     .unwrap();
     let chirp = site.submit(
@@ -290,6 +291,13 @@ fn containerised_worker_nodes_with_htcondor_and_a_consul_cluster() {
         })
     };
     health("passing");
+    // The node's agent is the job's too (the job shares the worker node's network): the
+    // registration, with its spaces escaped for Chirp, reads back as it was written.
+    let services = eventually(wait, "PilotServices in the job ad", || {
+        let out = site.condor(&["condor_q", &chirp, "-af", "PilotServices"]);
+        out.contains("payload-health: registered as").then(|| out.trim().to_string())
+    });
+    assert!(services.ends_with("(passing)"), "PilotServices: {services}");
     health("critical");
     let (status, code, _) = eventually(wait, "the chirping job finished", || site.history(&chirp));
     assert_eq!((status.as_str(), code.as_str()), ("4", "0"), "the chirping job's record");

@@ -17,7 +17,7 @@ use crate::status::{HealthState, Status};
 use log::{debug, info, warn};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::Duration;
 
 /// How often the supervisor's status is compared with what was last published: the most
@@ -26,8 +26,10 @@ pub const POLL: Duration = Duration::from_secs(5);
 /// Connect, read and write limits for one publication.
 const IO_LIMIT: Duration = Duration::from_secs(5);
 /// The starter reads a command line into a fixed buffer (CHIRP_LINE_MAX, 1024 in HTCondor's
-/// client): keep every line well below it.
-const VALUE_MAX: usize = 700;
+/// client): an attribute's value, quoted and escaped twice, stays well below it.
+const EXPR_MAX: usize = 900;
+/// What pilot keeps of the services' text before encoding it (a memory bound only).
+const VALUE_MAX: usize = 4096;
 /// The largest `.chirp.config` read (it is one short line).
 const CONFIG_MAX: u64 = 4096;
 
@@ -105,20 +107,6 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-/// A ClassAd string literal: quotes and backslashes escaped, control characters dropped.
-pub fn classad_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars().filter(|c| !c.is_control()) {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
 /// A Chirp protocol word: whitespace and backslashes escaped with a backslash, as HTCondor's
 /// client does, so an expression with spaces stays one argument.
 pub fn chirp_word(s: &str) -> String {
@@ -129,6 +117,24 @@ pub fn chirp_word(s: &str) -> String {
         }
         out.push(c);
     }
+    out
+}
+
+/// `value` as a ClassAd string literal (quotes and backslashes escaped, control characters
+/// dropped) written as one Chirp word, at most `max` bytes: cut short with `...` inside the
+/// quotes when longer. Both escapes can double a character, so the bound is on the result.
+pub fn string_expr_word(value: &str, max: usize) -> String {
+    let mut out = String::from("\"");
+    for c in value.chars().filter(|c| !c.is_control()) {
+        let literal = if c == '"' || c == '\\' { format!("\\{c}") } else { c.to_string() };
+        let piece = chirp_word(&literal);
+        if out.len() + piece.len() + "...\"".len() > max {
+            out.push_str("...");
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out.push('"');
     out
 }
 
@@ -166,7 +172,7 @@ impl Session {
     }
 
     fn set_job_attr(&mut self, name: &str, value: &str) -> Result<(), String> {
-        self.command(&format!("set_job_attr {name} {}", chirp_word(&classad_string(value))))
+        self.command(&format!("set_job_attr {name} {}", string_expr_word(value, EXPR_MAX)))
             .map(|_| ())
             .map_err(|e| format!("set_job_attr {name}: {e}"))
     }
@@ -196,7 +202,15 @@ pub fn start(env: &dyn Fn(&str) -> Option<String>, send: Box<dyn Fn(Request) -> 
             if !send(Request::Status(tx)) {
                 return;
             }
-            let Ok(status) = rx.recv_timeout(IO_LIMIT) else { return };
+            let status = match rx.recv_timeout(IO_LIMIT) {
+                Ok(status) => status,
+                // A supervisor too busy to answer now is asked again at the next round.
+                Err(RecvTimeoutError::Timeout) => {
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
             let now = Published::of(&status);
             if last.as_ref() != Some(&now) {
                 match publish(&cfg, &now) {
@@ -285,12 +299,17 @@ mod tests {
 
     #[test]
     fn values_are_quoted_escaped_and_bounded() {
-        assert_eq!(classad_string(r#"a "b" \c"#), r#""a \"b\" \\c""#);
-        assert_eq!(classad_string("a\nb"), "\"ab\"");
-        assert_eq!(chirp_word("\"a b\\\""), "\"a\\ b\\\\\"");
-        let long = "é".repeat(1000);
+        // ClassAd escapes the quotes and the backslash, Chirp the spaces and the backslashes.
+        assert_eq!(string_expr_word(r#"a "b" \c"#, 100), r#""a\ \\"b\\"\ \\\\c""#);
+        assert_eq!(string_expr_word("a\nb", 100), "\"ab\"");
+        let long = "é".repeat(10_000);
         let p = Published::of(&status(vec![job("a", None, Some(&long))]));
         assert!(p.services.len() <= VALUE_MAX && p.services.ends_with("..."), "{}", p.services.len());
+        // The worst case for the line: every character doubled twice.
+        for nasty in ["\\".repeat(5000), " ".repeat(5000), "\"".repeat(5000), p.services.clone()] {
+            let w = string_expr_word(&nasty, EXPR_MAX);
+            assert!(w.len() <= EXPR_MAX && w.ends_with("...\""), "{} bytes", w.len());
+        }
     }
 
     /// A proxy on loopback that records the lines and answers each with `answer`.
