@@ -239,6 +239,16 @@ fn containerised_worker_nodes_with_htcondor_and_a_consul_cluster() {
         (slots.iter().any(|s| s == "wn1.pilot.site") && slots.iter().any(|s| s == "wn2.pilot.site")).then_some(())
     });
 
+    // Separate nodes, and nothing routes beyond the site's bridge.
+    for (node, ip) in [("wn1", "10.141.200.21"), ("wn2", "10.141.200.22")] {
+        let routes = site.ok(&["in", node, "ip", "-4", "route"]);
+        let lines: Vec<&str> = routes.lines().collect();
+        assert!(
+            lines.len() == 1 && lines[0].starts_with("10.141.200.0/24 dev eth0") && lines[0].contains(ip),
+            "{node}'s routes: {routes}"
+        );
+    }
+
     // The paper's Figure 3: the condor-master service on both worker nodes.
     site.photograph("/ui/dc1/services/condor-master/instances", "figure3-condor-master.png", &["wn1", "wn2", "cntwn"]);
 
