@@ -7,6 +7,7 @@
 #                 through consul_sd_configs
 #   htcondor    - (PyPI, in a venv under ~/.cache/pilot) writes job ads as HTCondor does
 #   chromium    - headless, renders the Consul UI of the end-to-end site (tests/site.rs)
+#   iproute2, curl - the worker-node site's network namespaces and its Consul API (tests/worker_node.rs)
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -16,6 +17,8 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v mandoc  >/dev/null || need+=(mandoc)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
+command -v ip >/dev/null || need+=(iproute2)
+command -v curl >/dev/null || need+=(curl)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -199,8 +199,8 @@ impl Drop for Site {
 fn containerised_worker_nodes_with_htcondor_and_a_consul_cluster() {
     assert!(is_root(), "{ROOT_MSG}");
     require("nsenter", "run scripts/setup-test-deps.sh (installs Debian's util-linux)");
-    require("ip", "apt-get install iproute2");
-    require("curl", "apt-get install curl");
+    require("ip", "run scripts/setup-test-deps.sh (installs Debian's iproute2)");
+    require("curl", "run scripts/setup-test-deps.sh (installs Debian's curl)");
     require("chromium", "run scripts/setup-test-deps.sh (installs Debian's chromium)");
     require_python();
     let site = Site::up();
