@@ -13,6 +13,7 @@
 #               the aarch64-unknown-linux-musl Rust target
 #               - build the aarch64 static binary (cross gcc for ring's C code) and run it
 #                 under qemu-aarch64-static (tests/aarch64.rs, scripts/release.sh)
+#   iproute2, curl - the worker-node site's network namespaces and its Consul API (tests/worker_node.rs)
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -28,6 +29,8 @@ command -v fish    >/dev/null || need+=(fish)
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 [ -e /usr/aarch64-linux-gnu/include/stdint.h ] || need+=(libc6-dev-arm64-cross)
+command -v ip >/dev/null || need+=(iproute2)
+command -v curl >/dev/null || need+=(curl)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

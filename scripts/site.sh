@@ -12,6 +12,9 @@
 #                                       PATH once it shows every TEXT (also OUT.html)
 #   scripts/site.sh status              what runs, where
 #   scripts/site.sh down                stop everything (the directory stays, with the image)
+#   scripts/site.sh nodes ...           the paper's deployment instead: separate nodes in network
+#                                       namespaces, three Consul servers, worker-node containers
+#                                       with HTCondor inside (scripts/site/nodes.sh says how)
 #
 # The site lives in $PILOT_SITE (default /tmp/pilot-site), which is /pilot-work inside.
 # Inputs, when set: PILOT_STATIC (the static pilot, else scripts/build-static.sh builds it),
@@ -201,5 +204,6 @@ case "$cmd" in
   ui) [ $# -ge 2 ] || die "ui PATH OUT.png [TEXT...]"; ui "$@" ;;
   status) status ;;
   down) down ;;
+  nodes) exec "$here/scripts/site/nodes.sh" "$@" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

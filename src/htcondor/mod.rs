@@ -4,6 +4,7 @@
 //! into templates as `.CONDOR_JOB_<Attr>` / `.CONDOR_MACHINE_<Attr>` (names as written in
 //! the ad, e.g. `{{ .CONDOR_JOB_GlobalJobId }}`).
 
+pub mod chirp;
 pub mod classad;
 
 use classad::Ad;

@@ -299,6 +299,13 @@ pub fn run(
         }
     }
 
+    // Health in the job ad, when HTCondor gave the job a Chirp proxy.
+    let chirp_tx = tx.clone();
+    crate::htcondor::chirp::start(
+        &|k| std::env::var(k).ok(),
+        Box::new(move |r| chirp_tx.send(Msg::Control(r)).is_ok()),
+    );
+
     let path = std::env::var("PATH").ok();
     let mut driver = Driver {
         inherited,
