@@ -9,7 +9,7 @@
 //! stdout, a hung file system) must not stall the supervisor thread inside `log::info!`:
 //! that would stop reaping, signal handling and shutdown. So a record is formatted in the
 //! caller's thread and pushed into a bounded in-memory queue (`try_push`: never waits for
-//! output); one writer thread drains the queue to the output. When the queue is full the
+//! output); one writer thread, started by the first record, drains the queue to the output. When the queue is full the
 //! record is dropped and counted ([`dropped_lines`]); once the writer gets through again it
 //! writes `pilot: N log lines dropped (output blocked)` at the place of the gap. At exit,
 //! [`flush`] waits a bounded time for the queue to drain and then gives up.
@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -228,6 +228,33 @@ struct Logger {
     filter: env_filter::Filter,
     format: LogFormat,
     queue: Arc<Queue>,
+    /// What the writer thread gets when the first record starts it.
+    writer: Mutex<Option<(Sink, LogFormat)>>,
+    started: AtomicBool,
+}
+
+impl Logger {
+    /// Start the writer thread, once. Called after a record is queued: the thread then finds
+    /// it. If the thread cannot be started (no memory, a thread limit), the next record tries
+    /// again; meanwhile records wait in the bounded queue.
+    fn start_writer(&self) {
+        let mut slot = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((sink, format)) = slot.take() else { return };
+        let q = self.queue.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("log writer".into()).spawn(move || {
+            if let Ok((sink, format)) = rx.recv() {
+                write_loop(q, sink, format)
+            }
+        });
+        match spawned {
+            Ok(_) => {
+                let _ = tx.send((sink, format));
+                self.started.store(true, Ordering::Release);
+            }
+            Err(_) => *slot = Some((sink, format)),
+        }
+    }
 }
 
 impl log::Log for Logger {
@@ -244,6 +271,9 @@ impl log::Log for Logger {
         let _ = write!(msg, "{}", record.args());
         let msg = msg.finish();
         self.queue.try_push(render(&self.format, record.level(), job, &msg));
+        if !self.started.load(Ordering::Acquire) {
+            self.start_writer();
+        }
     }
 
     fn flush(&self) {
@@ -319,7 +349,9 @@ impl Capped {
     }
 }
 
-/// Install the logger and start its writer thread. Call once, before any thread logs.
+/// Install the logger. Call once, before any thread logs. Its writer thread starts with the
+/// first record: a pilot that has nothing to say (the embedded default, quietly reaping for
+/// its payload) never pays for the thread, its stack or its start on the start-up path.
 pub fn init(cfg: &Logging) -> Result<(), String> {
     let mut b = env_filter::Builder::new();
     b.filter_level(cfg.level);
@@ -338,13 +370,10 @@ pub fn init(cfg: &Logging) -> Result<(), String> {
     if QUEUE.set(queue.clone()).is_err() {
         return Err("the logger is already installed".into());
     }
-    let (q, format) = (queue.clone(), cfg.format.clone());
-    std::thread::Builder::new()
-        .name("log writer".into())
-        .spawn(move || write_loop(q, sink, format))
-        .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
     let max = filter.filter();
-    let logger: &'static Logger = Box::leak(Box::new(Logger { filter, format: cfg.format.clone(), queue }));
+    let writer = Mutex::new(Some((sink, cfg.format.clone())));
+    let logger: &'static Logger =
+        Box::leak(Box::new(Logger { filter, format: cfg.format.clone(), queue, writer, started: AtomicBool::new(false) }));
     log::set_logger(logger).map_err(|e| e.to_string())?;
     log::set_max_level(max);
     Ok(())

@@ -1,7 +1,7 @@
-//! Running the supervisor: the threads around the state machine (see
-//! docs/ARCHITECTURE.md). The signal thread (which also reaps) and the timer thread feed
-//! one channel; this thread owns all job state and only ever waits on that channel. The
-//! `Driver` gives the pure `machine` its real effects: processes (`launch`), their output
+//! Running the supervisor: the thread that owns the state machine (see
+//! docs/ARCHITECTURE.md). It waits in one place (`init::wait`): for signals (it is also the
+//! one reaper), for the doorbell of its channel (other threads' messages) and for the next
+//! of its timers. The `Driver` gives the pure `machine` its real effects: processes (`launch`), their output
 //! (`output`), kill(2), timers, Consul and metrics; `sweep` ends a shutdown.
 
 pub mod launch;
@@ -16,20 +16,23 @@ use crate::control::{self, Request};
 use crate::events::{Code, Event, Source};
 use crate::init;
 use crate::init::signals::{self, Inherited, Report};
+use crate::init::wait::{Doorbell, Waiter};
 use crate::status::{HealthState, JobState, JobStatus, Status};
 use crate::telemetry::{self, Metrics};
 use log::{debug, error, info, warn};
 use machine::{Effects, Health, JobId, Machine, Phase, RunKind, RunRequest, SpawnFailure, TimerKey};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 enum Msg {
+    /// A signal or a reaped child (read by this thread itself, never sent).
     Report(Report),
+    /// A timer that fell due (from this thread's own heap, never sent).
     Timer(TimerKey),
     /// From a watch thread of the given config epoch (events of replaced watches are dropped).
     Event(u64, Event),
@@ -38,15 +41,33 @@ enum Msg {
     Deregistered(JobId),
 }
 
-/// The real effects: fork/exec, kill(2) and the timer thread.
+/// The supervisor's channel as other threads see it: each message rings the doorbell that
+/// ends the supervisor's wait.
+#[derive(Clone)]
+struct Mailbox {
+    tx: Sender<Msg>,
+    bell: Doorbell,
+}
+
+impl Mailbox {
+    fn send(&self, msg: Msg) -> bool {
+        let sent = self.tx.send(msg).is_ok();
+        if sent {
+            self.bell.ring();
+        }
+        sent
+    }
+}
+
+/// The real effects: spawning, kill(2) and the timers.
 struct Driver {
     inherited: Inherited,
-    timers: timers::Timers,
+    timers: timers::Heap,
     env: Vec<(String, String)>,
     path: Option<String>,
     consul: Option<consul::Handle>,
     /// Sends the deregistration acks back into the supervisor's channel.
-    acks: std::sync::mpsc::Sender<Msg>,
+    acks: Mailbox,
     /// Each running health check (by its source name, `check.<job>`).
     checks: HashMap<Source, RunningCheck>,
     identity: Identity,
@@ -191,7 +212,7 @@ impl Effects for Driver {
     fn reconfigured(&mut self, config: &Config) {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         let (tx, current) = (self.acks.clone(), self.epoch.clone());
-        let publish = move |ev| current.load(Ordering::SeqCst) == epoch && tx.send(Msg::Event(epoch, ev)).is_ok();
+        let publish = move |ev| current.load(Ordering::SeqCst) == epoch && tx.send(Msg::Event(epoch, ev));
         let setup = consul::Setup {
             identity: &self.identity,
             extra_meta: &self.meta,
@@ -237,13 +258,10 @@ pub fn run(
         warn!("{e}: orphans of jobs will be reaped by the real init instead");
     }
     let (tx, rx) = channel::<Msg>();
-    let sig_tx = tx.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || signals::run_signal_thread(move |r| sig_tx.send(Msg::Report(r)).is_ok()))
-        .expect("spawn signal thread");
-    let timer_tx = tx.clone();
-    let timers = timers::Timers::start(move |k| timer_tx.send(Msg::Timer(k)).is_ok());
+    // Without these pilot cannot reap or hear a signal: nothing to run without them.
+    let bell = Doorbell::new().expect("eventfd for the supervisor's doorbell");
+    let waiter = Waiter::new(bell.clone()).expect("signalfd for the supervisor's signals");
+    let tx = Mailbox { tx, bell };
 
     let identity = Identity::detect(&|k| std::env::var(k).ok());
     debug!("container identity {identity:?}");
@@ -290,7 +308,7 @@ pub fn run(
             config: config_path,
             metrics: metrics.clone(),
             has_telemetry: config.telemetry.is_some(),
-            send: Box::new(move |r| ctl_tx.send(Msg::Control(r)).is_ok()),
+            send: Box::new(move |r| ctl_tx.send(Msg::Control(r))),
             overlay: context.template_vars.clone(),
         };
         match server.start() {
@@ -302,7 +320,7 @@ pub fn run(
     let path = std::env::var("PATH").ok();
     let mut driver = Driver {
         inherited,
-        timers,
+        timers: timers::Heap::default(),
         env,
         path,
         consul: None,
@@ -322,8 +340,17 @@ pub fn run(
     let mut m = Machine::new(config, main, grace, driver);
     m.stop_signals = context.stop_signals.clone();
     m.start();
+    let mut inbox = VecDeque::new();
+    // Children may have exited before the first wait (pilot exec'd by a shell that had some).
+    signals::reap_all(|r| {
+        inbox.push_back(Msg::Report(r));
+        true
+    });
     while !m.finished() {
-        let Ok(msg) = rx.recv() else { break };
+        let Some(msg) = inbox.pop_front() else {
+            wait_for_inputs(&waiter, &rx, &mut m.fx.timers, &mut inbox);
+            continue;
+        };
         match msg {
             Msg::Report(Report::Signal(s)) => {
                 if s == libc::SIGUSR1 {
@@ -365,7 +392,7 @@ pub fn run(
     if let Some(path) = socket {
         let _ = std::fs::remove_file(path);
     }
-    sweep_leftovers(&rx, deadline, m.stop_timeout());
+    sweep_leftovers(&waiter, &rx, deadline, m.stop_timeout());
     deregister_telemetry(m.fx.consul.as_ref(), deadline);
     debug!("reaped {} orphans in all", m.orphans_reaped);
     // Leftovers are gone, so the jobs' pipes are closing: let their last lines be logged.
@@ -376,6 +403,32 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(2));
     }
     code
+}
+
+/// Wait for the next inputs and queue them in order: signals and reaped children first (a
+/// SIGCHLD reaps every exited child), then the messages of other threads, then the timers
+/// that fell due. Ends at the next deadline at the latest.
+fn wait_for_inputs(waiter: &Waiter, rx: &Receiver<Msg>, timers: &mut timers::Heap, inbox: &mut VecDeque<Msg>) {
+    let timeout = timers.next().map(|at| at.saturating_duration_since(Instant::now()));
+    let woken = waiter.wait(timeout);
+    for sig in woken.signals {
+        if sig == libc::SIGCHLD {
+            signals::reap_all(|r| {
+                inbox.push_back(Msg::Report(r));
+                true
+            });
+        } else {
+            inbox.push_back(Msg::Report(Report::Signal(sig)));
+        }
+    }
+    // Also without a ring: a message whose ring was taken by an earlier wait.
+    while let Ok(msg) = rx.try_recv() {
+        inbox.push_back(msg);
+    }
+    let now = Instant::now();
+    while let Some(key) = timers.pop_due(now) {
+        inbox.push_back(Msg::Timer(key));
+    }
 }
 
 /// The telemetry endpoint is registered without a job to stop it: take it out of Consul at
@@ -455,7 +508,7 @@ fn status(m: &Machine<Driver>) -> Status {
 
 /// The end of a shutdown (see `sweep`): SIGTERM, then SIGKILL, everything still below
 /// pilot until the kernel says no child is left, or `GIVE_UP` after the grace.
-fn sweep_leftovers(rx: &Receiver<Msg>, deadline: Option<Instant>, stop_timeout: Duration) {
+fn sweep_leftovers(waiter: &Waiter, rx: &Receiver<Msg>, deadline: Option<Instant>, stop_timeout: Duration) {
     let me = std::process::id();
     let mut plan = sweep::Sweep::new(me == 1, stop_timeout, deadline);
     let give_up = deadline.and_then(|d| d.checked_add(machine::GIVE_UP));
@@ -501,8 +554,9 @@ fn sweep_leftovers(rx: &Receiver<Msg>, deadline: Option<Instant>, stop_timeout: 
                 }
             }
         }
-        // The signal thread reaps and reports; nothing here needs those reports.
-        let _ = rx.recv_timeout(Duration::from_millis(20));
+        // Reap (this thread is the reaper); nothing here needs the reports.
+        waiter.wait(Some(Duration::from_millis(20)));
+        signals::reap_all(|_| true);
         while rx.try_recv().is_ok() {}
     }
 }
