@@ -372,8 +372,13 @@ pub fn init(cfg: &Logging) -> Result<(), String> {
     }
     let max = filter.filter();
     let writer = Mutex::new(Some((sink, cfg.format.clone())));
-    let logger: &'static Logger =
-        Box::leak(Box::new(Logger { filter, format: cfg.format.clone(), queue, writer, started: AtomicBool::new(false) }));
+    let logger: &'static Logger = Box::leak(Box::new(Logger {
+        filter,
+        format: cfg.format.clone(),
+        queue,
+        writer,
+        started: AtomicBool::new(false),
+    }));
     log::set_logger(logger).map_err(|e| e.to_string())?;
     log::set_max_level(max);
     Ok(())

@@ -22,7 +22,8 @@ fn literal(host: &str) -> Option<Vec<IpAddr>> {
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Some(vec![ip]);
     }
-    host.eq_ignore_ascii_case("localhost").then(|| vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)])
+    host.eq_ignore_ascii_case("localhost")
+        .then(|| vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)])
 }
 
 impl Resolver for LiteralFirst {

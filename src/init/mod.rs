@@ -3,6 +3,7 @@
 
 pub mod signals;
 pub mod spawn;
+pub mod trim;
 pub mod wait;
 
 use log::debug;

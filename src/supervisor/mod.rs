@@ -91,6 +91,9 @@ struct Driver {
 const LOG_DRAIN: Duration = Duration::from_secs(1);
 /// ...and how long at most once the grace is over.
 const LOG_DRAIN_LATE: Duration = Duration::from_millis(200);
+/// How long after start (and after a reload) pilot gives back the pages of code it ran only
+/// to start (`init::trim`): after the start-up path and the first runs, not during them.
+const TRIM_AFTER: Duration = Duration::from_secs(2);
 /// How long the telemetry endpoint's deregistration may take at exit (within the grace).
 const TELEMETRY_DEREGISTER: Duration = Duration::from_secs(3);
 
@@ -346,9 +349,15 @@ pub fn run(
         inbox.push_back(Msg::Report(r));
         true
     });
+    let mut trim_at = Instant::now().checked_add(TRIM_AFTER);
     while !m.finished() {
         let Some(msg) = inbox.pop_front() else {
-            wait_for_inputs(&waiter, &rx, &mut m.fx.timers, &mut inbox);
+            if trim_at.is_some_and(|t| t <= Instant::now()) {
+                trim_at = None;
+                let bytes = init::trim::release_code();
+                debug!("gave back the mappings of {} KiB of start-up code", bytes >> 10);
+            }
+            wait_for_inputs(&waiter, &rx, &mut m.fx.timers, trim_at, &mut inbox);
             continue;
         };
         match msg {
@@ -379,7 +388,10 @@ pub fn run(
                 }
                 let _ = reply.send(taken);
             }
-            Msg::Control(Request::Reload(config)) => m.reload(*config),
+            Msg::Control(Request::Reload(config)) => {
+                m.reload(*config);
+                trim_at = Instant::now().checked_add(TRIM_AFTER);
+            }
         }
     }
     let code = m.exit_code();
@@ -407,9 +419,19 @@ pub fn run(
 
 /// Wait for the next inputs and queue them in order: signals and reaped children first (a
 /// SIGCHLD reaps every exited child), then the messages of other threads, then the timers
-/// that fell due. Ends at the next deadline at the latest.
-fn wait_for_inputs(waiter: &Waiter, rx: &Receiver<Msg>, timers: &mut timers::Heap, inbox: &mut VecDeque<Msg>) {
-    let timeout = timers.next().map(|at| at.saturating_duration_since(Instant::now()));
+/// that fell due. Ends at the next deadline (or at `also`) at the latest.
+fn wait_for_inputs(
+    waiter: &Waiter,
+    rx: &Receiver<Msg>,
+    timers: &mut timers::Heap,
+    also: Option<Instant>,
+    inbox: &mut VecDeque<Msg>,
+) {
+    let next = match (timers.next(), also) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
     let woken = waiter.wait(timeout);
     for sig in woken.signals {
         if sig == libc::SIGCHLD {
