@@ -10,7 +10,8 @@ check (whole process incl. reaped children, from /proc/PID/stat), signal deliver
 
 Every figure is the median of REPEAT runs (default 3): the machine is shared, so read the
 medians and the ratios. Prints one JSON document. Not a replacement for bench/measure.py:
-a focused tool for before/after comparisons of pilot's run-time costs."""
+a focused tool for before/after comparisons of pilot's run-time costs. (ContainerPilot's
+path is CP_BIN, not CONTAINERPILOT: pilot reads $CONTAINERPILOT as its config file.)"""
 import json, os, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 
@@ -34,11 +35,36 @@ def status(pid):
             "threads": int(st["Threads"])}
 
 
-def cpu_ticks(pid):
-    """utime + stime + cutime + cstime: the process and the children it reaped."""
+CGROUP = Path("/sys/fs/cgroup/cpuacct")
+
+
+def cpu_ns(pid):
+    """CPU time of the process and everything below it, in ns: its own cgroup's
+    cpuacct.usage when cgroup v1's cpuacct is writable (ns-exact, includes the checks
+    still running), else /proc/PID/stat's utime+stime+cutime+cstime (clock ticks: the
+    process and the children it reaped)."""
+    cg = CGROUP / f"pilot-perf-{pid}"
+    if cg.exists():
+        return int((cg / "cpuacct.usage").read_text())
     s = Path(f"/proc/{pid}/stat").read_text()
     f = s[s.rfind(")") + 2:].split()
-    return sum(int(x) for x in f[11:15])
+    return sum(int(x) for x in f[11:15]) * 10**9 // CLK
+
+
+def own_cgroup(pid):
+    try:
+        cg = CGROUP / f"pilot-perf-{pid}"
+        cg.mkdir()
+        (cg / "cgroup.procs").write_text(str(pid))
+    except OSError:
+        pass
+
+
+def drop_cgroup(pid):
+    try:
+        (CGROUP / f"pilot-perf-{pid}").rmdir()
+    except OSError:
+        pass
 
 
 def write(name, text):
@@ -114,6 +140,7 @@ def scenarios(agent_port):
 def run_for(argv, secs, probe):
     log = open(WORK / "last.log", "w")
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    own_cgroup(p.pid)
     try:
         return probe(p.pid, secs)
     except (FileNotFoundError, KeyError, ProcessLookupError):
@@ -125,6 +152,8 @@ def run_for(argv, secs, probe):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+        time.sleep(0.2)
+        drop_cgroup(p.pid)
 
 
 def rss(agent_port):
@@ -135,7 +164,7 @@ def rss(agent_port):
             def probe(pid, secs):
                 time.sleep(secs)
                 return status(pid)
-            runs = [run_for(argv, 4, probe) for _ in range(REPEAT)]
+            runs = [run_for(argv, 5, probe) for _ in range(REPEAT)]
             out[scen][name] = {k: med([r[k] for r in runs]) for k in runs[0]}
     return out
 
@@ -150,9 +179,9 @@ def cpu_per_check(agent_port, secs=int(os.environ.get("CHECK_SECS", "20"))):
         for name, argv in progs.items():
             def probe(pid, s):
                 time.sleep(3)  # started, registered: steady state
-                t0 = cpu_ticks(pid)
+                t0 = cpu_ns(pid)
                 time.sleep(s)
-                return (cpu_ticks(pid) - t0) * 1000 / CLK / s
+                return (cpu_ns(pid) - t0) / 1e6 / s
             out[scen][name] = {"ms_per_check": med([run_for(argv, secs, probe) for _ in range(REPEAT)])}
     return out
 

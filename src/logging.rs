@@ -281,34 +281,75 @@ impl log::Log for Logger {
     }
 }
 
-/// Log what a job prints, line by line, as records of target `job:<name>`, until its pipe
-/// closes; `each` also sees every line (a health check keeps its tail for the Consul
-/// note). Bytes that are not UTF-8 are replaced, not a reason to stop reading (which would
-/// leave the job writing into a pipe nobody drains), and a line longer than
-/// [`MESSAGE_MAX`] is logged in pieces, so memory stays bounded whatever the job prints.
-pub fn job_output(job: &str, reader: impl std::io::Read, mut each: impl FnMut(&str)) {
-    use std::io::{BufRead, Read};
-    let target = format!("job:{job}");
-    let mut reader = std::io::BufReader::new(reader);
-    let mut buf = Vec::with_capacity(256);
-    loop {
-        buf.clear();
-        match reader.by_ref().take(MESSAGE_MAX as u64).read_until(b'\n', &mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        }
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
+/// A job's output cut into lines as it arrives, in pieces of any size: each line is logged
+/// as a record of target `job:<name>` and also handed to `each` (a health check keeps its
+/// tail for the Consul note). Bytes that are not UTF-8 are replaced, not a reason to stop
+/// reading (which would leave the job writing into a pipe nobody drains), `\r\n` counts as
+/// a newline, and a line longer than [`MESSAGE_MAX`] is logged in pieces, so memory stays
+/// bounded whatever the job prints.
+pub struct JobLines {
+    target: String,
+    buf: Vec<u8>,
+}
+
+impl JobLines {
+    pub fn new(job: &str) -> JobLines {
+        JobLines { target: format!("job:{job}"), buf: Vec::new() }
+    }
+
+    /// Take more bytes; log every line they complete.
+    pub fn push(&mut self, mut bytes: &[u8], each: &mut impl FnMut(&str)) {
+        while !bytes.is_empty() {
+            let room = MESSAGE_MAX - self.buf.len();
+            let window = &bytes[..bytes.len().min(room)];
+            match window.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    self.buf.extend_from_slice(&window[..i]);
+                    bytes = &bytes[i + 1..];
+                    if self.buf.last() == Some(&b'\r') {
+                        self.buf.pop();
+                    }
+                    self.emit(each);
+                }
+                None => {
+                    self.buf.extend_from_slice(window);
+                    bytes = &bytes[window.len()..];
+                    if self.buf.len() >= MESSAGE_MAX {
+                        self.emit(each);
+                    }
+                }
             }
         }
-        let line = String::from_utf8_lossy(&buf);
-        log::info!(target: &target, "{line}");
-        each(&line);
     }
+
+    /// The pipe closed: log what is left of the last line.
+    pub fn finish(&mut self, each: &mut impl FnMut(&str)) {
+        if !self.buf.is_empty() {
+            self.emit(each);
+        }
+    }
+
+    fn emit(&mut self, each: &mut impl FnMut(&str)) {
+        let line = String::from_utf8_lossy(&self.buf);
+        log::info!(target: &self.target, "{line}");
+        each(&line);
+        self.buf.clear();
+    }
+}
+
+/// Log everything `reader` gives as `job`'s lines (see [`JobLines`]) until it ends.
+pub fn job_output(job: &str, mut reader: impl std::io::Read, mut each: impl FnMut(&str)) {
+    let mut lines = JobLines::new(job);
+    let mut chunk = [0u8; 8192];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => lines.push(&chunk[..n], &mut each),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    lines.finish(&mut each);
 }
 
 /// A message being formatted, kept to `max` bytes as it is written: a huge argument (an

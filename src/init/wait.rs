@@ -5,7 +5,7 @@
 //! signal thread and then the supervisor (two scheduler slots on a busy machine; tini is one
 //! thread too).
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,4 +108,28 @@ impl Waiter {
         }
         infos[..n as usize / size].iter().map(|i| i.ssi_signo as i32).collect()
     }
+}
+
+/// Wait, without a deadline, until the bell rings or one of `fds` is readable or hung up
+/// (for the output thread, which follows many pipes). Sets `ready[i]` for each such fd;
+/// returns whether the bell rang (and clears it). EINTR is a wakeup with nothing found.
+pub fn wait_readable(bell: &Doorbell, fds: &[RawFd], ready: &mut Vec<bool>) -> bool {
+    let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(fds.len() + 1);
+    pfds.push(libc::pollfd { fd: bell.0.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+    pfds.extend(fds.iter().map(|fd| libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 }));
+    ready.clear();
+    ready.resize(fds.len(), false);
+    // SAFETY: poll reads and writes `pfds.len()` valid pollfd entries.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+    if n <= 0 {
+        return false;
+    }
+    for (r, p) in ready.iter_mut().zip(&pfds[1..]) {
+        *r = p.revents != 0;
+    }
+    let rang = pfds[0].revents != 0;
+    if rang {
+        bell.clear();
+    }
+    rang
 }

@@ -80,7 +80,7 @@ struct Driver {
     /// Extra service meta (HTCondor job identity).
     meta: BTreeMap<String, String>,
     loggers: output::Loggers,
-    /// Whether the last spawn found every log thread busy (to log the change only).
+    /// Whether the last spawn found the most pipes followed (to log the change only).
     loggers_saturated: bool,
     /// When the shutdown's grace ends (set with the machine's `Grace` timer; None: not
     /// shutting down yet, or a grace too large to be a point in time).
@@ -111,9 +111,12 @@ impl Effects for Driver {
         if saturated != self.loggers_saturated {
             self.loggers_saturated = saturated;
             if saturated {
-                warn!("{} log threads are busy: jobs' output is not captured until some finish", output::MAX_LOGGERS);
+                warn!(
+                    "{} jobs' pipes are followed already: output is not captured until some close",
+                    output::MAX_LOGGERS
+                );
             } else {
-                info!("log threads are free again: jobs' output is captured");
+                info!("jobs' pipes have closed: output is captured again");
             }
         }
         let req = &RunRequest { raw, ..*req };
