@@ -94,6 +94,12 @@ const LOG_DRAIN_LATE: Duration = Duration::from_millis(200);
 /// How long after start (and after a reload) pilot gives back the pages of code it ran only
 /// to start (`init::trim`): after the start-up path and the first runs, not during them.
 const TRIM_AFTER: Duration = Duration::from_secs(2);
+/// Later, pilot gives back the code it ran when it is about to sleep at least this long
+/// (say a health check every 10 s), and at most once per this long: the pages a check's
+/// handling faulted in come back at the next one (about a tenth of a millisecond of page
+/// faults), which is worth it for a sleep of seconds, not for a check every second or a
+/// storm of signals.
+const IDLE_TRIM: Duration = Duration::from_secs(2);
 /// How long the telemetry endpoint's deregistration may take at exit (within the grace).
 const TELEMETRY_DEREGISTER: Duration = Duration::from_secs(3);
 
@@ -353,16 +359,23 @@ pub fn run(
         true
     });
     let mut trim_at = Instant::now().checked_add(TRIM_AFTER);
+    // Inputs were handled since the last trim, and when that was.
+    let (mut handled, mut trimmed) = (false, Instant::now());
     while !m.finished() {
         let Some(msg) = inbox.pop_front() else {
-            if trim_at.is_some_and(|t| t <= Instant::now()) {
+            let now = Instant::now();
+            let sleep_ahead = m.fx.timers.next().is_none_or(|t| t.saturating_duration_since(now) >= IDLE_TRIM);
+            let idle_trim = trim_at.is_none() && handled && sleep_ahead && now.duration_since(trimmed) >= IDLE_TRIM;
+            if trim_at.is_some_and(|t| t <= now) || idle_trim {
                 trim_at = None;
+                (handled, trimmed) = (false, now);
                 let bytes = init::trim::release_code();
-                debug!("gave back the mappings of {} KiB of start-up code", bytes >> 10);
+                debug!("gave back the mappings of {} KiB of code", bytes >> 10);
             }
             wait_for_inputs(&waiter, &rx, &mut m.fx.timers, trim_at, &mut inbox);
             continue;
         };
+        handled = true;
         match msg {
             Msg::Report(Report::Signal(s)) => {
                 if s == libc::SIGUSR1 {
