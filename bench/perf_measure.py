@@ -23,6 +23,12 @@ CP = os.environ.get("CP_BIN")
 TINI = os.environ.get("TINI", "/usr/bin/tini-static")
 CONSUL = os.environ.get("CONSUL_BIN") or str(Path.home() / ".cache/pilot/consul-v1.16.1/consul")
 CLK = os.sysconf("SC_CLK_TCK")
+# The check's program (CHECK_EXEC=/path/to/static-noop to see the supervisors' own cost)
+# and interval in seconds (CHECK_INTERVAL); RSS is read RSS_SECS after start; SCEN keeps
+# only the scenarios whose name contains it.
+CHECK_EXEC = os.environ.get("CHECK_EXEC", "true")
+RSS_SECS = float(os.environ.get("RSS_SECS", "5"))
+SCEN = os.environ.get("SCEN", "")
 med = statistics.median
 
 
@@ -104,7 +110,8 @@ def start_agent():
 def configs(consul_port):
     """The same config text for pilot and ContainerPilot (each gets its own control socket)."""
     consul = f"127.0.0.1:{consul_port}" if consul_port else "127.0.0.1:1"
-    health = 'health: { exec: "true", interval: 1, ttl: 5 }'
+    interval = int(os.environ.get("CHECK_INTERVAL", "1"))
+    health = f'health: {{ exec: "{CHECK_EXEC}", interval: {interval}, ttl: {max(5, 3 * interval)} }}'
     reg = 'port: 8080, interfaces: ["static:127.0.0.1"],' if consul_port else ""
     return {
         "sleep": f'{{ consul: "{consul}", jobs: [ {{ name: "app", exec: "sleep 1000" }} ] }}',
@@ -159,12 +166,14 @@ def run_for(argv, secs, probe):
 def rss(agent_port):
     out = {}
     for scen, progs in scenarios(agent_port).items():
+        if SCEN not in scen:
+            continue
         out[scen] = {}
         for name, argv in progs.items():
             def probe(pid, secs):
                 time.sleep(secs)
                 return status(pid)
-            runs = [run_for(argv, 5, probe) for _ in range(REPEAT)]
+            runs = [run_for(argv, RSS_SECS, probe) for _ in range(REPEAT)]
             out[scen][name] = {k: med([r[k] for r in runs]) for k in runs[0]}
     return out
 
@@ -173,7 +182,7 @@ def cpu_per_check(agent_port, secs=int(os.environ.get("CHECK_SECS", "20"))):
     """CPU (ms) per health check of interval 1 s, whole process incl. the checks, over `secs`."""
     out = {}
     for scen, progs in scenarios(agent_port).items():
-        if "health" not in scen:
+        if "health" not in scen or SCEN not in scen:
             continue
         out[scen] = {}
         for name, argv in progs.items():
@@ -248,7 +257,8 @@ def signals(count=int(os.environ.get("SIGNALS", "1000"))):
 
 def main():
     what = sys.argv[1:] or ["rss", "startup", "cpu", "signals"]
-    r = {"repeat": REPEAT, "loadavg": os.getloadavg()}
+    r = {"repeat": REPEAT, "loadavg": os.getloadavg(), "check": CHECK_EXEC,
+         "check_interval_s": int(os.environ.get("CHECK_INTERVAL", "1")), "rss_after_s": RSS_SECS}
     agent = None
     try:
         port = None
