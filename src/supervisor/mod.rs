@@ -100,6 +100,10 @@ const TRIM_AFTER: Duration = Duration::from_secs(2);
 /// faults), which is worth it for a sleep of seconds, not for a check every second or a
 /// storm of signals.
 const IDLE_TRIM: Duration = Duration::from_secs(2);
+/// ...once nothing has come in for this long: the exit of the check just started, its
+/// output's end and its Consul update (on other threads) are handled by then, so the trim
+/// does not come before the work that would fault the pages straight back in.
+const QUIET: Duration = Duration::from_millis(250);
 /// How long the telemetry endpoint's deregistration may take at exit (within the grace).
 const TELEMETRY_DEREGISTER: Duration = Duration::from_secs(3);
 
@@ -359,23 +363,30 @@ pub fn run(
         true
     });
     let mut trim_at = Instant::now().checked_add(TRIM_AFTER);
-    // Inputs were handled since the last trim, and when that was.
-    let (mut handled, mut trimmed) = (false, Instant::now());
+    // Inputs were handled since the last trim; when the last came in; when the last trim was.
+    let (mut handled, mut last_input, mut trimmed) = (false, Instant::now(), Instant::now());
     while !m.finished() {
         let Some(msg) = inbox.pop_front() else {
             let now = Instant::now();
             let sleep_ahead = m.fx.timers.next().is_none_or(|t| t.saturating_duration_since(now) >= IDLE_TRIM);
-            let idle_trim = trim_at.is_none() && handled && sleep_ahead && now.duration_since(trimmed) >= IDLE_TRIM;
-            if trim_at.is_some_and(|t| t <= now) || idle_trim {
+            // When an idle trim is due, if nothing else comes in first.
+            let quiet_at =
+                (trim_at.is_none() && handled && sleep_ahead).then(|| (last_input + QUIET).max(trimmed + IDLE_TRIM));
+            if trim_at.is_some_and(|t| t <= now) || quiet_at.is_some_and(|q| q <= now) {
                 trim_at = None;
                 (handled, trimmed) = (false, now);
                 let bytes = init::trim::release_code();
                 debug!("gave back the mappings of {} KiB of code", bytes >> 10);
+                continue;
             }
-            wait_for_inputs(&waiter, &rx, &mut m.fx.timers, trim_at, &mut inbox);
+            let also = match (trim_at, quiet_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            wait_for_inputs(&waiter, &rx, &mut m.fx.timers, also, &mut inbox);
             continue;
         };
-        handled = true;
+        (handled, last_input) = (true, Instant::now());
         match msg {
             Msg::Report(Report::Signal(s)) => {
                 if s == libc::SIGUSR1 {
