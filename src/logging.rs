@@ -9,7 +9,7 @@
 //! stdout, a hung file system) must not stall the supervisor thread inside `log::info!`:
 //! that would stop reaping, signal handling and shutdown. So a record is formatted in the
 //! caller's thread and pushed into a bounded in-memory queue (`try_push`: never waits for
-//! output); one writer thread drains the queue to the output. When the queue is full the
+//! output); one writer thread, started by the first record, drains the queue to the output. When the queue is full the
 //! record is dropped and counted ([`dropped_lines`]); once the writer gets through again it
 //! writes `pilot: N log lines dropped (output blocked)` at the place of the gap. At exit,
 //! [`flush`] waits a bounded time for the queue to drain and then gives up.
@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -228,6 +228,33 @@ struct Logger {
     filter: env_filter::Filter,
     format: LogFormat,
     queue: Arc<Queue>,
+    /// What the writer thread gets when the first record starts it.
+    writer: Mutex<Option<(Sink, LogFormat)>>,
+    started: AtomicBool,
+}
+
+impl Logger {
+    /// Start the writer thread, once. Called after a record is queued: the thread then finds
+    /// it. If the thread cannot be started (no memory, a thread limit), the next record tries
+    /// again; meanwhile records wait in the bounded queue.
+    fn start_writer(&self) {
+        let mut slot = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((sink, format)) = slot.take() else { return };
+        let q = self.queue.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("log writer".into()).spawn(move || {
+            if let Ok((sink, format)) = rx.recv() {
+                write_loop(q, sink, format)
+            }
+        });
+        match spawned {
+            Ok(_) => {
+                let _ = tx.send((sink, format));
+                self.started.store(true, Ordering::Release);
+            }
+            Err(_) => *slot = Some((sink, format)),
+        }
+    }
 }
 
 impl log::Log for Logger {
@@ -244,6 +271,9 @@ impl log::Log for Logger {
         let _ = write!(msg, "{}", record.args());
         let msg = msg.finish();
         self.queue.try_push(render(&self.format, record.level(), job, &msg));
+        if !self.started.load(Ordering::Acquire) {
+            self.start_writer();
+        }
     }
 
     fn flush(&self) {
@@ -251,34 +281,75 @@ impl log::Log for Logger {
     }
 }
 
-/// Log what a job prints, line by line, as records of target `job:<name>`, until its pipe
-/// closes; `each` also sees every line (a health check keeps its tail for the Consul
-/// note). Bytes that are not UTF-8 are replaced, not a reason to stop reading (which would
-/// leave the job writing into a pipe nobody drains), and a line longer than
-/// [`MESSAGE_MAX`] is logged in pieces, so memory stays bounded whatever the job prints.
-pub fn job_output(job: &str, reader: impl std::io::Read, mut each: impl FnMut(&str)) {
-    use std::io::{BufRead, Read};
-    let target = format!("job:{job}");
-    let mut reader = std::io::BufReader::new(reader);
-    let mut buf = Vec::with_capacity(256);
-    loop {
-        buf.clear();
-        match reader.by_ref().take(MESSAGE_MAX as u64).read_until(b'\n', &mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        }
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
+/// A job's output cut into lines as it arrives, in pieces of any size: each line is logged
+/// as a record of target `job:<name>` and also handed to `each` (a health check keeps its
+/// tail for the Consul note). Bytes that are not UTF-8 are replaced, not a reason to stop
+/// reading (which would leave the job writing into a pipe nobody drains), `\r\n` counts as
+/// a newline, and a line longer than [`MESSAGE_MAX`] is logged in pieces, so memory stays
+/// bounded whatever the job prints.
+pub struct JobLines {
+    target: String,
+    buf: Vec<u8>,
+}
+
+impl JobLines {
+    pub fn new(job: &str) -> JobLines {
+        JobLines { target: format!("job:{job}"), buf: Vec::new() }
+    }
+
+    /// Take more bytes; log every line they complete.
+    pub fn push(&mut self, mut bytes: &[u8], each: &mut impl FnMut(&str)) {
+        while !bytes.is_empty() {
+            let room = MESSAGE_MAX - self.buf.len();
+            let window = &bytes[..bytes.len().min(room)];
+            match window.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    self.buf.extend_from_slice(&window[..i]);
+                    bytes = &bytes[i + 1..];
+                    if self.buf.last() == Some(&b'\r') {
+                        self.buf.pop();
+                    }
+                    self.emit(each);
+                }
+                None => {
+                    self.buf.extend_from_slice(window);
+                    bytes = &bytes[window.len()..];
+                    if self.buf.len() >= MESSAGE_MAX {
+                        self.emit(each);
+                    }
+                }
             }
         }
-        let line = String::from_utf8_lossy(&buf);
-        log::info!(target: &target, "{line}");
-        each(&line);
     }
+
+    /// The pipe closed: log what is left of the last line.
+    pub fn finish(&mut self, each: &mut impl FnMut(&str)) {
+        if !self.buf.is_empty() {
+            self.emit(each);
+        }
+    }
+
+    fn emit(&mut self, each: &mut impl FnMut(&str)) {
+        let line = String::from_utf8_lossy(&self.buf);
+        log::info!(target: &self.target, "{line}");
+        each(&line);
+        self.buf.clear();
+    }
+}
+
+/// Log everything `reader` gives as `job`'s lines (see [`JobLines`]) until it ends.
+pub fn job_output(job: &str, mut reader: impl std::io::Read, mut each: impl FnMut(&str)) {
+    let mut lines = JobLines::new(job);
+    let mut chunk = [0u8; 8192];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => lines.push(&chunk[..n], &mut each),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    lines.finish(&mut each);
 }
 
 /// A message being formatted, kept to `max` bytes as it is written: a huge argument (an
@@ -319,7 +390,9 @@ impl Capped {
     }
 }
 
-/// Install the logger and start its writer thread. Call once, before any thread logs.
+/// Install the logger. Call once, before any thread logs. Its writer thread starts with the
+/// first record: a pilot that has nothing to say (the embedded default, quietly reaping for
+/// its payload) never pays for the thread, its stack or its start on the start-up path.
 pub fn init(cfg: &Logging) -> Result<(), String> {
     let mut b = env_filter::Builder::new();
     b.filter_level(cfg.level);
@@ -338,13 +411,15 @@ pub fn init(cfg: &Logging) -> Result<(), String> {
     if QUEUE.set(queue.clone()).is_err() {
         return Err("the logger is already installed".into());
     }
-    let (q, format) = (queue.clone(), cfg.format.clone());
-    std::thread::Builder::new()
-        .name("log writer".into())
-        .spawn(move || write_loop(q, sink, format))
-        .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
     let max = filter.filter();
-    let logger: &'static Logger = Box::leak(Box::new(Logger { filter, format: cfg.format.clone(), queue }));
+    let writer = Mutex::new(Some((sink, cfg.format.clone())));
+    let logger: &'static Logger = Box::leak(Box::new(Logger {
+        filter,
+        format: cfg.format.clone(),
+        queue,
+        writer,
+        started: AtomicBool::new(false),
+    }));
     log::set_logger(logger).map_err(|e| e.to_string())?;
     log::set_max_level(max);
     Ok(())

@@ -144,9 +144,10 @@ fn background_children_of_checks_and_jobs_do_not_pile_up() {
     let pid = p.child.id() as i32;
     std::thread::sleep(Duration::from_secs(7));
     let sleeps: Vec<String> = children(pid).into_iter().map(cmdline).filter(|c| c.starts_with("sleep 30")).collect();
-    let loggers = threads(pid).into_iter().filter(|t| t.starts_with("log ")).count();
+    // One thread follows every job's output pipe: what would pile up is pilot's threads.
+    let all = threads(pid);
     assert!(sleeps.len() <= 3, "background sleeps pile up under pilot: {sleeps:?}");
-    assert!(loggers <= 4, "{loggers} log threads after 7 s: {:?}", threads(pid));
+    assert!(all.len() <= 6, "{} threads after 7 s: {all:?}", all.len());
 }
 
 /// A payload stopped with SIGSTOP gets SIGCONT after its SIGTERM, so it can handle it

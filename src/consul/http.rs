@@ -157,7 +157,11 @@ fn agent_for(endpoint: &Endpoint, config: ureq::config::Config) -> ureq::Agent {
             crate::unix_http::UnixConnector(path.clone()),
             ureq::unversioned::resolver::DefaultResolver::default(),
         ),
-        Endpoint::Tcp { .. } => config.into(),
+        Endpoint::Tcp { .. } => ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            super::resolve::LiteralFirst::default(),
+        ),
     }
 }
 

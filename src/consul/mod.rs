@@ -7,6 +7,7 @@ pub mod address;
 pub mod http;
 pub mod interfaces;
 pub mod kv;
+mod resolve;
 pub mod service;
 pub mod watch;
 pub mod worker;

@@ -4,6 +4,8 @@
 pub mod privileges;
 pub mod signals;
 pub mod spawn;
+pub mod trim;
+pub mod wait;
 
 use log::debug;
 

@@ -1,6 +1,6 @@
-//! Signals: blocked in every thread from the first line of `main`, received by one thread
-//! with `sigwaitinfo`, which also does all the reaping (`waitpid(-1, WNOHANG)` until none
-//! are left) so that no exit status can be stolen by anyone else.
+//! Signals: blocked in every thread from the first line of `main`, read by the supervisor
+//! thread through a signalfd (`wait`), which also does all the reaping (`waitpid(-1,
+//! WNOHANG)` until none are left) so that no exit status can be stolen by anyone else.
 
 use super::ExitStatus;
 
@@ -9,7 +9,7 @@ use super::ExitStatus;
 const SYNCHRONOUS: &[i32] =
     &[libc::SIGFPE, libc::SIGILL, libc::SIGSEGV, libc::SIGBUS, libc::SIGABRT, libc::SIGTRAP, libc::SIGSYS];
 
-/// What the signal thread reports.
+/// What a wakeup brings: a signal, or a reaped child.
 #[derive(Debug, Clone, Copy)]
 pub enum Report {
     Signal(i32),
@@ -23,8 +23,8 @@ pub struct Inherited {
 }
 
 /// The one signal set pilot deals in: every signal but the synchronous ones. It is blocked
-/// in every thread and waited for by the signal thread.
-fn pilot_set() -> libc::sigset_t {
+/// in every thread and read by the supervisor thread (`wait::Waiter`'s signalfd).
+pub(super) fn pilot_set() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset/sigfillset/sigdelset initialise and edit
     // the set through a valid pointer.
     unsafe {
@@ -163,8 +163,9 @@ pub unsafe fn restore_in_child(inherited: &Inherited) -> Result<(), (RestoreStep
     Ok(())
 }
 
-/// Reap every exited child without blocking, reporting each.
-pub fn reap_all(send: &impl Fn(Report) -> bool) {
+/// Reap every exited child without blocking, reporting each (called on SIGCHLD by the
+/// supervisor thread, the only reaper).
+pub fn reap_all(mut send: impl FnMut(Report) -> bool) {
     loop {
         let mut status: libc::c_int = 0;
         // SAFETY: waitpid writes one int through a valid pointer.
@@ -180,25 +181,6 @@ pub fn reap_all(send: &impl Fn(Report) -> bool) {
             continue;
         };
         if !send(Report::Exited { pid, status }) {
-            return;
-        }
-    }
-}
-
-/// The signal thread's body: wait for any blocked signal, reap on SIGCHLD, report the rest.
-pub fn run_signal_thread(send: impl Fn(Report) -> bool) {
-    let set = pilot_set();
-    // Children may have exited before this thread started.
-    reap_all(&send);
-    loop {
-        // SAFETY: sigwaitinfo reads a valid set; a null info pointer is allowed.
-        let sig = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
-        if sig < 0 {
-            continue; // EINTR
-        }
-        if sig == libc::SIGCHLD {
-            reap_all(&send);
-        } else if !send(Report::Signal(sig)) {
             return;
         }
     }

@@ -1,12 +1,18 @@
-//! Starting a process: fork + execve by hand. `std::process::Command` is not usable in an
+//! Starting a process: a vfork-style clone + execve by hand. `std::process::Command` is not usable in an
 //! init: it passes the *current* (fully blocked) signal mask to the child, and after an
 //! exec failure it calls `waitpid` on the child itself, racing pilot's global reaper (the
 //! ContainerPilot #439 class of bug). Here the child gets back the mask pilot inherited,
 //! default SIGPIPE, its own process group and, for the payload, the terminal.
+//!
+//! The child is made with `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn` and Go's
+//! `os/exec` do, not `fork`: no copy of pilot's page tables and no copy-on-write faults
+//! afterwards (a health check every few seconds pays this each time), and since the calling
+//! thread is suspended until the child has exec'd or exited, a failure's step and errno are
+//! simply left in shared memory (`ChildArgs::report`): no error pipe, no read.
 
 use super::signals::Inherited;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::path::Path;
 
 pub enum Stdio {
@@ -57,10 +63,9 @@ impl std::fmt::Display for SpawnError {
     }
 }
 
-/// The step of the child's set-up that failed, sent back with its errno through the error
-/// pipe (as Rust's std does in `do_exec`), so the parent can say what went wrong.
+/// The step of the child's set-up that failed, left with its errno in memory the parent
+/// reads once the child is gone, so the parent can say what went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
 enum Step {
     Setpgid = 1,
     Tcsetpgrp,
@@ -80,24 +85,6 @@ enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 11] = [
-        Step::Setpgid,
-        Step::Tcsetpgrp,
-        Step::Relocate,
-        Step::DupStdin,
-        Step::DupStdout,
-        Step::DupStderr,
-        Step::SigpipeDefault,
-        Step::Mask,
-        Step::Execve,
-        Step::ExecveShell,
-        Step::Privileges,
-    ];
-
-    fn from_u32(n: u32) -> Option<Step> {
-        Step::ALL.into_iter().find(|s| *s as u32 == n)
-    }
-
     fn dup(target: usize) -> Step {
         [Step::DupStdin, Step::DupStdout, Step::DupStderr][target]
     }
@@ -193,9 +180,15 @@ fn child_failure(pid: i32, program: &Path, step: Step, errno: i32) -> SpawnError
     SpawnError { pid: Some(pid), error: std::io::Error::new(kind, message), code }
 }
 
+/// The child's stack: it runs on its own stack while the parent's thread is suspended
+/// (`CLONE_VFORK`), and only makes a few libc calls and `execve` (a few hundred bytes deep;
+/// glibc's `posix_spawn` uses 32 KiB). Allocated, not touched: only the pages the child
+/// uses are ever faulted in.
+const CHILD_STACK: usize = 64 << 10;
+
 pub fn spawn(spec: &Spec, inherited: &Inherited) -> Result<i32, SpawnError> {
-    // Everything the child needs is built before fork: after fork, in a threaded process,
-    // the child may only make async-signal-safe calls (no allocation).
+    // Everything the child needs is built before the clone: the child shares our memory and
+    // may only make async-signal-safe calls (no allocation, no locks).
     let program = cstring(&spec.program.to_string_lossy())?;
     let argv_c = spec.argv.iter().map(|a| cstring(a)).collect::<Result<Vec<_>, _>>()?;
     let env_c = spec.env.iter().map(|(k, v)| cstring(&format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;
@@ -215,49 +208,41 @@ pub fn spawn(spec: &Spec, inherited: &Inherited) -> Result<i32, SpawnError> {
         Stdio::Inherit => -1,
         Stdio::Fd(fd) => *fd,
     });
-    let (err_read, err_write) = std::io::pipe().map_err(SpawnError::before_fork)?;
-    let err_write_fd = err_write.as_raw_fd();
     // SAFETY: isatty only inspects the fd.
     let take_tty = spec.foreground && unsafe { libc::isatty(0) } == 1;
+    let exec = Exec { program: &program, argv: &argv_p, env: &env_p, sh_argv: &sh_argv, privileges: spec.privileges };
+    let args = ChildArgs { take_tty, fds, inherited, exec: &exec, report: std::cell::Cell::new(None) };
+    let mut stack: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(CHILD_STACK);
+    // The stack grows down on every Linux target pilot builds for: pass its top, 16-aligned.
+    let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
 
-    // SAFETY: fork is safe to call; the child only runs `child`, which makes
-    // async-signal-safe calls on memory prepared before the fork and never returns.
-    let pid = unsafe { libc::fork() };
+    // SAFETY: clone with CLONE_VM | CLONE_VFORK is what posix_spawn does: the child runs
+    // `child_entry` on `stack` in our address space and this thread is suspended until the
+    // child has called execve (successfully) or _exit. So everything the child reads
+    // (`args` and what it points to, all on this thread's stack or heap) lives until then,
+    // and nothing else writes it meanwhile. The child makes only async-signal-safe calls,
+    // allocates nothing and never returns (see `child`). Other threads run on; they never
+    // touch `args` or `stack`. SIGCHLD as the exit signal: the signal thread reaps it.
+    let pid = unsafe {
+        libc::clone(
+            child_entry,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&args as *const ChildArgs).cast_mut().cast(),
+        )
+    };
     if pid < 0 {
         return Err(SpawnError::before_fork(std::io::Error::last_os_error()));
     }
-    if pid == 0 {
-        let exec =
-            Exec { program: &program, argv: &argv_p, env: &env_p, sh_argv: &sh_argv, privileges: spec.privileges };
-        // SAFETY: we are the child of fork; see `child`.
-        unsafe { child(take_tty, fds, err_write_fd, inherited, &exec) }
-    }
-    // Also set the group from the parent, so a group signal sent right after spawn can
-    // never miss (the child may not have run yet). EACCES after exec is harmless.
-    // SAFETY: setpgid takes plain integers.
-    unsafe { libc::setpgid(pid, pid) };
-    drop(err_write);
-    // The child writes errno and step (8 bytes) only if it fails; a successful exec closes
-    // the pipe (it is close-on-exec) and the read sees end of file.
-    let mut buf = [0u8; 8];
-    let mut got = 0;
-    let mut reader = err_read;
-    while got < buf.len() {
-        match std::io::Read::read(&mut reader, &mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-    if got < buf.len() {
+    drop(stack);
+    // The child is past execve or gone: what it left in `report` is final. (Its process
+    // group is set: the child did it before we were resumed, so a group signal sent right
+    // after spawn cannot miss.)
+    let Some(Report { step, detail, errno }) = args.report.get() else {
         return Ok(pid);
-    }
-    let errno = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let sent = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    let step = Step::from_u32(sent & 0xff).unwrap_or(Step::Execve);
+    };
     if step == Step::Privileges
-        && let (Some(plan), Some(f)) = (spec.privileges, super::privileges::Failure::from_code(sent >> 8, errno))
+        && let (Some(plan), Some(f)) = (spec.privileges, super::privileges::Failure::from_code(detail, errno))
     {
         let error = std::io::Error::new(std::io::Error::from_raw_os_error(errno).kind(), f.describe(plan));
         return Err(SpawnError { pid: Some(pid), error, code: 126 });
@@ -272,7 +257,7 @@ pub fn spawn(spec: &Spec, inherited: &Inherited) -> Result<i32, SpawnError> {
     Err(child_failure(pid, spec.program, step, errno))
 }
 
-/// What the child passes to execve, all prepared before fork.
+/// What the child passes to execve, all prepared before the clone.
 struct Exec<'a> {
     program: &'a CString,
     argv: &'a [*const libc::c_char],
@@ -281,100 +266,128 @@ struct Exec<'a> {
     privileges: Option<&'a super::privileges::Plan>,
 }
 
-/// Report `step` and `errno` to the parent and exit (126, or 127 for ENOENT).
-///
-/// # Safety
-/// Only for the child of fork: write and _exit are async-signal-safe.
-unsafe fn fail(err_fd: RawFd, step: Step, errno: i32) -> ! {
-    // SAFETY: as for fail_with.
-    unsafe { fail_with(err_fd, step as u32, errno) }
+/// Everything the child gets, and where it leaves the step and errno of a failure (shared
+/// memory: the parent reads it once the child is gone, instead of an error pipe).
+struct ChildArgs<'a> {
+    take_tty: bool,
+    fds: [RawFd; 3],
+    inherited: &'a Inherited,
+    exec: &'a Exec<'a>,
+    report: std::cell::Cell<Option<Report>>,
 }
 
-/// `fail` with the step as sent: a `Step` in the low 8 bits, details above.
-///
-/// # Safety
-/// As `fail`.
-unsafe fn fail_with(err_fd: RawFd, step: u32, errno: i32) -> ! {
-    let mut msg = [0u8; 8];
-    msg[..4].copy_from_slice(&errno.to_ne_bytes());
-    msg[4..].copy_from_slice(&step.to_ne_bytes());
-    // SAFETY: msg is valid for 8 bytes; _exit never returns.
+/// A failure as the child leaves it: the step, a detail the step defines, and errno.
+#[derive(Clone, Copy)]
+struct Report {
+    step: Step,
+    detail: u32,
+    errno: i32,
+}
+
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` `spawn` passed to clone, alive while the parent is
+    // suspended; we are the child of that clone (see `child`).
     unsafe {
-        libc::write(err_fd, msg.as_ptr().cast(), msg.len());
-        libc::_exit(if errno == libc::ENOENT { 127 } else { 126 });
+        let args = &*(arg as *const ChildArgs);
+        child(args)
     }
 }
 
-/// The child between fork and exec: own process group, the terminal for the payload, the
+/// Leave `step` and `errno` for the parent and exit (126, or 127 for ENOENT).
+///
+/// # Safety
+/// Only for the child of the vfork-style clone: a store to shared memory the parent reads
+/// after we are gone, and _exit (async-signal-safe).
+unsafe fn fail(args: &ChildArgs, step: Step, errno: i32) -> ! {
+    // SAFETY: as fail_with.
+    unsafe { fail_with(args, step, 0, errno) }
+}
+
+/// `fail` with a step's detail (which of the privilege steps, see `privileges::Failure`).
+///
+/// # Safety
+/// As `fail`.
+unsafe fn fail_with(args: &ChildArgs, step: Step, detail: u32, errno: i32) -> ! {
+    args.report.set(Some(Report { step, detail, errno }));
+    // SAFETY: _exit ends the child at once (no atexit handlers, no flushing of shared
+    // stdio buffers: they are the parent's).
+    unsafe { libc::_exit(if errno == libc::ENOENT { 127 } else { 126 }) }
+}
+
+/// The child between clone and exec: own process group, the terminal for the payload, the
 /// three standard descriptors, the inherited signal state, then execve. Every call is
 /// checked and a failure is reported with its step.
 ///
 /// # Safety
-/// Only for the child of fork in a possibly multi-threaded process: makes only
-/// async-signal-safe calls (setpgid, tcsetpgrp, fcntl, dup2, signal, pthread_sigmask,
-/// execve, write, _exit), allocates nothing, and never returns.
-unsafe fn child(take_tty: bool, mut fds: [RawFd; 3], err_fd: RawFd, inherited: &Inherited, exec: &Exec) -> ! {
-    // SAFETY: __errno_location returns this thread's errno slot.
+/// Only for the child of the vfork-style clone in `spawn`, in a multi-threaded process whose
+/// memory it shares: makes only async-signal-safe calls (setpgid, tcsetpgrp, fcntl, dup2,
+/// signal, pthread_sigmask, execve, _exit), allocates nothing, takes no lock, writes no
+/// memory but its own stack and `args.report`, and never returns. (Its descriptor table and
+/// signal handlers are its own copies: no CLONE_FILES or CLONE_SIGHAND.)
+unsafe fn child(args: &ChildArgs) -> ! {
+    // SAFETY: __errno_location returns this thread's errno slot (the suspended parent
+    // thread's: it does not read errno across the clone).
     let errno = || unsafe { *libc::__errno_location() };
+    let mut fds = args.fds;
+    let exec = args.exec;
     // SAFETY: the calls below are async-signal-safe and only read memory prepared before
-    // fork (the CStrings and pointer arrays in `exec`, the inherited mask).
+    // the clone (the CStrings and pointer arrays in `exec`, the inherited mask).
     unsafe {
-        let mut err_fd = err_fd;
         if libc::setpgid(0, 0) != 0 {
-            fail(err_fd, Step::Setpgid, errno());
+            fail(args, Step::Setpgid, errno());
         }
         // SIGTTOU is still blocked here, so this works from a background group. No terminal
         // (ENOTTY) or a hung-up one (ENXIO) is no reason not to run, as in tini.
-        if take_tty && libc::tcsetpgrp(0, libc::getpid()) != 0 {
+        if args.take_tty && libc::tcsetpgrp(0, libc::getpid()) != 0 {
             let e = errno();
             if e != libc::ENOTTY && e != libc::ENXIO {
-                fail(err_fd, Step::Tcsetpgrp, e);
+                fail(args, Step::Tcsetpgrp, e);
             }
         }
-        // A source descriptor (or the error pipe) that is itself 0, 1 or 2 (pilot was
-        // started with one of them closed) would be overwritten by an earlier dup2: move
-        // such descriptors above 2 first.
-        if err_fd < 3 {
-            let moved = libc::fcntl(err_fd, libc::F_DUPFD_CLOEXEC, 3);
-            if moved < 0 {
-                fail(err_fd, Step::Relocate, errno());
-            }
-            err_fd = moved;
-        }
+        // A source descriptor that is itself 0, 1 or 2 (pilot was started with one of them
+        // closed) would be overwritten by an earlier dup2: move such descriptors above 2
+        // first.
         for fd in fds.iter_mut() {
             if (0..3).contains(fd) {
                 let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3);
                 if moved < 0 {
-                    fail(err_fd, Step::Relocate, errno());
+                    fail(args, Step::Relocate, errno());
                 }
                 *fd = moved;
             }
         }
         for (target, fd) in fds.iter().enumerate() {
             if *fd >= 0 && libc::dup2(*fd, target as i32) < 0 {
-                fail(err_fd, Step::dup(target), errno());
+                fail(args, Step::dup(target), errno());
             }
         }
-        // ---- issue 15: the job's identity (groups, uid, capabilities, no_new_privs). ----
-        if let Some(plan) = exec.privileges
+        // ---- Prepared child steps ----
+        // Per-job steps computed before the clone run here: after the descriptors, before the
+        // signal state and execve. Because this child shares pilot's memory (CLONE_VM), they
+        // must be *raw syscalls* (`libc::syscall(libc::SYS_setresuid, …)`): the libc wrappers
+        // of set*id and setgroups synchronise every thread of the calling process (glibc's
+        // SIGSETXID, musl's __synccall), which here would mean pilot's threads, and hang.
+        // The job's identity (groups, uid, capabilities, no_new_privs; issue 15):
+        if let Some(plan) = args.exec.privileges
             && let Err(f) = super::privileges::apply_in_child(plan)
         {
-            fail_with(err_fd, Step::Privileges as u32 | f.code() << 8, f.errno);
+            fail_with(args, Step::Privileges, f.code(), f.errno);
         }
-        if let Err((step, e)) = super::signals::restore_in_child(inherited) {
+        // ---- end of the prepared child steps ----
+        if let Err((step, e)) = super::signals::restore_in_child(args.inherited) {
             let step = match step {
                 super::signals::RestoreStep::SigpipeDefault => Step::SigpipeDefault,
                 super::signals::RestoreStep::Mask => Step::Mask,
             };
-            fail(err_fd, step, e);
+            fail(args, step, e);
         }
         libc::execve(exec.program.as_ptr(), exec.argv.as_ptr(), exec.env.as_ptr());
         let e = errno();
         if e == libc::ENOEXEC {
             libc::execve(c"/bin/sh".as_ptr(), exec.sh_argv.as_ptr(), exec.env.as_ptr());
-            fail(err_fd, Step::ExecveShell, errno());
+            fail(args, Step::ExecveShell, errno());
         }
-        fail(err_fd, Step::Execve, e);
+        fail(args, Step::Execve, e);
     }
 }
 

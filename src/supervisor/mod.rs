@@ -1,7 +1,7 @@
-//! Running the supervisor: the threads around the state machine (see
-//! docs/ARCHITECTURE.md). The signal thread (which also reaps) and the timer thread feed
-//! one channel; this thread owns all job state and only ever waits on that channel. The
-//! `Driver` gives the pure `machine` its real effects: processes (`launch`), their output
+//! Running the supervisor: the thread that owns the state machine (see
+//! docs/ARCHITECTURE.md). It waits in one place (`init::wait`): for signals (it is also the
+//! one reaper), for the doorbell of its channel (other threads' messages) and for the next
+//! of its timers. The `Driver` gives the pure `machine` its real effects: processes (`launch`), their output
 //! (`output`), kill(2), timers, Consul and metrics; `sweep` ends a shutdown.
 
 pub mod launch;
@@ -16,20 +16,23 @@ use crate::control::{self, Request};
 use crate::events::{Code, Event, Source};
 use crate::init;
 use crate::init::signals::{self, Inherited, Report};
+use crate::init::wait::{Doorbell, Waiter};
 use crate::status::{HealthState, JobState, JobStatus, Status};
 use crate::telemetry::{self, Metrics};
 use log::{debug, error, info, warn};
 use machine::{Effects, Health, JobId, Machine, Phase, RunKind, RunRequest, SpawnFailure, TimerKey};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 enum Msg {
+    /// A signal or a reaped child (read by this thread itself, never sent).
     Report(Report),
+    /// A timer that fell due (from this thread's own heap, never sent).
     Timer(TimerKey),
     /// From a watch thread of the given config epoch (events of replaced watches are dropped).
     Event(u64, Event),
@@ -38,15 +41,33 @@ enum Msg {
     Deregistered(JobId),
 }
 
-/// The real effects: fork/exec, kill(2) and the timer thread.
+/// The supervisor's channel as other threads see it: each message rings the doorbell that
+/// ends the supervisor's wait.
+#[derive(Clone)]
+struct Mailbox {
+    tx: Sender<Msg>,
+    bell: Doorbell,
+}
+
+impl Mailbox {
+    fn send(&self, msg: Msg) -> bool {
+        let sent = self.tx.send(msg).is_ok();
+        if sent {
+            self.bell.ring();
+        }
+        sent
+    }
+}
+
+/// The real effects: spawning, kill(2) and the timers.
 struct Driver {
     inherited: Inherited,
-    timers: timers::Timers,
+    timers: timers::Heap,
     env: Vec<(String, String)>,
     path: Option<String>,
     consul: Option<consul::Handle>,
     /// Sends the deregistration acks back into the supervisor's channel.
-    acks: std::sync::mpsc::Sender<Msg>,
+    acks: Mailbox,
     /// Each running health check (by its source name, `check.<job>`).
     checks: HashMap<Source, RunningCheck>,
     identity: Identity,
@@ -59,7 +80,7 @@ struct Driver {
     /// Extra service meta (HTCondor job identity).
     meta: BTreeMap<String, String>,
     loggers: output::Loggers,
-    /// Whether the last spawn found every log thread busy (to log the change only).
+    /// Whether the last spawn found the most pipes followed (to log the change only).
     loggers_saturated: bool,
     /// When the shutdown's grace ends (set with the machine's `Grace` timer; None: not
     /// shutting down yet, or a grace too large to be a point in time).
@@ -70,6 +91,19 @@ struct Driver {
 const LOG_DRAIN: Duration = Duration::from_secs(1);
 /// ...and how long at most once the grace is over.
 const LOG_DRAIN_LATE: Duration = Duration::from_millis(200);
+/// How long after start (and after a reload) pilot gives back the pages of code it ran only
+/// to start (`init::trim`): after the start-up path and the first runs, not during them.
+const TRIM_AFTER: Duration = Duration::from_secs(2);
+/// Later, pilot gives back the code it ran when it is about to sleep at least this long
+/// (say a health check every 10 s), and at most once per this long: the pages a check's
+/// handling faulted in come back at the next one (about a tenth of a millisecond of page
+/// faults), which is worth it for a sleep of seconds, not for a check every second or a
+/// storm of signals.
+const IDLE_TRIM: Duration = Duration::from_secs(2);
+/// ...once nothing has come in for this long: the exit of the check just started, its
+/// output's end and its Consul update (on other threads) are handled by then, so the trim
+/// does not come before the work that would fault the pages straight back in.
+const QUIET: Duration = Duration::from_millis(250);
 /// How long the telemetry endpoint's deregistration may take at exit (within the grace).
 const TELEMETRY_DEREGISTER: Duration = Duration::from_secs(3);
 
@@ -87,9 +121,12 @@ impl Effects for Driver {
         if saturated != self.loggers_saturated {
             self.loggers_saturated = saturated;
             if saturated {
-                warn!("{} log threads are busy: jobs' output is not captured until some finish", output::MAX_LOGGERS);
+                warn!(
+                    "{} jobs' pipes are followed already: output is not captured until some close",
+                    output::MAX_LOGGERS
+                );
             } else {
-                info!("log threads are free again: jobs' output is captured");
+                info!("jobs' pipes have closed: output is captured again");
             }
         }
         let req = &RunRequest { raw, ..*req };
@@ -191,7 +228,7 @@ impl Effects for Driver {
     fn reconfigured(&mut self, config: &Config) {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         let (tx, current) = (self.acks.clone(), self.epoch.clone());
-        let publish = move |ev| current.load(Ordering::SeqCst) == epoch && tx.send(Msg::Event(epoch, ev)).is_ok();
+        let publish = move |ev| current.load(Ordering::SeqCst) == epoch && tx.send(Msg::Event(epoch, ev));
         let setup = consul::Setup {
             identity: &self.identity,
             extra_meta: &self.meta,
@@ -237,13 +274,16 @@ pub fn run(
         warn!("{e}: orphans of jobs will be reaped by the real init instead");
     }
     let (tx, rx) = channel::<Msg>();
-    let sig_tx = tx.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || signals::run_signal_thread(move |r| sig_tx.send(Msg::Report(r)).is_ok()))
-        .expect("spawn signal thread");
-    let timer_tx = tx.clone();
-    let timers = timers::Timers::start(move |k| timer_tx.send(Msg::Timer(k)).is_ok());
+    // Without these pilot cannot reap or hear a signal: nothing to run without them.
+    // Refused (EMFILE, a seccomp filter) before any job starts: say why and exit 1, no panic.
+    let (bell, waiter) = match Doorbell::new().and_then(|bell| Ok((bell.clone(), Waiter::new(bell)?))) {
+        Ok(pair) => pair,
+        Err(e) => {
+            error!("cannot supervise: the eventfd/signalfd pilot waits on: {e}");
+            return 1;
+        }
+    };
+    let tx = Mailbox { tx, bell };
 
     let identity = Identity::detect(&|k| std::env::var(k).ok());
     debug!("container identity {identity:?}");
@@ -290,7 +330,7 @@ pub fn run(
             config: config_path,
             metrics: metrics.clone(),
             has_telemetry: config.telemetry.is_some(),
-            send: Box::new(move |r| ctl_tx.send(Msg::Control(r)).is_ok()),
+            send: Box::new(move |r| ctl_tx.send(Msg::Control(r))),
             overlay: context.template_vars.clone(),
         };
         match server.start() {
@@ -301,15 +341,12 @@ pub fn run(
 
     // Health in the job ad, when HTCondor gave the job a Chirp proxy.
     let chirp_tx = tx.clone();
-    crate::htcondor::chirp::start(
-        &|k| std::env::var(k).ok(),
-        Box::new(move |r| chirp_tx.send(Msg::Control(r)).is_ok()),
-    );
+    crate::htcondor::chirp::start(&|k| std::env::var(k).ok(), Box::new(move |r| chirp_tx.send(Msg::Control(r))));
 
     let path = std::env::var("PATH").ok();
     let mut driver = Driver {
         inherited,
-        timers,
+        timers: timers::Heap::default(),
         env,
         path,
         consul: None,
@@ -329,8 +366,41 @@ pub fn run(
     let mut m = Machine::new(config, main, grace, driver);
     m.stop_signals = context.stop_signals.clone();
     m.start();
+    let mut inbox = VecDeque::new();
+    // Children may have exited before the first wait (pilot exec'd by a shell that had some).
+    signals::reap_all(|r| {
+        inbox.push_back(Msg::Report(r));
+        true
+    });
+    let trimmable = init::trim::program_on_local_storage();
+    if !trimmable {
+        debug!("pilot's program is not on a local disk: its code stays mapped (no trim)");
+    }
+    let mut trim_at = Instant::now().checked_add(TRIM_AFTER).filter(|_| trimmable);
+    // Inputs were handled since the last trim; when the last came in; when the last trim was.
+    let (mut handled, mut last_input, mut trimmed) = (false, Instant::now(), Instant::now());
     while !m.finished() {
-        let Ok(msg) = rx.recv() else { break };
+        let Some(msg) = inbox.pop_front() else {
+            let now = Instant::now();
+            let sleep_ahead = m.fx.timers.next().is_none_or(|t| t.saturating_duration_since(now) >= IDLE_TRIM);
+            // When an idle trim is due, if nothing else comes in first.
+            let quiet_at = (trimmable && trim_at.is_none() && handled && sleep_ahead)
+                .then(|| (last_input + QUIET).max(trimmed + IDLE_TRIM));
+            if trim_at.is_some_and(|t| t <= now) || quiet_at.is_some_and(|q| q <= now) {
+                trim_at = None;
+                (handled, trimmed) = (false, now);
+                let bytes = init::trim::release_code();
+                debug!("gave back the mappings of {} KiB of code", bytes >> 10);
+                continue;
+            }
+            let also = match (trim_at, quiet_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            wait_for_inputs(&waiter, &rx, &mut m.fx.timers, also, &mut inbox);
+            continue;
+        };
+        (handled, last_input) = (true, Instant::now());
         match msg {
             Msg::Report(Report::Signal(s)) => {
                 if s == libc::SIGUSR1 {
@@ -359,7 +429,10 @@ pub fn run(
                 }
                 let _ = reply.send(taken);
             }
-            Msg::Control(Request::Reload(config)) => m.reload(*config),
+            Msg::Control(Request::Reload(config)) => {
+                m.reload(*config);
+                trim_at = Instant::now().checked_add(TRIM_AFTER).filter(|_| trimmable);
+            }
         }
     }
     let code = m.exit_code();
@@ -372,7 +445,7 @@ pub fn run(
     if let Some(path) = socket {
         let _ = std::fs::remove_file(path);
     }
-    sweep_leftovers(&rx, deadline, m.stop_timeout());
+    sweep_leftovers(&waiter, &rx, deadline, m.stop_timeout());
     deregister_telemetry(m.fx.consul.as_ref(), deadline);
     debug!("reaped {} orphans in all", m.orphans_reaped);
     // Leftovers are gone, so the jobs' pipes are closing: let their last lines be logged.
@@ -383,6 +456,42 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(2));
     }
     code
+}
+
+/// Wait for the next inputs and queue them in order: signals and reaped children first (a
+/// SIGCHLD reaps every exited child), then the messages of other threads, then the timers
+/// that fell due. Ends at the next deadline (or at `also`) at the latest.
+fn wait_for_inputs(
+    waiter: &Waiter,
+    rx: &Receiver<Msg>,
+    timers: &mut timers::Heap,
+    also: Option<Instant>,
+    inbox: &mut VecDeque<Msg>,
+) {
+    let next = match (timers.next(), also) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
+    let woken = waiter.wait(timeout);
+    for sig in woken.signals {
+        if sig == libc::SIGCHLD {
+            signals::reap_all(|r| {
+                inbox.push_back(Msg::Report(r));
+                true
+            });
+        } else {
+            inbox.push_back(Msg::Report(Report::Signal(sig)));
+        }
+    }
+    // Also without a ring: a message whose ring was taken by an earlier wait.
+    while let Ok(msg) = rx.try_recv() {
+        inbox.push_back(msg);
+    }
+    let now = Instant::now();
+    while let Some(key) = timers.pop_due(now) {
+        inbox.push_back(Msg::Timer(key));
+    }
 }
 
 /// The telemetry endpoint is registered without a job to stop it: take it out of Consul at
@@ -462,7 +571,7 @@ fn status(m: &Machine<Driver>) -> Status {
 
 /// The end of a shutdown (see `sweep`): SIGTERM, then SIGKILL, everything still below
 /// pilot until the kernel says no child is left, or `GIVE_UP` after the grace.
-fn sweep_leftovers(rx: &Receiver<Msg>, deadline: Option<Instant>, stop_timeout: Duration) {
+fn sweep_leftovers(waiter: &Waiter, rx: &Receiver<Msg>, deadline: Option<Instant>, stop_timeout: Duration) {
     let me = std::process::id();
     let mut plan = sweep::Sweep::new(me == 1, stop_timeout, deadline);
     let give_up = deadline.and_then(|d| d.checked_add(machine::GIVE_UP));
@@ -508,8 +617,9 @@ fn sweep_leftovers(rx: &Receiver<Msg>, deadline: Option<Instant>, stop_timeout: 
                 }
             }
         }
-        // The signal thread reaps and reports; nothing here needs those reports.
-        let _ = rx.recv_timeout(Duration::from_millis(20));
+        // Reap (this thread is the reaper); nothing here needs the reports.
+        waiter.wait(Some(Duration::from_millis(20)));
+        signals::reap_all(|_| true);
         while rx.try_recv().is_ok() {}
     }
 }

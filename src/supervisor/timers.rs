@@ -1,5 +1,6 @@
-//! The timer thread: one heap of deadlines. It sleeps until the earliest one (or forever
-//! when there is none, so an idle pilot has no wakeups) and reports each as it falls due.
+//! The timers: one heap of deadlines, owned by the supervisor thread, whose wait ends at the
+//! earliest one (or never when there is none, so an idle pilot has no wakeups). No thread
+//! of their own: a check's interval or a stop's kill fires in the thread that acts on it.
 //!
 //! A deadline that carries a run generation (a run's `timeout`, a check's `timeout`, a
 //! stop's kill, a run's "ran well") is moot once a newer generation of the same kind is set
@@ -10,50 +11,7 @@
 use super::machine::{JobId, TimerKey};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
-
-pub struct Timers {
-    tx: Sender<(Instant, TimerKey)>,
-}
-
-impl Timers {
-    pub fn start(fire: impl Fn(TimerKey) -> bool + Send + 'static) -> Timers {
-        let (tx, rx) = channel::<(Instant, TimerKey)>();
-        std::thread::Builder::new()
-            .name("timers".into())
-            .spawn(move || {
-                let mut heap = Heap::default();
-                loop {
-                    let next = match heap.entries.peek() {
-                        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                        Some(Reverse((at, _))) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
-                    };
-                    match next {
-                        Ok((at, key)) => heap.push(at, key),
-                        Err(RecvTimeoutError::Disconnected) => return,
-                        Err(RecvTimeoutError::Timeout) => {}
-                    }
-                    let now = Instant::now();
-                    while let Some(key) = heap.pop_due(now) {
-                        if !fire(key) {
-                            return;
-                        }
-                    }
-                }
-            })
-            .expect("spawn timer thread");
-        Timers { tx }
-    }
-
-    /// Fire `key` after `after`. A duration too large to be a point in time (centuries)
-    /// means never: the timer is dropped rather than overflowing `Instant + Duration`.
-    pub fn set(&self, after: Duration, key: TimerKey) {
-        if let Some(at) = Instant::now().checked_add(after) {
-            let _ = self.tx.send((at, key));
-        }
-    }
-}
 
 /// A generation-carrying key's kind and job, and its generation.
 fn generation(key: &TimerKey) -> Option<((u8, JobId), u64)> {
@@ -69,7 +27,7 @@ fn generation(key: &TimerKey) -> Option<((u8, JobId), u64)> {
 /// The deadlines, and for each generation-carrying kind and job the newest generation set
 /// and not yet fired: an entry of another generation is moot.
 #[derive(Default)]
-struct Heap {
+pub struct Heap {
     entries: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     newest: HashMap<(u8, JobId), u64>,
     /// The heap's length after its last compaction.
@@ -77,6 +35,20 @@ struct Heap {
 }
 
 impl Heap {
+    /// Fire `key` after `after`. A duration too large to be a point in time (centuries)
+    /// means never: the timer is dropped rather than overflowing `Instant + Duration`.
+    pub fn set(&mut self, after: Duration, key: TimerKey) {
+        if let Some(at) = Instant::now().checked_add(after) {
+            self.push(at, key);
+        }
+    }
+
+    /// The earliest deadline, if any (possibly of a moot entry: the wait then ends early
+    /// and finds nothing due, once).
+    pub fn next(&self) -> Option<Instant> {
+        self.entries.peek().map(|Reverse((at, _))| *at)
+    }
+
     fn live(&self, key: &TimerKey) -> bool {
         generation(key).is_none_or(|(slot, g)| self.newest.get(&slot) == Some(&g))
     }
@@ -103,7 +75,7 @@ impl Heap {
 
     /// The next key due at `now` that is not moot (a fired generation is forgotten, so
     /// another entry of it, set twice, fires once: the earlier deadline wins).
-    fn pop_due(&mut self, now: Instant) -> Option<TimerKey> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<TimerKey> {
         while self.entries.peek().is_some_and(|Reverse((at, _))| *at <= now) {
             let Reverse((_, key)) = self.entries.pop()?;
             if !self.live(&key) {
@@ -124,16 +96,17 @@ mod tests {
     use crate::supervisor::machine::TimerKey;
 
     /// 292 years is no point in time `Instant` can hold: such a timer never fires, and
-    /// setting it neither panics nor stops the thread for the timers after it.
+    /// setting it neither panics nor loses the timers after it.
     #[test]
     fn a_huge_duration_means_never() {
-        let (tx, rx) = channel();
-        let timers = Timers::start(move |k| tx.send(k).is_ok());
-        timers.set(Duration::MAX, TimerKey::Grace);
-        timers.set(Duration::from_secs(u64::MAX / 2), TimerKey::Grace);
-        timers.set(Duration::from_millis(10), TimerKey::GiveUp);
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(TimerKey::GiveUp));
-        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        let mut heap = Heap::default();
+        heap.set(Duration::MAX, TimerKey::Grace);
+        heap.set(Duration::from_secs(u64::MAX / 2), TimerKey::Grace);
+        heap.set(Duration::from_millis(10), TimerKey::GiveUp);
+        let later = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(heap.pop_due(later), Some(TimerKey::GiveUp));
+        assert_eq!(heap.pop_due(later), None);
+        assert_eq!(heap.next(), None);
     }
 
     /// A job run every millisecond with a long timeout sets one deadline per run; only the
