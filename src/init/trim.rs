@@ -21,27 +21,23 @@ use std::ffi::c_void;
 /// under memory pressure carry that risk anyway; trimming would make it certain, so pilot
 /// keeps its code mapped there and pays the RSS.
 pub fn program_on_local_storage() -> bool {
-    nix::sys::statfs::statfs("/proc/self/exe").is_ok_and(|fs| local_storage(fs.filesystem_type()))
+    // `as u64 as u32`: the field is signed or unsigned, 32 or 64 bits, by libc and target.
+    nix::sys::statfs::statfs("/proc/self/exe").is_ok_and(|fs| local_storage(fs.filesystem_type().0 as u64 as u32))
 }
 
-/// Filesystems whose clean file pages the kernel can always read back by itself.
-fn local_storage(fs: nix::sys::statfs::FsType) -> bool {
-    use nix::sys::statfs::{
-        BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, FsType, OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
-    };
-    // Not named by nix: linux/magic.h's values.
-    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6_u32 as _);
-    const SQUASHFS_MAGIC: FsType = FsType(0x7371_7368_u32 as _);
+/// Filesystems whose clean file pages the kernel can always read back by itself, by their
+/// magic numbers (linux/magic.h; written out because nix names only some of them for musl).
+fn local_storage(magic: u32) -> bool {
     [
-        EXT4_SUPER_MAGIC, // also ext2 and ext3: one magic
-        XFS_SUPER_MAGIC,
-        BTRFS_SUPER_MAGIC,
-        TMPFS_MAGIC,
-        RAMFS_MAGIC,
-        OVERLAYFS_SUPER_MAGIC,
-        SQUASHFS_MAGIC, // the kernel's own squashfs on a loop device, not squashfuse
+        0xEF53,      // ext2, ext3, ext4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0x8584_58F6, // ramfs
+        0x794C_7630, // overlayfs
+        0x7371_7368, // the kernel's own squashfs on a loop device, not squashfuse
     ]
-    .contains(&fs)
+    .contains(&magic)
 }
 
 /// One page-aligned range of a read-only segment of the main program.
@@ -126,10 +122,9 @@ mod tests {
     #[test]
     fn a_program_on_a_local_disk_may_be_trimmed() {
         assert!(program_on_local_storage());
-        use nix::sys::statfs::{FUSE_SUPER_MAGIC, NFS_SUPER_MAGIC, TMPFS_MAGIC};
-        assert!(local_storage(TMPFS_MAGIC));
-        assert!(!local_storage(FUSE_SUPER_MAGIC), "CVMFS, squashfuse");
-        assert!(!local_storage(NFS_SUPER_MAGIC));
+        assert!(local_storage(0x0102_1994), "tmpfs");
+        assert!(!local_storage(0x6573_5546), "FUSE: CVMFS, squashfuse");
+        assert!(!local_storage(0x6969), "NFS");
     }
 
     #[test]
