@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 export PILOT_BIN="${PILOT_BIN:-$(scripts/build-static.sh)}"
 export CONSUL_BIN="${CONSUL_BIN:-$(scripts/install-consul.sh)}"
 n="${SCALE_N:-1000}"
-# Each pilot with a service has about a dozen threads, and a check forks every 10 s.
+# Each pilot with a service has about five threads, and a check spawns a process every 10 s.
 need=$((n * 20 + 10000))
 for f in pid_max threads-max; do
   cur=$(cat /proc/sys/kernel/$f)
