@@ -123,10 +123,22 @@ enum Needs {
     Nothing,
 }
 
+/// What `program` needs to run (see [`Needs`]), from its first bytes.
+///
+/// Runs on the supervisor thread after execve failed, and the file may have been swapped
+/// since the lookup: opened with `O_NONBLOCK` (a FIFO put there would otherwise block the
+/// open until a writer comes) and read only if it is a regular file.
 fn needs(program: &Path) -> Needs {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut head = [0u8; 256];
-    let Ok(mut file) = std::fs::File::open(program) else { return Needs::Nothing };
+    let opened = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(program)
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()));
+    let Some(mut file) = opened else { return Needs::Nothing };
     let mut n = 0;
     while n < head.len() {
         match file.read(&mut head[n..]) {
@@ -426,6 +438,32 @@ mod tests {
         assert_eq!(e.exit_code(), 126);
         let msg = e.to_string();
         assert!(msg.starts_with("dup2 of stdout failed: EBADF"), "{msg}");
+    }
+
+    /// `needs` looks at a program only after execve failed, and the file may have been
+    /// swapped since the lookup (a check script in a directory the payload writes): a FIFO
+    /// put there must not block the supervisor thread in `open` until a writer comes.
+    #[test]
+    fn a_program_swapped_for_a_fifo_is_not_waited_for() {
+        let dir = std::env::temp_dir().join(format!("pilot-spawn-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("check.sh");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let e = child_failure(1, &path, Step::Execve, libc::EACCES);
+            let _ = tx.send(e.to_string());
+        });
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+        if answer.is_err() {
+            // Let the stuck open return before failing.
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let msg = answer.expect("child_failure blocked opening a FIFO");
+        assert!(msg.starts_with("EACCES"), "{msg}");
     }
 
     #[test]
