@@ -160,9 +160,11 @@ fn needs(program: &Path) -> Needs {
 
 /// The parent's account of a failure the child reported.
 fn child_failure(pid: i32, program: &Path, step: Step, errno: i32) -> SpawnError {
-    let name = nix::errno::Errno::from_raw(errno);
+    // "E2BIG: Argument list too long (os error 7)": the errno's name, then the system's
+    // text once (Errno's Display has its own description already).
     let os = std::io::Error::from_raw_os_error(errno);
     let kind = os.kind();
+    let name = format_args!("{:?}: {os}", nix::errno::Errno::from_raw(errno));
     let mut code = if errno == libc::ENOENT { 127 } else { 126 };
     let message = match step {
         // The program was found before fork, so ENOENT (or EACCES on an executable file)
@@ -172,21 +174,21 @@ fn child_failure(pid: i32, program: &Path, step: Step, errno: i32) -> SpawnError
                 format!("interpreter {interp} of {} not found", program.display())
             }
             Needs::Interpreter(interp) => {
-                format!("interpreter {interp} of {} cannot run: {name}: {os}", program.display())
+                format!("interpreter {interp} of {} cannot run: {name}", program.display())
             }
             Needs::Elf if errno == libc::ENOENT => {
-                format!("its dynamic loader (ELF interpreter) is missing: {name}: {os}")
+                format!("its dynamic loader (ELF interpreter) is missing: {name}")
             }
-            _ => format!("{name}: {os}"),
+            _ => format!("{name}"),
         },
-        Step::Execve => format!("{name}: {os}"),
+        Step::Execve => format!("{name}"),
         Step::ExecveShell => {
             code = 126;
-            format!("{} has no #! line and /bin/sh cannot run it: {name}: {os}", program.display())
+            format!("{} has no #! line and /bin/sh cannot run it: {name}", program.display())
         }
         other => {
             code = 126;
-            format!("{} failed: {name}: {os}", other.describe())
+            format!("{} failed: {name}", other.describe())
         }
     };
     SpawnError { pid: Some(pid), error: std::io::Error::new(kind, message), code }
@@ -437,7 +439,8 @@ mod tests {
         assert_eq!(reap(pid), 126);
         assert_eq!(e.exit_code(), 126);
         let msg = e.to_string();
-        assert!(msg.starts_with("dup2 of stdout failed: EBADF"), "{msg}");
+        // The errno's name and description, each once.
+        assert_eq!(msg, "dup2 of stdout failed: EBADF: Bad file descriptor (os error 9)");
     }
 
     /// `needs` looks at a program only after execve failed, and the file may have been
