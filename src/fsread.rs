@@ -34,6 +34,16 @@ fn kind(t: std::fs::FileType) -> &'static str {
 /// too (opening some devices has effects) and again on the open descriptor (the path may
 /// have been swapped in between).
 pub fn read_regular(path: &Path, max: u64) -> Result<String, String> {
+    let bytes = read_regular_bytes(path, max)?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        format!("cannot read '{}': not UTF-8 text (invalid byte at offset {at})", path.display())
+    })
+}
+
+/// [`read_regular`] without the UTF-8 check, for files whose unused fields may be in another
+/// encoding (a Latin-1 name in the GECOS field of `/etc/passwd`).
+pub fn read_regular_bytes(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     let shown = path.display();
     let not_regular = |t| format!("cannot read '{shown}': it is {}, expected a regular file", kind(t));
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read '{shown}': {e}"))?;
@@ -57,10 +67,7 @@ pub fn read_regular(path: &Path, max: u64) -> Result<String, String> {
     if bytes.len() as u64 > max {
         return Err(format!("cannot read '{shown}': it grew past the limit of {max} bytes while being read"));
     }
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        format!("cannot read '{shown}': not UTF-8 text (invalid byte at offset {at})")
-    })
+    Ok(bytes)
 }
 
 /// [`read_regular`] on a helper thread, given up after `within`: a file on a hung network

@@ -51,7 +51,7 @@ struct GroupEntry<'a> {
 
 impl GroupEntry<'_> {
     fn has_member(&self, user: &str) -> bool {
-        self.members.split(',').any(|m| m.trim() == user)
+        self.members.split(',').any(|m| same_name(m.trim(), user))
     }
 }
 
@@ -92,13 +92,22 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
 }
 
 /// A file of `etc`; a missing one is empty (a minimal image may have no `/etc/group`), any
-/// other trouble is an error naming it.
+/// other trouble is an error naming it. Bytes that are not UTF-8 (a Latin-1 GECOS field in an
+/// old image) become U+FFFD rather than an error for the whole file: glibc reads these files
+/// byte by byte, and the fields pilot uses are names and numbers. A name with such a byte is
+/// never matched (`same_name`): two different bytes both read as U+FFFD, and a config name
+/// could be written with it.
 fn read_etc(etc: &Path, name: &str) -> Result<String, String> {
     let path = etc.join(name);
     if !path.exists() && path.symlink_metadata().is_err() {
         return Ok(String::new());
     }
-    crate::fsread::read_regular(&path, MAX_FILE)
+    crate::fsread::read_regular_bytes(&path, MAX_FILE).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Whether a name from the file is `wanted`: equal, and all of it was UTF-8 in the file.
+fn same_name(name: &str, wanted: &str) -> bool {
+    name == wanted && !name.contains(char::REPLACEMENT_CHARACTER)
 }
 
 /// A job's user, primary group and supplementary groups as numbers (None: pilot's own).
@@ -174,7 +183,7 @@ fn resolve_in(p: &Privileges, files: &EtcFiles) -> Result<Accounts, Unresolved> 
     let entry = match &p.user {
         Some(Account::Name(n)) => Some(
             passwd_entries(passwd)
-                .find(|e| e.name == n)
+                .find(|e| same_name(e.name, n))
                 .ok_or_else(|| user_error(format!("no user '{n}' in {}", etc.join("passwd").display())))?,
         ),
         Some(Account::Id(u)) => passwd_entries(passwd).find(|e| e.uid == *u),
@@ -189,7 +198,7 @@ fn resolve_in(p: &Privileges, files: &EtcFiles) -> Result<Accounts, Unresolved> 
         Some(Account::Id(g)) => *g,
         Some(Account::Name(n)) => {
             group_entries(group_text)
-                .find(|g| g.name == n)
+                .find(|g| same_name(g.name, n))
                 .ok_or_else(|| group_error(format!("no group '{n}' in {}", etc.join("group").display())))?
                 .gid
         }
@@ -523,6 +532,31 @@ mod tests {
         let etc = etc_with("svc:x:1000:1000::/:/bin/sh\n", group);
         let a = resolve(&privs(Some(Account::Name("svc".into())), None), &etc).unwrap();
         assert_eq!(a.groups, Some(vec![1000, 1]));
+    }
+
+    #[test]
+    fn a_latin1_gecos_field_does_not_hide_every_account() {
+        // Old images (and `adduser` on a Latin-1 system) leave non-UTF-8 bytes in the GECOS
+        // field or a name: glibc reads such files byte by byte, so every other line resolves.
+        let dir = scratch();
+        std::fs::write(
+            dir.join("passwd"),
+            b"jose:x:1001:1001:Jos\xe9 Mu\xf1oz:/home/jose:/bin/sh\nconsul:x:100:1000::/:/bin/sh\nn\xe9:x:7:7::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("group"), b"consul:x:1000:\nd\xe9v:x:999:consul,jos\xe9\nmon:x:2000:consul,n\xe9\n")
+            .unwrap();
+        let a = resolve(&privs(Some(Account::Name("consul".into())), None), &dir).unwrap();
+        assert_eq!(a, Accounts { uid: Some(100), gid: Some(1000), groups: Some(vec![1000, 999, 2000]) });
+        let a = resolve(&privs(Some(Account::Name("jose".into())), None), &dir).unwrap();
+        assert_eq!(a.uid, Some(1001));
+        // A name that is not UTF-8 cannot be what a config names, not even through the
+        // replacement character that stands for its invalid byte.
+        assert!(resolve(&privs(Some(Account::Name("n\u{FFFD}".into())), None), &dir).is_err());
+        assert!(resolve(&privs(None, Some(Account::Name("d\u{FFFD}v".into()))), &dir).is_err());
+        // By uid, such a user still runs, in its primary group only.
+        let a = resolve(&privs(Some(Account::Id(7)), None), &dir).unwrap();
+        assert_eq!(a, Accounts { uid: Some(7), gid: Some(7), groups: Some(vec![7]) });
     }
 
     #[test]

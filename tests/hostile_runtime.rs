@@ -359,3 +359,33 @@ fn a_watch_does_not_hammer_an_agent_that_never_blocks() {
     let queries = agent.seen("GET /v1/health/service/backend");
     assert!((1..=8).contains(&queries), "{queries} queries in 4 s");
 }
+
+/// When the thread that reads jobs' output cannot be started (no memory for its stack, a
+/// thread limit), a job must not be given a pipe nobody reads: it was killed by SIGPIPE at
+/// its first line. It runs raw instead (its lines on pilot's stdout, unprefixed). The limit
+/// is an address-space cap put on the running pilot just before the first piped job starts.
+#[test]
+fn a_job_whose_output_thread_cannot_start_runs_raw_instead_of_dying_of_sigpipe() {
+    require("prlimit", "util-linux");
+    let dir = scratch("no-output-thread");
+    let cfg = write_config(
+        &dir,
+        r#"{ jobs: [
+            { name: "first", exec: ["sleep", "3"], logging: { raw: true } },
+            { name: "tick", exec: ["sh", "-c", "echo tick-line; echo second-line"],
+              when: { source: "first", once: "exitSuccess" } }
+        ] }"#,
+    );
+    let p = Running::start(Command::new(pilot()).args(["run", "-c", &cfg, "--", "sleep", "6"]));
+    p.expect_line(|l| l.contains("control: listening"), "of the control socket");
+    // Room for the heap to grow a little, not for a thread's 2 MiB stack.
+    let pid = p.child.id();
+    let cap = (proc_status_kib(pid, "VmSize") + 1024) * 1024;
+    let st = Command::new("prlimit").args(["--pid", &pid.to_string(), &format!("--as={cap}")]).status().unwrap();
+    assert!(st.success(), "prlimit");
+    let lines = drain(&p.lines, LIMIT);
+    let all = lines.join("\n");
+    assert!(all.contains("cannot start the thread that logs jobs' output"), "{all}");
+    assert!(!all.contains("SIGPIPE"), "{all}");
+    assert!(lines.iter().any(|l| l == "tick-line") && lines.iter().any(|l| l == "second-line"), "{all}");
+}

@@ -45,6 +45,9 @@ impl std::fmt::Debug for AgentAddress {
     }
 }
 
+/// The largest `CONSUL_HTTP_TOKEN_FILE` read (a token is a UUID; a JWT is a few kB).
+const TOKEN_FILE_MAX: u64 = 64 << 10;
+
 impl AgentAddress {
     /// For messages: the URL of the agent, never the token.
     pub fn display(&self) -> String {
@@ -79,8 +82,10 @@ impl AgentAddress {
             Some(t) => Some(t),
             None => match var("CONSUL_HTTP_TOKEN_FILE") {
                 Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| format!("CONSUL_HTTP_TOKEN_FILE: cannot read {path}: {e}"))?;
+                    // Read on the supervisor thread: a regular file of bounded size (fsread), so a
+                    // FIFO or /dev/zero named here is an error, not a hang or an OOM of PID 1.
+                    let text = crate::fsread::read_regular(std::path::Path::new(&path), TOKEN_FILE_MAX)
+                        .map_err(|e| format!("CONSUL_HTTP_TOKEN_FILE: {e}"))?;
                     let t = text.trim().to_string();
                     if t.is_empty() { var("CONSUL_HTTP_TOKEN") } else { Some(t) }
                 }
@@ -222,6 +227,31 @@ mod tests {
         std::fs::remove_file(&dir).unwrap();
         let e = resolve(None, &[("CONSUL_HTTP_TOKEN_FILE", "/nonexistent/token")]).unwrap_err();
         assert!(e.contains("/nonexistent/token"), "{e}");
+    }
+
+    /// The token file is read on the supervisor thread when Consul starts: a FIFO must not
+    /// block it until a writer comes, nor `/dev/zero` grow it until the OOM killer ends PID 1.
+    #[test]
+    fn a_token_file_that_is_no_regular_file_is_an_error_not_a_hang() {
+        let dir = std::env::temp_dir().join(format!("pilot-token-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("token");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.to_str().unwrap().to_string();
+        std::thread::spawn(move || {
+            let _ = tx.send(resolve(None, &[("CONSUL_HTTP_TOKEN_FILE", &path)]));
+        });
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+        if answer.is_err() {
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let e = answer.expect("reading a FIFO as the token file blocked").unwrap_err();
+        assert!(e.contains("CONSUL_HTTP_TOKEN_FILE") && e.contains("FIFO"), "{e}");
+        let e = resolve(None, &[("CONSUL_HTTP_TOKEN_FILE", "/dev/zero")]).unwrap_err();
+        assert!(e.contains("character device"), "{e}");
     }
 
     #[test]

@@ -40,8 +40,19 @@ pub fn check_variable_name(name: &str) -> Result<(), String> {
 pub const ENV_MAX_VARS: usize = 10_000;
 pub const ENV_MAX_BYTES: usize = 4 << 20;
 
+/// The longest `NAME=value` (with its NUL) execve passes: Linux's `MAX_ARG_STRLEN`, 32
+/// pages, on 4 KiB pages (the smallest). A longer variable is refused with E2BIG by every
+/// execve, so taking it would make every later start of every job fail.
+pub const ENV_MAX_VAR_BYTES: usize = 32 * 4096;
+
 /// Set `vars` in the jobs' environment (replacing same-named ones), all or nothing.
 pub fn put_env(env: &mut Vec<(String, String)>, vars: Vec<(String, String)>) -> Result<(), String> {
+    if let Some((k, v)) = vars.iter().find(|(k, v)| k.len() + v.len() + 2 > ENV_MAX_VAR_BYTES) {
+        return Err(format!(
+            "{k}: {} bytes is more than one variable may hold ({ENV_MAX_VAR_BYTES} bytes, execve's limit): no job could be started with it",
+            k.len() + v.len() + 2
+        ));
+    }
     let names: std::collections::HashSet<String> = vars.iter().map(|(k, _)| k.clone()).collect();
     let kept = env.iter().filter(|(k, _)| !names.contains(k));
     let count = kept.clone().count() + vars.len();
@@ -77,5 +88,18 @@ mod tests {
         put_env(&mut env, vars(1, "X")).unwrap(); // replacing stays within the bound
         let big = vec![("BIG".to_string(), "x".repeat(ENV_MAX_BYTES))];
         assert!(put_env(&mut env, big).is_err());
+    }
+
+    /// execve refuses one string over MAX_ARG_STRLEN with E2BIG: such a variable, once taken,
+    /// made every later job start and health check fail.
+    #[test]
+    fn putenv_refuses_a_variable_no_execve_can_pass() {
+        let mut env = vec![("A".to_string(), "1".to_string())];
+        let fits = "x".repeat(ENV_MAX_VAR_BYTES - "FITS".len() - 2);
+        put_env(&mut env, vec![("FITS".into(), fits)]).unwrap();
+        let before = env.clone();
+        let e = put_env(&mut env, vec![("OK".into(), "1".into()), ("HUGE".into(), "x".repeat(200_000))]).unwrap_err();
+        assert!(e.starts_with("HUGE: 200006 bytes is more than one variable may hold"), "{e}");
+        assert_eq!(env, before, "a refused putenv changes nothing");
     }
 }

@@ -166,7 +166,14 @@ impl Session {
         self.writer.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
         let mut answer = String::new();
         // A proxy that streams without a newline must not grow this without bound.
-        (&mut self.reader).take(64).read_line(&mut answer).map_err(|e| format!("read: {e}"))?;
+        (&mut self.reader).take(64).read_line(&mut answer).map_err(|e| match e.kind() {
+            // A read timeout is EAGAIN on Linux: "Resource temporarily unavailable" would
+            // send whoever reads the log looking for a resource limit.
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                format!("no answer within {IO_LIMIT:?}")
+            }
+            _ => format!("read: {e}"),
+        })?;
         let n: i64 = answer.trim().parse().map_err(|_| format!("unexpected answer {:?}", answer.trim()))?;
         if n < 0 { Err(format!("error {n}")) } else { Ok(n) }
     }
@@ -355,6 +362,17 @@ mod tests {
         assert!(publish(&cfg, &p).unwrap_err().contains("refused the cookie"));
         let (cfg, _h) = proxy("nonsense without end ");
         assert!(publish(&cfg, &p).is_err());
+        // A proxy that takes the connection and never answers: a timeout, said as one.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let conn = silent.accept();
+            std::thread::sleep(IO_LIMIT * 2);
+            drop(conn);
+        });
+        let cfg = ChirpConfig { host: "127.0.0.1".into(), port, cookie: "c".into() };
+        let e = publish(&cfg, &p).unwrap_err();
+        assert!(e.contains("no answer within 5s"), "{e}");
         // Nobody listening.
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let cfg = ChirpConfig { host: "127.0.0.1".into(), port, cookie: "c".into() };

@@ -123,10 +123,22 @@ enum Needs {
     Nothing,
 }
 
+/// What `program` needs to run (see [`Needs`]), from its first bytes.
+///
+/// Runs on the supervisor thread after execve failed, and the file may have been swapped
+/// since the lookup: opened with `O_NONBLOCK` (a FIFO put there would otherwise block the
+/// open until a writer comes) and read only if it is a regular file.
 fn needs(program: &Path) -> Needs {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut head = [0u8; 256];
-    let Ok(mut file) = std::fs::File::open(program) else { return Needs::Nothing };
+    let opened = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(program)
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()));
+    let Some(mut file) = opened else { return Needs::Nothing };
     let mut n = 0;
     while n < head.len() {
         match file.read(&mut head[n..]) {
@@ -148,9 +160,11 @@ fn needs(program: &Path) -> Needs {
 
 /// The parent's account of a failure the child reported.
 fn child_failure(pid: i32, program: &Path, step: Step, errno: i32) -> SpawnError {
-    let name = nix::errno::Errno::from_raw(errno);
+    // "E2BIG: Argument list too long (os error 7)": the errno's name, then the system's
+    // text once (Errno's Display has its own description already).
     let os = std::io::Error::from_raw_os_error(errno);
     let kind = os.kind();
+    let name = format_args!("{:?}: {os}", nix::errno::Errno::from_raw(errno));
     let mut code = if errno == libc::ENOENT { 127 } else { 126 };
     let message = match step {
         // The program was found before fork, so ENOENT (or EACCES on an executable file)
@@ -160,21 +174,21 @@ fn child_failure(pid: i32, program: &Path, step: Step, errno: i32) -> SpawnError
                 format!("interpreter {interp} of {} not found", program.display())
             }
             Needs::Interpreter(interp) => {
-                format!("interpreter {interp} of {} cannot run: {name}: {os}", program.display())
+                format!("interpreter {interp} of {} cannot run: {name}", program.display())
             }
             Needs::Elf if errno == libc::ENOENT => {
-                format!("its dynamic loader (ELF interpreter) is missing: {name}: {os}")
+                format!("its dynamic loader (ELF interpreter) is missing: {name}")
             }
-            _ => format!("{name}: {os}"),
+            _ => format!("{name}"),
         },
-        Step::Execve => format!("{name}: {os}"),
+        Step::Execve => format!("{name}"),
         Step::ExecveShell => {
             code = 126;
-            format!("{} has no #! line and /bin/sh cannot run it: {name}: {os}", program.display())
+            format!("{} has no #! line and /bin/sh cannot run it: {name}", program.display())
         }
         other => {
             code = 126;
-            format!("{} failed: {name}: {os}", other.describe())
+            format!("{} failed: {name}", other.describe())
         }
     };
     SpawnError { pid: Some(pid), error: std::io::Error::new(kind, message), code }
@@ -425,7 +439,34 @@ mod tests {
         assert_eq!(reap(pid), 126);
         assert_eq!(e.exit_code(), 126);
         let msg = e.to_string();
-        assert!(msg.starts_with("dup2 of stdout failed: EBADF"), "{msg}");
+        // The errno's name and description, each once.
+        assert_eq!(msg, "dup2 of stdout failed: EBADF: Bad file descriptor (os error 9)");
+    }
+
+    /// `needs` looks at a program only after execve failed, and the file may have been
+    /// swapped since the lookup (a check script in a directory the payload writes): a FIFO
+    /// put there must not block the supervisor thread in `open` until a writer comes.
+    #[test]
+    fn a_program_swapped_for_a_fifo_is_not_waited_for() {
+        let dir = std::env::temp_dir().join(format!("pilot-spawn-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("check.sh");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let e = child_failure(1, &path, Step::Execve, libc::EACCES);
+            let _ = tx.send(e.to_string());
+        });
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+        if answer.is_err() {
+            // Let the stuck open return before failing.
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let msg = answer.expect("child_failure blocked opening a FIFO");
+        assert!(msg.starts_with("EACCES"), "{msg}");
     }
 
     #[test]

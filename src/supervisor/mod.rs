@@ -129,6 +129,8 @@ impl Effects for Driver {
                 info!("jobs' pipes have closed: output is captured again");
             }
         }
+        // Without the output thread nobody would read the job's pipe: then it runs raw.
+        let raw = raw || !self.loggers.ready(req.job);
         let req = &RunRequest { raw, ..*req };
         match launch::launch(req, &self.env, self.path.as_deref(), &self.inherited) {
             Ok(launched) => {

@@ -42,6 +42,25 @@ pub struct Loggers {
 }
 
 impl Loggers {
+    /// Whether the output thread runs, starting it if needed. Asked *before* a job is given a
+    /// pipe: a pipe nobody reads would end the job with SIGPIPE (or EPIPE) at its first line,
+    /// so when the thread cannot be started (a process or thread limit), the job writes to
+    /// pilot's own stdout and stderr instead, as a `raw` job does.
+    pub fn ready(&mut self, name: &str) -> bool {
+        if self.thread.is_none() {
+            match self.start() {
+                Ok(t) => self.thread = Some(t),
+                Err(e) => {
+                    log::warn!(
+                        "cannot start the thread that logs jobs' output ({e}): {name} writes to pilot's stdout and stderr unprefixed"
+                    );
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// Log `reader`'s lines as `job:<name>`; with `keep`, also return the output's tail
     /// when the pipe closes.
     pub fn follow(&mut self, name: &str, reader: PipeReader, keep: bool) -> Option<Receiver<String>> {
@@ -52,14 +71,8 @@ impl Loggers {
             lines: JobLines::new(name),
             tail: keep.then(|| (String::new(), tx)),
         };
-        if self.thread.is_none() {
-            match self.start() {
-                Ok(t) => self.thread = Some(t),
-                Err(e) => {
-                    log::warn!("cannot start the thread that logs jobs' output ({e}): the output of {name} is lost");
-                    return None;
-                }
-            }
+        if !self.ready(name) {
+            return None;
         }
         let (to_thread, bell) = self.thread.as_ref()?;
         self.open.fetch_add(1, Ordering::SeqCst);
