@@ -14,7 +14,9 @@
 use std::ffi::c_void;
 
 /// Whether pilot's own program file is on storage that can always give its pages back: a
-/// local disk or memory filesystem. Not on FUSE (CVMFS, squashfuse-mounted SIF images), NFS
+/// local disk or memory filesystem. Not overlayfs or squashfs: Apptainer stacks those on
+/// whatever holds the image (an overlay over a sandbox on CVMFS, a SIF loop-mounted from
+/// NFS or Lustre), and statfs names only the top. Not on FUSE (CVMFS, squashfuse-mounted SIF images), NFS
 /// or anything else unknown: there a dropped code page is read again through a daemon or the
 /// network, and with CVMFS broken — the very fault a worker node's health check is there to
 /// report — that read fails with SIGBUS or hangs, and PID 1 with it. Pages the kernel reclaims
@@ -34,8 +36,6 @@ fn local_storage(magic: u32) -> bool {
         0x9123_683E, // btrfs
         0x0102_1994, // tmpfs
         0x8584_58F6, // ramfs
-        0x794C_7630, // overlayfs
-        0x7371_7368, // the kernel's own squashfs on a loop device, not squashfuse
     ]
     .contains(&magic)
 }
@@ -47,7 +47,11 @@ struct Range {
     end: usize,
 }
 
-const PAGE: usize = 4096;
+/// The kernel's page size: 4 KiB on x86_64, 4, 16 or 64 KiB on aarch64 kernels; madvise
+/// refuses ranges not aligned to it.
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |n| n as usize)
+}
 
 /// The main program's read-only segments, minus the RELRO region, page-aligned inwards.
 fn read_only_segments() -> Vec<Range> {
@@ -65,14 +69,15 @@ unsafe extern "C" fn collect(info: *mut libc::dl_phdr_info, _size: libc::size_t,
     // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
     let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
     let base = info.dlpi_addr as usize;
+    let page = page_size();
     let relro = phdrs.iter().find(|p| p.p_type == libc::PT_GNU_RELRO).map(|p| {
         let start = base + p.p_vaddr as usize;
-        Range { start: start & !(PAGE - 1), end: (start + p.p_memsz as usize).next_multiple_of(PAGE) }
+        Range { start: start & !(page - 1), end: (start + p.p_memsz as usize).next_multiple_of(page) }
     });
     for p in phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_W == 0) {
-        let start = (base + p.p_vaddr as usize).next_multiple_of(PAGE);
+        let start = (base + p.p_vaddr as usize).next_multiple_of(page);
         // Only what is backed by the file: bss-like tails (memsz > filesz) are anonymous.
-        let end = (base + p.p_vaddr as usize + p.p_filesz as usize) & !(PAGE - 1);
+        let end = (base + p.p_vaddr as usize + p.p_filesz as usize) & !(page - 1);
         if start >= end {
             continue;
         }
@@ -125,6 +130,8 @@ mod tests {
         assert!(local_storage(0x0102_1994), "tmpfs");
         assert!(!local_storage(0x6573_5546), "FUSE: CVMFS, squashfuse");
         assert!(!local_storage(0x6969), "NFS");
+        assert!(!local_storage(0x794C_7630), "overlayfs: its lower layer may be CVMFS");
+        assert!(!local_storage(0x7371_7368), "squashfs: the SIF may be on NFS");
     }
 
     #[test]
