@@ -6,6 +6,9 @@
 mod common;
 #[path = "common/hostile_runtime.rs"]
 mod helpers;
+#[path = "common/hostile_shutdown.rs"]
+#[allow(dead_code)]
+mod shutdown_helpers;
 
 use common::*;
 use helpers::{FakeAgent, script, threads};
@@ -388,4 +391,30 @@ fn a_job_whose_output_thread_cannot_start_runs_raw_instead_of_dying_of_sigpipe()
     assert!(all.contains("cannot start the thread that logs jobs' output"), "{all}");
     assert!(!all.contains("SIGPIPE"), "{all}");
     assert!(lines.iter().any(|l| l == "tick-line") && lines.iter().any(|l| l == "second-line"), "{all}");
+}
+
+/// Someone lowers pilot's RLIMIT_NOFILE below the pipes its output thread follows: poll then
+/// fails with EINVAL at once, every time. The thread must not spin a core on it (it did:
+/// found by the adversarial review), and pilot runs on.
+#[test]
+fn a_lowered_descriptor_limit_does_not_make_the_output_thread_spin() {
+    require("prlimit", "util-linux");
+    let dir = scratch("nofile-spin");
+    let jobs: Vec<String> = (0..12)
+        .map(|i| format!(r#"{{ name: "talk{i}", exec: ["sh", "-c", "while :; do echo line-{i}; sleep 1; done"] }}"#))
+        .collect();
+    let cfg = write_config(&dir, &format!("{{ jobs: [ {} ] }}", jobs.join(", ")));
+    let p = Running::start(Command::new(pilot()).args(["run", "-c", &cfg]));
+    p.expect_line(|l| l.contains("line-11"), "the last job's output");
+    let pid = p.child.id();
+    let st = Command::new("prlimit").args(["--pid", &pid.to_string(), "--nofile=8:8"]).status().unwrap();
+    assert!(st.success(), "prlimit");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = shutdown_helpers::cpu_ticks(pid as i32);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = shutdown_helpers::cpu_ticks(pid as i32) - before;
+    let hz = shutdown_helpers::clock_ticks_per_second();
+    // A spinning thread uses all of 3 s; a waiting one next to nothing.
+    assert!(used < hz, "pilot used {used} ticks ({hz}/s) in 3 s with its descriptor limit lowered");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "pilot still runs");
 }

@@ -83,6 +83,9 @@ impl Waiter {
         // SAFETY: poll reads and writes two valid pollfd entries.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         let mut woken = Woken::default();
+        if n < 0 {
+            pause_after_poll_error();
+        }
         if n <= 0 {
             return woken;
         }
@@ -110,6 +113,16 @@ impl Waiter {
     }
 }
 
+/// After a failed poll, other than EINTR: EINVAL (more descriptors than someone lowered
+/// RLIMIT_NOFILE to while pilot runs) or ENOMEM would fail again at once, and the caller's
+/// loop would spin a core. A short pause bounds that to ten polls a second until the
+/// condition goes; the pipes behind it fill and their writers wait, nothing is lost.
+fn pause_after_poll_error() {
+    if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Wait, without a deadline, until the bell rings or one of `fds` is readable or hung up
 /// (for the output thread, which follows many pipes). Sets `ready[i]` for each such fd;
 /// returns whether the bell rang (and clears it). EINTR is a wakeup with nothing found.
@@ -121,6 +134,9 @@ pub fn wait_readable(bell: &Doorbell, fds: &[RawFd], ready: &mut Vec<bool>) -> b
     ready.resize(fds.len(), false);
     // SAFETY: poll reads and writes `pfds.len()` valid pollfd entries.
     let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+    if n < 0 {
+        pause_after_poll_error();
+    }
     if n <= 0 {
         return false;
     }
