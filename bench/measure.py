@@ -7,6 +7,9 @@ Writes bench/results/results.json, results.md and chart.png."""
 import json, os, platform, signal, socket, statistics, subprocess, sys, threading, time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import agent  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
 PILOT = os.environ["PILOT_BIN"]
@@ -363,29 +366,8 @@ class CountingProxy:
                     pass
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def start_agent():
-    http = free_port()
-    args = [CONSUL, "agent", "-dev", "-node", f"bench-{http}", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-            "-http-port", str(http), "-server-port", str(free_port()), "-serf-lan-port", str(free_port()),
-            "-serf-wan-port", "-1", "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-https-port", "-1"]
-    agent = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            import urllib.request
-            if len(urllib.request.urlopen(f"http://127.0.0.1:{http}/v1/status/leader").read()) > 4:
-                return agent, http
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("consul agent did not start")
+    return agent.start_agent(CONSUL, "bench")
 
 
 def services(http):

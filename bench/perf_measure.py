@@ -12,7 +12,7 @@ Every figure is the median of REPEAT runs (default 3): the machine is shared, so
 medians and the ratios. Prints one JSON document. Not a replacement for bench/measure.py:
 a focused tool for before/after comparisons of pilot's run-time costs. (ContainerPilot's
 path is CP_BIN, not CONTAINERPILOT: pilot reads $CONTAINERPILOT as its config file.)"""
-import json, os, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import json, os, signal, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -83,28 +83,12 @@ def cp_argv(cfg):
     return [CP, "-config", cfg]
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import agent  # noqa: E402
 
 
 def start_agent():
-    http = free_port()
-    args = [CONSUL, "agent", "-dev", "-node", f"perf-{http}", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-            "-http-port", str(http), "-server-port", str(free_port()), "-serf-lan-port", str(free_port()),
-            "-serf-wan-port", "-1", "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-https-port", "-1"]
-    agent = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            if len(urllib.request.urlopen(f"http://127.0.0.1:{http}/v1/status/leader").read()) > 4:
-                return agent, http
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("consul agent did not start")
+    return agent.start_agent(CONSUL, "perf")
 
 
 def configs(consul_port):

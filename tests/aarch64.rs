@@ -168,26 +168,12 @@ fn without_a_subreaper_pilot_warns_and_carries_on() {
 /// 20 double-forked orphans (tests/init.rs does 100 natively): each `sh -c 'sleep 1.5 &'`
 /// exits at once, leaving a sleep whose parent is gone; all must be adopted by pilot and
 /// reaped, none left a zombie.
-const ORPHANS: &str = r#"
-count() {
-  z=0; n=0
-  for s in /proc/[0-9]*/stat; do
-    read -r line < "$s" 2>/dev/null || continue
-    rest=${line##*) }; state=${rest%% *}; ppid=${rest#* }; ppid=${ppid%% *}
-    [ "$ppid" = "$PPID" ] && n=$((n+1)) && [ "$state" = Z ] && z=$((z+1)) && echo "zombie: $line"
-  done
-}
-for i in $(seq 20); do sh -c 'sleep 1.5 &'; done
-count; echo "adopted=$((n-1))"
-sleep 3
-count; echo "children-of-init=$n zombies=$z"
-"#;
 
 #[test]
 fn orphans_are_reaped_as_pid1() {
     let pid1: Vec<_> = prefixes().into_iter().filter(|p| !p.is_empty()).collect();
     each_at_once(&pid1, |prefix| {
-        let out = run_payload(prefix, &["sh", "-c", ORPHANS]);
+        let out = run_payload(prefix, &["sh", "-c", &orphans_script(20, "3")]);
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "{prefix:?}: {stdout}{}", text(&out.stderr));
         assert!(stdout.contains("adopted=20\n"), "{prefix:?}: all 20 orphans re-parented to pilot: {stdout}");

@@ -26,14 +26,8 @@ fn stage() -> &'static Stage {
     STAGE.get_or_init(|| {
         assert!(is_root(), "{ROOT_MSG}");
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        // Its own target directory: the test's cargo holds the lock on the usual one.
         let target = repo.join("target/static-for-tests");
-        let out = run_limited(
-            Command::new(repo.join("scripts/build-static.sh")).env("CARGO_TARGET_DIR", &target),
-            Duration::from_secs(900),
-        );
-        assert!(out.status.success(), "scripts/build-static.sh: {}", text(&out.stderr));
-        let static_pilot = PathBuf::from(text(&out.stdout).trim());
+        let static_pilot = static_pilot();
         let out = run_limited(&mut Command::new(repo.join("scripts/make-sid-root.sh")), Duration::from_secs(900));
         assert!(out.status.success(), "scripts/make-sid-root.sh: {}", text(&out.stderr));
 

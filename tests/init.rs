@@ -192,23 +192,9 @@ fn find_child(parent: u32) -> Option<i32> {
     None
 }
 
-/// 100 double-forked orphans: each `sh -c 'sleep 0.2 &'` exits at once, leaving a sleep
-/// whose parent is gone; they must all end up reaped by pilot, none left a zombie.
-const ORPHANS: &str = r#"
-count() {
-  z=0; n=0
-  for s in /proc/[0-9]*/stat; do
-    read -r line < "$s" 2>/dev/null || continue
-    rest=${line##*) }; state=${rest%% *}; ppid=${rest#* }; ppid=${ppid%% *}
-    [ "$ppid" = "$PPID" ] && n=$((n+1)) && [ "$state" = Z ] && z=$((z+1)) && echo "zombie: $line"
-  done
-}
-for i in $(seq 100); do sh -c 'sleep 1.5 &'; done
-count; echo "adopted=$((n-1))"
-sleep 2.5
-count; echo "children-of-init=$n zombies=$z"
-"#;
-
+/// The output of `orphans_script(100, …)`: 100 double-forked orphans (each `sh -c 'sleep
+/// 1.5 &'` exits at once, leaving a sleep whose parent is gone) must all end up reaped by
+/// pilot, none left a zombie.
 fn check_no_zombies(out: &std::process::Output) {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
@@ -220,13 +206,13 @@ fn check_no_zombies(out: &std::process::Output) {
 
 #[test]
 fn reaps_100_orphans_as_subreaper() {
-    check_no_zombies(&run_payload(&["sh", "-c", ORPHANS]));
+    check_no_zombies(&run_payload(&["sh", "-c", &orphans_script(100, "2.5")]));
 }
 
 #[test]
 fn reaps_100_orphans_as_pid1() {
     for prefix in pid1_prefixes() {
-        check_no_zombies(&as_pid1(&prefix, &["sh", "-c", ORPHANS]));
+        check_no_zombies(&as_pid1(&prefix, &["sh", "-c", &orphans_script(100, "2.5")]));
     }
 }
 

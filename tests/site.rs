@@ -36,14 +36,7 @@ struct Site {
 impl Site {
     fn up() -> Site {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        // The static binary, in its own target directory (the test's cargo holds the usual one).
-        let out = run_limited(
-            Command::new(repo.join("scripts/build-static.sh"))
-                .env("CARGO_TARGET_DIR", repo.join("target/static-for-tests")),
-            Duration::from_secs(900),
-        );
-        assert!(out.status.success(), "scripts/build-static.sh: {}", text(&out.stderr));
-        let static_pilot = text(&out.stdout).trim().to_string();
+        let static_pilot = static_pilot().display().to_string();
         // Kept between runs: the image inside is rebuilt only when pilot or the definition change.
         let dir = repo.join("target/site-test");
         let out = run_limited(

@@ -32,13 +32,7 @@ struct Site {
 impl Site {
     fn up() -> Site {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = run_limited(
-            Command::new(repo.join("scripts/build-static.sh"))
-                .env("CARGO_TARGET_DIR", repo.join("target/static-for-tests")),
-            Duration::from_secs(900),
-        );
-        assert!(out.status.success(), "scripts/build-static.sh: {}", text(&out.stderr));
-        let static_pilot = text(&out.stdout).trim().to_string();
+        let static_pilot = static_pilot().display().to_string();
         let site = Site { dir: repo.join("target/nodes-test"), times: Default::default() };
         std::fs::create_dir_all(&site.dir).unwrap();
         let mut cmd = site.command(&["up", "--prometheus", "2"]);

@@ -300,3 +300,40 @@ pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A payload that leaves `n` orphans (each `sleep 1.5` in the background of a shell that
+/// exits), counts the processes whose parent is its own parent (the init under test), then
+/// after `settle` seconds counts again with the zombies among them. It prints
+/// `adopted=N` (orphans re-parented to the init while alive), then
+/// `children-of-init=N zombies=Z`, and a `zombie: …` line for each zombie.
+pub fn orphans_script(n: u32, settle: &str) -> String {
+    format!(
+        r#"
+count() {{
+  z=0; n=0
+  for s in /proc/[0-9]*/stat; do
+    read -r line < "$s" 2>/dev/null || continue
+    rest=${{line##*) }}; state=${{rest%% *}}; ppid=${{rest#* }}; ppid=${{ppid%% *}}
+    [ "$ppid" = "$PPID" ] && n=$((n+1)) && [ "$state" = Z ] && z=$((z+1)) && echo "zombie: $line"
+  done
+}}
+for i in $(seq {n}); do sh -c 'sleep 1.5 &'; done
+count; echo "adopted=$((n-1))"
+sleep {settle}
+count; echo "children-of-init=$n zombies=$z"
+"#
+    )
+}
+
+/// The static (musl) pilot of this tree, built by scripts/build-static.sh into its own target
+/// directory (the test's cargo holds the lock on the usual one); its path.
+pub fn static_pilot() -> PathBuf {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_limited(
+        Command::new(repo.join("scripts/build-static.sh"))
+            .env("CARGO_TARGET_DIR", repo.join("target/static-for-tests")),
+        Duration::from_secs(900),
+    );
+    assert!(out.status.success(), "scripts/build-static.sh: {}", text(&out.stderr));
+    PathBuf::from(text(&out.stdout).trim())
+}
