@@ -27,20 +27,18 @@ gcc -O2 -o "$BENCH_WORK/orphans" bench/orphans.c
 
 # ContainerPilot 3.8.0, the system pilot replaces: $CONTAINERPILOT if set, else built from its
 # release source by the peers' build script when this checkout sits beside it (../shared, or
-# ../../shared for a git worktree one level down; only bench/ and scripts/compat.sh look there),
+# ../../shared for a git worktree one level down; bench/containerpilot.sh, the only place that looks there),
 # else absent: the report says which.
 export CONTAINERPILOT_BIN="" CP_STATUS
-cp_build=../shared/peers/containerpilot/build.sh
-[ -x "$cp_build" ] || [ ! -x "../$cp_build" ] || cp_build="../$cp_build"
 if [ -n "${CONTAINERPILOT:-}" ]; then
   [ -x "$CONTAINERPILOT" ] || { echo "bench: CONTAINERPILOT=$CONTAINERPILOT is not an executable" >&2; exit 1; }
   CONTAINERPILOT_BIN="$(realpath "$CONTAINERPILOT")"
   CP_STATUS="from CONTAINERPILOT=$CONTAINERPILOT"
-elif [ -x "$cp_build" ] && CONTAINERPILOT_BIN="$("$cp_build" "$BENCH_WORK/containerpilot" 2>"$BENCH_WORK/containerpilot.log")"; then
-  CP_STATUS="built from its 3.8.0 release source by $cp_build"
+elif CONTAINERPILOT_BIN="$(bench/containerpilot.sh "$BENCH_WORK/cp" 2>"$BENCH_WORK/containerpilot.log")"; then
+  CP_STATUS="built from its 3.8.0 release source by the peers' build script (bench/containerpilot.sh)"
 else
   CONTAINERPILOT_BIN=""
-  CP_STATUS="absent (set CONTAINERPILOT=/path, or put the peers' build script at $cp_build)"
+  CP_STATUS="absent (set CONTAINERPILOT=/path; bench/containerpilot.sh: $(tail -1 "$BENCH_WORK/containerpilot.log"))"
 fi
 if [ -n "$CONTAINERPILOT_BIN" ]; then
   CP_STATUS="$CP_STATUS; $("$CONTAINERPILOT_BIN" -version | tr '\n' ' ' | sed 's/ $//')"

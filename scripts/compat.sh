@@ -4,8 +4,8 @@
 # order of short runs of the fixtures. A maintainers' tool, not part of the test suite (it needs
 # the peer). docs/compat.md holds the table of every difference it found, each classified.
 #   scripts/compat.sh CONTAINERPILOT [OUT]     (as root: a private network and mount namespace)
-# CONTAINERPILOT: the binary, or "build" to build it with the peers' build script beside this
-# checkout (../shared or ../../shared). OUT (default a temp dir) gets summary.md, summary.json
+# CONTAINERPILOT: the binary, or "build" to have bench/containerpilot.sh build it with the
+# peers' build script beside this checkout. OUT (default a temp dir) gets summary.md, summary.json
 # and one example file per kind of difference. COMPAT_MUTATIONS (4000), COMPAT_JOBS (3),
 # COMPAT_EVENTS=0 (skip the runs), PILOT_BIN (else scripts/build-static.sh builds it).
 set -euo pipefail
@@ -16,10 +16,7 @@ cp_bin="$1"
 out="$(realpath -m "${2:-$(mktemp -d /var/tmp/pilot-compat.XXXXXX)}")"
 mkdir -p "$out"
 if [ "$cp_bin" = build ]; then
-  build=../shared/peers/containerpilot/build.sh
-  [ -x "$build" ] || build="../$build"
-  [ -x "$build" ] || { echo "compat: no peers' build script beside this checkout" >&2; exit 1; }
-  cp_bin="$("$build" "$out/containerpilot")"
+  cp_bin="$(bench/containerpilot.sh "$out/cp")" || { echo "compat: give CONTAINERPILOT as a path" >&2; exit 1; }
 fi
 cp_bin="$(realpath "$cp_bin")"
 "$cp_bin" -version >&2
