@@ -30,15 +30,8 @@ alive() { [ -f "$site/$1.pid" ] && kill -0 "$(cat "$site/$1.pid")" 2>/dev/null; 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 consul_addr() { cat "$site/consul.addr"; }
 
-# Wait up to $1 seconds for the command after it to succeed.
-wait_for() {
-  local limit=$1; shift
-  local end=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $end ] || return 1
-    sleep 0.5
-  done
-}
+# shellcheck source=site/lib.sh
+. "$here/scripts/site/lib.sh"   # wait_for
 
 # Run a command in the pool's mount namespace and root, with a clean environment.
 enter() {

@@ -182,19 +182,7 @@ fn orphans_are_reaped_as_pid1() {
     });
 }
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/containerpilot");
-
-fn json5_files(dir: &str) -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json5"))
-        .map(|p| p.display().to_string())
-        .collect();
-    files.sort();
-    files
-}
+const FIXTURES: &str = CP_FIXTURES;
 
 /// `check-config -c FILE` of a binary (behind qemu or not): exit code and everything it said.
 fn check(mut cmd: Command, file: &str) -> (Option<i32>, String) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// pilot's own ContainerPilot v3 configs (tests/fixtures/containerpilot/README.md): every
 /// file at the top is valid for ContainerPilot 3.8.0, every file in `mistakes/` is not.
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/containerpilot");
+const FIXTURES: &str = CP_FIXTURES;
 
 fn check(args: &[&str]) -> (i32, String) {
     let out = run_limited(
@@ -18,21 +18,9 @@ fn check(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap(), text(&out.stdout) + &text(&out.stderr))
 }
 
-fn fixtures(dir: &str) -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json5"))
-        .map(|p| p.display().to_string())
-        .collect();
-    files.sort();
-    files
-}
-
 #[test]
 fn valid_containerpilot_configs_pass() {
-    let files = fixtures(FIXTURES);
+    let files = json5_files(FIXTURES);
     assert!(files.len() >= 15, "the compatibility set: {files:?}");
     for f in files {
         let (code, out) = check(&["-c", &f]);
@@ -64,7 +52,7 @@ fn broken_documentation_examples_are_rejected_precisely() {
         ),
     ];
     let mistakes = format!("{FIXTURES}/mistakes");
-    assert_eq!(fixtures(&mistakes).len(), cases.len(), "every mistake has its expected diagnostics here");
+    assert_eq!(json5_files(&mistakes).len(), cases.len(), "every mistake has its expected diagnostics here");
     for (name, expected) in cases {
         let (code, out) = check(&["-c", &format!("{mistakes}/{name}.json5")]);
         assert_eq!(code, 1, "{name}: {out}");

@@ -6,9 +6,6 @@
 mod common;
 #[path = "common/hostile_runtime.rs"]
 mod helpers;
-#[path = "common/hostile_shutdown.rs"]
-#[allow(dead_code)]
-mod shutdown_helpers;
 
 use common::*;
 use helpers::{FakeAgent, script, threads};
@@ -410,10 +407,10 @@ fn a_lowered_descriptor_limit_does_not_make_the_output_thread_spin() {
     let st = Command::new("prlimit").args(["--pid", &pid.to_string(), "--nofile=8:8"]).status().unwrap();
     assert!(st.success(), "prlimit");
     std::thread::sleep(Duration::from_millis(500));
-    let before = shutdown_helpers::cpu_ticks(pid as i32);
+    let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(3));
-    let used = shutdown_helpers::cpu_ticks(pid as i32) - before;
-    let hz = shutdown_helpers::clock_ticks_per_second();
+    let used = cpu_ticks(pid) - before;
+    let hz = clock_ticks_per_second();
     // A spinning thread uses all of 3 s; a waiting one next to nothing.
     assert!(used < hz, "pilot used {used} ticks ({hz}/s) in 3 s with its descriptor limit lowered");
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "pilot still runs");

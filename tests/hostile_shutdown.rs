@@ -182,9 +182,9 @@ fn a_crash_loop_is_restarted_with_backoff_and_costs_little_cpu() {
     let p = Running::start(Command::new(pilot()).args(["run", "-c", &cfg]));
     let pid = p.child.id() as i32;
     std::thread::sleep(Duration::from_millis(300));
-    let before = cpu_ticks(pid);
+    let before = cpu_ticks(pid as u32);
     std::thread::sleep(Duration::from_secs(4));
-    let used = cpu_ticks(pid) - before;
+    let used = cpu_ticks(pid as u32) - before;
     let n = std::fs::read_to_string(&runs).unwrap_or_default().lines().count();
     assert!(n >= 4, "the job must still be restarted: {n} runs");
     assert!(n <= 40, "{n} runs in ~4.3 s: no backoff");

@@ -37,14 +37,8 @@ export APPTAINER_CONFIGDIR=/pilot-work/apptainer   # this site's instances only
 die() { echo "nodes: $*" >&2; exit 1; }
 say() { echo "nodes: $*" >&2; }
 alive() { [ -f "$site/$1.pid" ] && kill -0 "$(cat "$site/$1.pid")" 2>/dev/null; }
-wait_for() {
-  local limit=$1; shift
-  local end=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $end ] || return 1
-    sleep 0.5
-  done
-}
+# shellcheck source=lib.sh
+. "$here/scripts/site/lib.sh"   # wait_for
 node_ip() {
   case "$1" in
     cs[1-3]) echo "$net.${1#cs}" ;;

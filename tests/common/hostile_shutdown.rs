@@ -73,18 +73,6 @@ pub fn cmdline(pid: i32) -> String {
         .to_string()
 }
 
-/// CPU time (user + system) a process has used, in clock ticks.
-pub fn cpu_ticks(pid: i32) -> u64 {
-    let f = stat(pid).expect("process to measure");
-    // After comm: utime is field 14 of stat, stime 15, i.e. [11] and [12] here.
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-pub fn clock_ticks_per_second() -> u64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
-    text(&out.stdout).trim().parse().unwrap_or(100)
-}
-
 /// Names of pilot's threads.
 pub fn threads(pid: i32) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };

@@ -34,6 +34,22 @@ pub fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The ContainerPilot v3 fixtures (valid ones; the refused ones are in `mistakes/`).
+pub const CP_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/containerpilot");
+
+/// The `.json5` files in `dir`, sorted (the same order on every machine).
+pub fn json5_files(dir: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json5"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    files
+}
+
 /// Fail (never skip) when a needed program is missing.
 pub fn require(program: &str, how: &str) {
     let found = Command::new("sh")
@@ -336,4 +352,18 @@ pub fn static_pilot() -> PathBuf {
     );
     assert!(out.status.success(), "scripts/build-static.sh: {}", text(&out.stderr));
     PathBuf::from(text(&out.stdout).trim())
+}
+
+/// User + system CPU time `pid` has used, in clock ticks (see `clock_ticks_per_second`).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process to measure");
+    // After "(comm) ": state is [0], utime [11], stime [12].
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+pub fn clock_ticks_per_second() -> u64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
+    text(&out.stdout).trim().parse().unwrap_or(100)
 }
