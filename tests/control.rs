@@ -232,6 +232,43 @@ fn a_bad_reload_keeps_the_old_config_and_a_good_one_swaps_jobs() {
     assert_eq!(p.wait(Duration::from_secs(20)), 143);
 }
 
+/// A reload the supervisor does not take is not answered "reloading": one with a job named
+/// `main` beside a payload (422), and any during a shutdown (503). Both used to get 200.
+#[test]
+fn a_reload_the_supervisor_refuses_is_not_answered_ok() {
+    let dir = scratch("reload-refused");
+    let socket = dir.join("ctl.sock");
+    // The app ignores SIGTERM for a while, so the shutdown's drain takes seconds.
+    let slow = r#"["sh", "-c", "trap 'echo stopping' TERM; while :; do sleep 0.1; done"]"#;
+    let text = |exec: &str| {
+        format!(
+            r#"{{ control: {{ socket: "{}" }}, stopTimeout: "30s",
+                 jobs: [ {{ name: "app", exec: {exec}, stopTimeout: "4s" }} ] }}"#,
+            socket.display()
+        )
+    };
+    let cfg = write_config(&dir, &text(slow));
+    let mut cmd = Command::new(pilot());
+    cmd.args(["run", "-c", &cfg, "--grace", "20s", "--", "sleep", "1000"]);
+    let p = Running::start(&mut cmd);
+    eventually(LIMIT, "the control socket", || socket.exists().then_some(()));
+    let app_pid = eventually(LIMIT, "app running", || job(&status(&socket), "app")["pid"].as_i64());
+
+    std::fs::write(&cfg, r#"{ jobs: [ { name: "main", exec: "sleep 1" } ] }"#).unwrap();
+    let (code, _, err) = cli(&socket, &["reload"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("jobs[0].name") && err.contains("payload"), "{err}");
+    assert_eq!(job(&status(&socket), "app")["pid"].as_i64(), Some(app_pid), "the old config keeps running");
+
+    std::fs::write(&cfg, text(r#""sleep 2000""#)).unwrap();
+    p.signal(15);
+    p.expect_line(|l| l.contains("stopping"), "the app's TERM trap");
+    let (code, _, err) = cli(&socket, &["reload"]);
+    assert_eq!(code, 1, "a reload during the shutdown: {err}");
+    assert!(err.contains("shutting down"), "{err}");
+    assert_eq!(p.wait(Duration::from_secs(30)), 143);
+}
+
 #[test]
 fn default_socket_is_per_job_and_found_by_the_cli() {
     let dir = scratch("socket-default");

@@ -12,10 +12,29 @@ use std::sync::mpsc::Sender;
 pub enum Request {
     Status(Sender<crate::status::Status>),
     Maintenance(bool),
-    Reload(Box<Config>),
+    /// Replace the config; the answer says whether the supervisor took it.
+    Reload(Box<Config>, Sender<Result<(), ReloadRefused>>),
     /// Set variables for jobs started from now on; the answer says whether they were taken
     /// (all or nothing, within [`ENV_MAX_VARS`] and [`ENV_MAX_BYTES`]).
     PutEnv(Vec<(String, String)>, Sender<Result<(), String>>),
+}
+
+/// Why a reload was not taken; the running config stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadRefused {
+    /// The new config cannot run beside the payload (a job named `main`).
+    Invalid(String),
+    /// A shutdown is under way: nothing new starts.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for ReloadRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadRefused::Invalid(e) => write!(f, "reload refused; the running config stays: {e}"),
+            ReloadRefused::ShuttingDown => f.write_str("reload ignored: pilot is shutting down"),
+        }
+    }
 }
 
 /// A variable name `putenv` accepts: `[A-Za-z_][A-Za-z0-9_]*`, as POSIX shells do. A name

@@ -301,8 +301,19 @@ impl Control {
             return Response::text(422, format!("reload refused; the running config stays:\n{}", report.join("\n")));
         }
         let Some(config) = loaded.config else { return Response::text(500, "no config") };
-        info!("control: reloading {}", path.display());
-        self.forward(Request::Reload(Box::new(config)), &format!("reloading {}", path.display()))
+        let (tx, rx) = channel();
+        if !self.send(Request::Reload(Box::new(config), tx)) {
+            return Response::text(503, "pilot is shutting down");
+        }
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {
+                info!("control: reloading {}", path.display());
+                Response::text(200, format!("reloading {}", path.display()))
+            }
+            Ok(Err(e @ super::ReloadRefused::Invalid(_))) => Response::text(422, e.to_string()),
+            Ok(Err(e @ super::ReloadRefused::ShuttingDown)) => Response::text(503, e.to_string()),
+            Err(_) => Response::text(503, "the supervisor did not answer in time"),
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! nothing instead of a different job.
 
 use crate::config::{Config, Job, Restarts, Trigger};
+use crate::control::ReloadRefused;
 use crate::events::{Code, Event, GLOBAL, Source};
 use crate::init::ExitStatus;
 use log::{debug, error, info, warn};
@@ -901,12 +902,14 @@ impl<E: Effects> Machine<E> {
     /// `POST /v3/reload` with a valid config: stop every job but the payload in order (as a
     /// shutdown would, without the `shutdown` event), then start the new config's jobs. A
     /// reload while one is still stopping jobs replaces its config: the newest wins.
-    pub fn reload(&mut self, config: Config) {
+    /// Replace the config: drain the current jobs, then start the new ones. The answer goes
+    /// back to whoever asked (`POST /v3/reload`), so a refusal is not reported as done.
+    pub fn reload(&mut self, config: Config) -> Result<(), ReloadRefused> {
         if self.main.is_some()
             && let Err(e) = check_payload_name(&config)
         {
             error!("reload refused, the running config stays: {e}");
-            return;
+            return Err(ReloadRefused::Invalid(e));
         }
         match &mut self.mode {
             Mode::Running => {
@@ -925,10 +928,11 @@ impl<E: Effects> Machine<E> {
             }
             Mode::Draining(AfterDrain::Exit { .. }) | Mode::Finished { .. } => {
                 warn!("reload ignored: pilot is shutting down");
-                return;
+                return Err(ReloadRefused::ShuttingDown);
             }
         }
         self.settle();
+        Ok(())
     }
 
     fn swap_in(&mut self, config: Config) {

@@ -431,8 +431,9 @@ pub fn run(
                 }
                 let _ = reply.send(taken);
             }
-            Msg::Control(Request::Reload(config)) => {
-                m.reload(*config);
+            Msg::Control(Request::Reload(config, reply)) => {
+                let taken = m.reload(*config);
+                let _ = reply.send(taken);
                 trim_at = Instant::now().checked_add(TRIM_AFTER).filter(|_| trimmable);
             }
         }

@@ -427,7 +427,7 @@ const NEW: &str = r#"{ jobs: [ { name: "c", exec: "c" } ] }"#;
 fn reload_replaces_jobs_but_not_the_payload() {
     let mut m = machine(OLD, Some(&["payload"]));
     let (a, payload) = (pid_of(&m, "a"), pid_of(&m, MAIN_JOB));
-    m.reload(config(NEW));
+    m.reload(config(NEW)).expect("reload taken");
     assert!(m.fx.kills.contains(&(a, libc::SIGTERM)), "old jobs are stopped");
     assert!(!m.fx.kills.iter().any(|(p, _)| *p == payload), "the payload is not");
     assert_eq!(spawns(&m, "c"), 0, "new jobs wait for the old ones to be gone");
@@ -447,7 +447,7 @@ fn reload_replaces_jobs_but_not_the_payload() {
 fn sigterm_during_a_reload_is_an_orderly_shutdown() {
     let mut m = machine(OLD, Some(&["payload"]));
     let (a, payload) = (pid_of(&m, "a"), pid_of(&m, MAIN_JOB));
-    m.reload(config(NEW));
+    m.reload(config(NEW)).expect("reload taken");
     m.on_signal(libc::SIGTERM);
     assert!(m.fx.kills.contains(&(payload, libc::SIGTERM)), "the payload gets SIGTERM, not SIGKILL");
     assert!(!m.fx.kills.iter().any(|(_, s)| *s == libc::SIGKILL));
@@ -481,12 +481,12 @@ fn reload_after_reload_starts_each_generation_and_drops_the_one_before() {
     let mut m = machine(OLD, Some(&["payload"]));
     let (a, payload) = (pid_of(&m, "a"), pid_of(&m, MAIN_JOB));
     let old_a = id(&m, "a");
-    m.reload(config(NEW));
+    m.reload(config(NEW)).expect("reload taken");
     m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
     let c = pid_of(&m, "c");
     let first_c = id(&m, "c");
     assert_eq!(first_c.generation, old_a.generation + 1);
-    m.reload(config(NEWER));
+    m.reload(config(NEWER)).expect("reload taken");
     assert_eq!(spawns(&m, "d"), 0, "d waits for c to stop");
     m.on_exit(c, ExitStatus::Code(0));
     assert_eq!(spawns(&m, "d"), 1);
@@ -504,7 +504,7 @@ fn old_jobs_are_dropped_and_their_timers_find_nothing() {
     let mut m = machine(text, Some(&["payload"]));
     let old = id(&m, "a");
     let a = pid_of(&m, "a");
-    m.reload(config(text));
+    m.reload(config(text)).expect("reload taken");
     m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
     let new = id(&m, "a");
     assert_ne!(old, new, "the reloaded job of the same name is a new job");
@@ -532,8 +532,8 @@ fn old_jobs_are_dropped_and_their_timers_find_nothing() {
 fn a_reload_during_a_reload_is_not_dropped_the_newest_wins() {
     let mut m = machine(OLD, Some(&["payload"]));
     let a = pid_of(&m, "a");
-    m.reload(config(NEW));
-    m.reload(config(NEWER));
+    m.reload(config(NEW)).expect("reload taken");
+    m.reload(config(NEWER)).expect("reload taken");
     assert!(m.reloading());
     m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
     assert_eq!(spawns(&m, "c"), 0, "the replaced config never starts");
@@ -541,11 +541,14 @@ fn a_reload_during_a_reload_is_not_dropped_the_newest_wins() {
 }
 
 #[test]
-fn a_reload_during_shutdown_is_ignored() {
+fn a_reload_during_shutdown_is_ignored_and_answered_so() {
     let mut m = machine(OLD, Some(&["payload"]));
     let (a, payload) = (pid_of(&m, "a"), pid_of(&m, MAIN_JOB));
     m.on_signal(libc::SIGTERM);
-    m.reload(config(NEW));
+    let kills = m.fx.kills.len();
+    assert_eq!(m.reload(config(NEW)), Err(ReloadRefused::ShuttingDown), "not answered as taken");
+    assert!(!m.reloading(), "the shutdown goes on");
+    assert_eq!(m.fx.kills.len(), kills, "nothing more is stopped");
     m.on_exit(a, ExitStatus::Signaled(libc::SIGTERM));
     m.on_exit(payload, ExitStatus::Signaled(libc::SIGTERM));
     assert_eq!(spawns(&m, "c"), 0);
@@ -556,7 +559,7 @@ fn a_reload_during_shutdown_is_ignored() {
 fn sigquit_during_a_reload_is_forwarded_but_does_not_kill_the_payload() {
     let mut m = machine(OLD, Some(&["payload"]));
     let payload = pid_of(&m, MAIN_JOB);
-    m.reload(config(NEW));
+    m.reload(config(NEW)).expect("reload taken");
     m.on_signal(libc::SIGQUIT);
     assert!(m.fx.kills.contains(&(payload, libc::SIGQUIT)));
     assert!(!m.fx.kills.contains(&(payload, libc::SIGKILL)), "a reload is not a shutdown to hurry");
@@ -583,7 +586,7 @@ fn a_dependency_cycle_does_not_hang_shutdown() {
 fn a_dependency_cycle_does_not_hang_a_reload() {
     let mut m = machine(CYCLE, Some(&["payload"]));
     let svc = pid_of(&m, "svc");
-    m.reload(config(NEW));
+    m.reload(config(NEW)).expect("reload taken");
     m.on_exit(svc, ExitStatus::Signaled(libc::SIGTERM));
     assert_eq!(spawns(&m, "c"), 1);
 }
@@ -737,7 +740,7 @@ fn a_reload_whose_old_jobs_hang_is_bounded_by_the_grace() {
                              { name: "post", exec: "post", when: { source: "app", once: "stopped" } } ] }"#;
     let mut m = machine(text, Some(&["payload"]));
     let (app, payload) = (pid_of(&m, "app"), pid_of(&m, MAIN_JOB));
-    m.reload(config(NEW));
+    m.reload(config(NEW)).expect("reload taken");
     m.on_exit(app, ExitStatus::Signaled(libc::SIGTERM));
     let post = pid_of(&m, "post");
     assert_eq!(spawns(&m, "c"), 0, "the post-stop hook runs (and hangs)");
@@ -755,7 +758,8 @@ fn a_reload_whose_old_jobs_hang_is_bounded_by_the_grace() {
 #[test]
 fn a_reload_with_a_job_named_main_next_to_a_payload_is_refused() {
     let mut m = machine(OLD, Some(&["payload"]));
-    m.reload(config(r#"{ jobs: [ { name: "main", exec: "x" } ] }"#));
+    let refused = m.reload(config(r#"{ jobs: [ { name: "main", exec: "x" } ] }"#));
+    assert!(matches!(refused, Err(ReloadRefused::Invalid(e)) if e.contains("jobs[0].name")), "answered as refused");
     assert!(matches!(m.mode(), Mode::Running), "the running config stays");
     assert!(m.fx.kills.is_empty());
 }
@@ -782,3 +786,4 @@ fn a_long_chain_stops_in_reverse_order() {
     }
     assert!(m.finished());
 }
+
