@@ -16,6 +16,18 @@ const GET_REPLY_MAX: u64 = 64 << 20;
 /// agent answers these with a line at most; a flood of bytes is a broken agent.
 const PUT_REPLY_MAX: u64 = 1 << 20;
 
+/// Each connection's input and output buffers. ureq's default is 128 KiB each, allocated
+/// (and zeroed, so resident) with the connection: 256 KiB of pilot's anonymous memory for
+/// the Consul worker's one pooled connection, and as much again per watch. The agent's
+/// answers to pilot are a header of a few hundred bytes and a body that ureq streams through
+/// the input buffer (a large watch answer only takes more reads), and pilot's requests are a
+/// header plus a JSON body that is sent in buffer-sized pieces, so 16 KiB each loses
+/// nothing (measured: 272 KiB less RSS with Consul, docs/runtime-footprint.md).
+pub const BUFFER_SIZE: usize = 16 << 10;
+/// The largest answer header accepted. It must fit the input buffer (ureq gives up on a
+/// header that fills the buffer); Consul's are under 1 KiB.
+const REPLY_HEADER_MAX: usize = BUFFER_SIZE;
+
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
@@ -82,6 +94,9 @@ impl Client {
             // Even under a blocking query's long timeout: a connect is what a stop cannot cut.
             .timeout_connect(Some(CALL_TIMEOUT))
             .max_idle_connections_per_host(4)
+            .input_buffer_size(BUFFER_SIZE)
+            .output_buffer_size(BUFFER_SIZE)
+            .max_response_header_size(REPLY_HEADER_MAX)
             .user_agent(concat!("pilot/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
             .build();
@@ -304,6 +319,51 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(Client::new(&a).map(|_| ())));
         rx.recv_timeout(Duration::from_secs(10)).expect("Client::new hung on a FIFO")
+    }
+
+    /// The connection buffers are small (a structural fact: 16 KiB each, not ureq's 128), and
+    /// small buffers still carry a request body and an answer many times their size: a
+    /// registration with a lot of meta (HTCondor ads) and a watch of a large service.
+    #[test]
+    fn small_buffers_carry_large_bodies() {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut w = conn;
+            for _ in 0..2 {
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                r.read_exact(&mut body).unwrap();
+                // A GET gets a 1 MiB answer; a PUT gets the length of the body it sent.
+                let answer = if body.is_empty() { "x".repeat(1 << 20) } else { body.len().to_string() };
+                write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len()).unwrap();
+            }
+        });
+        let endpoint = Endpoint::Tcp { https: false, host_port: format!("127.0.0.1:{port}"), prefix: String::new() };
+        let client = Client::new(&AgentAddress { endpoint, token: None, tls: Tls::default() }).unwrap();
+        let config = client.agent.config();
+        assert_eq!((config.input_buffer_size(), config.output_buffer_size()), (BUFFER_SIZE, BUFFER_SIZE));
+        let meta = "m".repeat(200 << 10);
+        let reply = client.put("/v1/agent/service/register", Some(&serde_json::json!({ "Meta": meta }))).unwrap();
+        assert!(reply.ok(), "{reply:?}");
+        let sent = serde_json::to_vec(&serde_json::json!({ "Meta": meta })).unwrap().len();
+        assert_eq!(reply.body, sent.to_string(), "the server got the whole body");
+        let reply = client.get("/v1/health/service/big", None).unwrap();
+        assert_eq!(reply.body.len(), 1 << 20);
+        server.join().unwrap();
     }
 
     #[test]
