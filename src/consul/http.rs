@@ -123,7 +123,18 @@ impl Client {
         self.agent.clone().shutdown();
     }
 
-    pub fn put(&self, path: &str, body: Option<&serde_json::Value>) -> Result<Reply, Failure> {
+    /// A PUT with `body` as its JSON, serialized straight into the request's bytes (no
+    /// intermediate `serde_json::Value` for a TTL update, which goes out every check).
+    pub fn put_json(&self, path: &str, body: &impl serde::Serialize) -> Result<Reply, Failure> {
+        self.put(path, Some(body))
+    }
+
+    /// A PUT without a body.
+    pub fn put_empty(&self, path: &str) -> Result<Reply, Failure> {
+        self.put(path, None::<&()>)
+    }
+
+    fn put(&self, path: &str, body: Option<&impl serde::Serialize>) -> Result<Reply, Failure> {
         let req = self.agent.put(format!("{}{path}", self.base));
         let req = match &self.token {
             Some(t) => req.header("X-Consul-Token", t),
@@ -357,7 +368,7 @@ mod tests {
         let config = client.agent.config();
         assert_eq!((config.input_buffer_size(), config.output_buffer_size()), (BUFFER_SIZE, BUFFER_SIZE));
         let meta = "m".repeat(200 << 10);
-        let reply = client.put("/v1/agent/service/register", Some(&serde_json::json!({ "Meta": meta }))).unwrap();
+        let reply = client.put_json("/v1/agent/service/register", &serde_json::json!({ "Meta": meta })).unwrap();
         assert!(reply.ok(), "{reply:?}");
         let sent = serde_json::to_vec(&serde_json::json!({ "Meta": meta })).unwrap().len();
         assert_eq!(reply.body, sent.to_string(), "the server got the whole body");
