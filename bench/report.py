@@ -134,15 +134,17 @@ if st:
 # ---- memory --------------------------------------------------------------------------------
 if mem:
     lines += ["", "## Memory and idle wakeups, per scenario", "",
-              "RSS after 3 s (a few health checks); wakeups: context switches per second of all threads with "
-              "nothing due.", "",
-              "| scenario | program | RSS KiB | peak KiB | threads | wakeups/s idle | pilot RSS / it |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+              "RSS: the median of 60 readings 3–6 s after start (a few health checks; pilot gives back its start-up "
+              "code 2 s after start), and their maximum; peak: VmHWM; wakeups: context switches per second of all "
+              "threads with nothing due.", "",
+              "| scenario | program | RSS KiB | max KiB | peak KiB | threads | wakeups/s idle | pilot RSS / it |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for scen, v in mem.items():
         for n, e in v.items():
             w = f"{e['wakeups_per_s']:.2f}" if "wakeups_per_s" in e else "–"
             ref = v.get(kind_of(n)) or v["pilot"]
-            lines.append(f"| {scen} | {n} | {e['rss_kib']:,} | {e['peak_kib']:,} | {e.get('threads', '–')} | {w} | "
+            mx = f"{e['rss_max_kib']:,}" if "rss_max_kib" in e else "–"
+            lines.append(f"| {scen} | {n} | {e['rss_kib']:,.0f} | {mx} | {e['peak_kib']:,} | {e.get('threads', '–')} | {w} | "
                          f"{ratio(ref['rss_kib'], e['rss_kib'])} |")
 
 # ---- CPU per check -------------------------------------------------------------------------
