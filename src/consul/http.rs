@@ -24,9 +24,10 @@ const PUT_REPLY_MAX: u64 = 1 << 20;
 /// header plus a JSON body that is sent in buffer-sized pieces, so 16 KiB each loses
 /// nothing (measured: 272 KiB less RSS with Consul, docs/runtime-footprint.md).
 pub const BUFFER_SIZE: usize = 16 << 10;
-/// The largest answer header accepted. It must fit the input buffer (ureq gives up on a
-/// header that fills the buffer); Consul's are under 1 KiB.
-const REPLY_HEADER_MAX: usize = BUFFER_SIZE;
+/// The largest answer header accepted; Consul's are under 1 KiB. Smaller than the input
+/// buffer: a header that fills the buffer would otherwise end as a misleading "peer
+/// disconnected" (ureq reads into a full buffer) instead of "header too large".
+const REPLY_HEADER_MAX: usize = BUFFER_SIZE / 2;
 
 #[derive(Debug)]
 pub struct Reply {
@@ -374,6 +375,43 @@ mod tests {
         assert_eq!(reply.body, sent.to_string(), "the server got the whole body");
         let reply = client.get("/v1/health/service/big", None).unwrap();
         assert_eq!(reply.body.len(), 1 << 20);
+        server.join().unwrap();
+    }
+
+    /// An answer whose header does not fit the (now small) input buffer is an error for
+    /// that call, not a hang or a panic, and the next call works.
+    #[test]
+    fn an_answer_header_over_the_buffer_is_an_error() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for huge in [true, false] {
+                let (conn, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let extra = if huge { format!("X-Filler: {}\r\n", "f".repeat(BUFFER_SIZE * 2)) } else { String::new() };
+                let _ = write!(w, "HTTP/1.1 200 OK\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\nok");
+            }
+        });
+        let endpoint = Endpoint::Tcp { https: false, host_port: format!("127.0.0.1:{port}"), prefix: String::new() };
+        let client = Client::new(&AgentAddress { endpoint, token: None, tls: Tls::default() }).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let first = client.put_empty("/v1/agent/service/deregister/x").map(|r| r.body);
+            let second = client.put_empty("/v1/agent/service/deregister/x").map(|r| r.body);
+            let _ = tx.send((first, second));
+        });
+        let (first, second) = rx.recv_timeout(Duration::from_secs(20)).expect("a call hung on an oversized header");
+        let e = first.expect_err("an oversized header is an error");
+        assert!(e.0.contains("header"), "{e}");
+        assert_eq!(second.expect("the next call works"), "ok");
         server.join().unwrap();
     }
 
