@@ -24,7 +24,8 @@ TINI = os.environ.get("TINI", "/usr/bin/tini-static")
 CONSUL = os.environ.get("CONSUL_BIN") or str(Path.home() / ".cache/pilot/consul-v1.16.1/consul")
 CLK = os.sysconf("SC_CLK_TCK")
 # The check's program (CHECK_EXEC=/path/to/static-noop to see the supervisors' own cost)
-# and interval in seconds (CHECK_INTERVAL); RSS is read RSS_SECS after start; SCEN keeps
+# and interval in seconds (CHECK_INTERVAL); RSS is the median of readings over the 2 s
+# before RSS_SECS after start; SCEN keeps
 # only the scenarios whose name contains it.
 CHECK_EXEC = os.environ.get("CHECK_EXEC", "true")
 RSS_SECS = float(os.environ.get("RSS_SECS", "5"))
@@ -155,8 +156,14 @@ def rss(agent_port):
         out[scen] = {}
         for name, argv in progs.items():
             def probe(pid, secs):
-                time.sleep(secs)
-                return status(pid)
+                # Each field's median over 2 s of readings every 50 ms: one reading falls
+                # before or after a check (or pilot's trim of its code) and moves by 1.5 MiB.
+                time.sleep(max(0, secs - 2))
+                readings = []
+                for _ in range(40):
+                    readings.append(status(pid))
+                    time.sleep(0.05)
+                return {k: med([r[k] for r in readings]) for k in readings[0]}
             runs = [run_for(argv, RSS_SECS, probe) for _ in range(REPEAT)]
             out[scen][name] = {k: med([r[k] for r in runs]) for k in runs[0]}
     return out
