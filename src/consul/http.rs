@@ -24,10 +24,11 @@ const PUT_REPLY_MAX: u64 = 1 << 20;
 /// header plus a JSON body that is sent in buffer-sized pieces, so 16 KiB each loses
 /// nothing (measured: 272 KiB less RSS with Consul, docs/runtime-footprint.md).
 pub const BUFFER_SIZE: usize = 16 << 10;
-/// The largest answer header accepted; Consul's are under 1 KiB. Smaller than the input
-/// buffer: a header that fills the buffer would otherwise end as a misleading "peer
-/// disconnected" (ureq reads into a full buffer) instead of "header too large".
-const REPLY_HEADER_MAX: usize = BUFFER_SIZE / 2;
+/// The largest answer header accepted: Consul's are under 1 KiB, and 12 KiB leaves room for
+/// a proxy's additions. Smaller than the input buffer: a header that fills the buffer would
+/// otherwise end as a misleading "peer disconnected" (ureq reads into a full buffer) instead
+/// of "response header is too big".
+const REPLY_HEADER_MAX: usize = BUFFER_SIZE - (4 << 10);
 
 #[derive(Debug)]
 pub struct Reply {
