@@ -170,8 +170,16 @@ def memory_and_idle(idle_secs, consul_http):
             time.sleep(3)
             if p.poll() is not None:
                 raise RuntimeError(f"{scen}: {name}: {argv} exited ({p.returncode}): {p.stderr.read().decode()[-500:]}")
-            rss, hwm = rss_of(p.pid)
-            entry = {"rss_kib": rss, "peak_kib": hwm, "threads": len(list(Path(f"/proc/{p.pid}/task").iterdir()))}
+            # The median of RSS over 3 s (every 50 ms, not in step with the checks): one reading
+            # depends on whether it falls before or after a check, or just after pilot gave its
+            # code back (2 s after start), by up to 1.5 MiB.
+            samples = []
+            while len(samples) < 60:
+                samples.append(rss_of(p.pid)[0])
+                time.sleep(0.05)
+            hwm = rss_of(p.pid)[1]
+            entry = {"rss_kib": median(samples), "rss_max_kib": max(samples), "peak_kib": hwm,
+                     "threads": len(list(Path(f"/proc/{p.pid}/task").iterdir()))}
             if scen == "sleeping job":
                 c0 = context_switches(p.pid)
                 time.sleep(idle_secs)
@@ -182,20 +190,49 @@ def memory_and_idle(idle_secs, consul_http):
     return out
 
 
+def own_cpu(pid):
+    """The CPU seconds of a process itself so far, without the children it reaped: the sum of
+    its threads' run time (/proc/PID/task/*/schedstat, first field, ns). A thread that already
+    ended is not counted: neither pilot nor ContainerPilot ends threads while it runs checks."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
 def reap_cpu(p):
     """Stop a process and reap it: the CPU seconds (user+system, microsecond precision) of its
     whole life, all its threads and every child it reaped (the health checks) included. wait4's
-    rusage rather than /proc/PID/stat, whose clock ticks (10 ms) are coarser than a check."""
+    rusage rather than /proc/PID/stat, whose clock ticks (10 ms) are coarser than a check.
+    Also its own CPU (without its children) just before it is stopped."""
     if p.returncode is not None:
         raise RuntimeError(f"{p.args}: ended early ({p.returncode})")
+    own = own_cpu(p.pid)
     os.kill(p.pid, signal.SIGTERM)  # not p.terminate(): it may reap the process (poll) first
     _, status, ru = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
-    return ru.ru_utime + ru.ru_stime
+    return ru.ru_utime + ru.ru_stime, own
+
+
+def check_alone(argv, runs):
+    """The check program's own CPU (ms per run), run alone `runs` times: the children's rusage
+    of this process, so the cost of starting it (fork, exec in the parent) is not included.
+    What any supervisor pays for `exec: argv` on top of its own work."""
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for _ in range(runs):
+        pid = os.posix_spawn(argv[0], argv, os.environ)
+        os.waitpid(pid, 0)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)) / runs * 1e3
 
 
 def cpu_per_check(short, long, instances, consul_http):
-    """CPU per health check of the whole process, the check included: `instances` copies of each
+    """CPU per health check of the whole process, the check included (and the process's own,
+    without the reaped checks: `own_`): `instances` copies of each
     program with a check every second live `short` seconds, as many live `long` seconds; the
     difference of their CPU over the difference of their checks is the cost of one check (start-up
     and shutdown cancel out). Without a service (no Consul traffic), then with one (a TTL update
@@ -212,18 +249,23 @@ def cpu_per_check(short, long, instances, consul_http):
                     groups.setdefault((life, scen, prog), []).append(
                         subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     t0 = time.monotonic()
-    cpu = {}
+    cpu, own = {}, {}
     for key, procs in sorted(groups.items(), key=lambda kv: kv[0][0]):
         time.sleep(max(0, t0 + key[0] - time.monotonic()))
-        cpu[key] = sum(reap_cpu(p) for p in procs) / instances
+        both = [reap_cpu(p) for p in procs]
+        cpu[key] = sum(b[0] for b in both) / instances
+        own[key] = sum(b[1] for b in both) / instances
     out = {}
     for _, scen, prog in groups:
         per_check = (cpu[long, scen, prog] - cpu[short, scen, prog]) / (long - short)
+        own_per_check = (own[long, scen, prog] - own[short, scen, prog]) / (long - short)
         out.setdefault(scen, {})[prog] = {"checks": instances * (long - short), "ms_per_check": per_check * 1e3,
+                                          "own_ms_per_check": own_per_check * 1e3,
                                           "short_life_cpu_ms": cpu[short, scen, prog] * 1e3}
     for prog in out["with Consul"]:
-        out["with Consul"][prog]["ttl_update_ms"] = (out["with Consul"][prog]["ms_per_check"]
-                                                     - out["without Consul"][prog]["ms_per_check"])
+        for k in ("", "own_"):
+            out["with Consul"][prog][f"{k}ttl_update_ms"] = (out["with Consul"][prog][f"{k}ms_per_check"]
+                                                            - out["without Consul"][prog][f"{k}ms_per_check"])
     return out
 
 
@@ -438,6 +480,7 @@ def main():
             r["reaping"] = reaping(1000 if QUICK else 10000)
         if want("cpu"):
             r["cpu_per_check"] = cpu_per_check(2.5, 6.5 if QUICK else 20.5, 4 if QUICK else 8, http)
+            r["check_program_alone_ms"] = check_alone(["/bin/true"], 500 if QUICK else 2000)
         if want("latency"):
             r["latency"] = site_latencies(3 if QUICK else 20, http, ttl=3)
             r["latency_config"] = {"interval_s": 1, "ttl_s": 3}

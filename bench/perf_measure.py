@@ -24,7 +24,8 @@ TINI = os.environ.get("TINI", "/usr/bin/tini-static")
 CONSUL = os.environ.get("CONSUL_BIN") or str(Path.home() / ".cache/pilot/consul-v1.16.1/consul")
 CLK = os.sysconf("SC_CLK_TCK")
 # The check's program (CHECK_EXEC=/path/to/static-noop to see the supervisors' own cost)
-# and interval in seconds (CHECK_INTERVAL); RSS is read RSS_SECS after start; SCEN keeps
+# and interval in seconds (CHECK_INTERVAL); RSS is the median of readings over the 2 s
+# before RSS_SECS after start; SCEN keeps
 # only the scenarios whose name contains it.
 CHECK_EXEC = os.environ.get("CHECK_EXEC", "true")
 RSS_SECS = float(os.environ.get("RSS_SECS", "5"))
@@ -155,15 +156,22 @@ def rss(agent_port):
         out[scen] = {}
         for name, argv in progs.items():
             def probe(pid, secs):
-                time.sleep(secs)
-                return status(pid)
+                # Each field's median over 2 s of readings every 50 ms: one reading falls
+                # before or after a check (or pilot's trim of its code) and moves by 1.5 MiB.
+                time.sleep(max(0, secs - 2))
+                readings = []
+                for _ in range(40):
+                    readings.append(status(pid))
+                    time.sleep(0.05)
+                return {k: med([r[k] for r in readings]) for k in readings[0]}
             runs = [run_for(argv, RSS_SECS, probe) for _ in range(REPEAT)]
             out[scen][name] = {k: med([r[k] for r in runs]) for k in runs[0]}
     return out
 
 
 def cpu_per_check(agent_port, secs=int(os.environ.get("CHECK_SECS", "20"))):
-    """CPU (ms) per health check of interval 1 s, whole process incl. the checks, over `secs`."""
+    """CPU (ms) per health check of interval CHECK_INTERVAL (1 s), whole process incl. the
+    checks, and the process's own (without its children), over `secs`."""
     out = {}
     for scen, progs in scenarios(agent_port).items():
         if "health" not in scen or SCEN not in scen:
@@ -172,11 +180,25 @@ def cpu_per_check(agent_port, secs=int(os.environ.get("CHECK_SECS", "20"))):
         for name, argv in progs.items():
             def probe(pid, s):
                 time.sleep(3)  # started, registered: steady state
-                t0 = cpu_ns(pid)
+                t0, o0 = cpu_ns(pid), own_ns(pid)
                 time.sleep(s)
-                return (cpu_ns(pid) - t0) / 1e6 / s
-            out[scen][name] = {"ms_per_check": med([run_for(argv, secs, probe) for _ in range(REPEAT)])}
+                n = s / int(os.environ.get("CHECK_INTERVAL", "1"))
+                return (cpu_ns(pid) - t0) / 1e6 / n, (own_ns(pid) - o0) / 1e6 / n
+            runs = [run_for(argv, secs, probe) for _ in range(REPEAT)]
+            out[scen][name] = {"ms_per_check": med([r[0] for r in runs]), "own_ms_per_check": med([r[1] for r in runs])}
     return out
+
+
+def own_ns(pid):
+    """The process's own CPU time in ns, without its children: the sum of its threads'
+    run time (/proc/PID/task/*/schedstat, first field)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def startup(runs=int(os.environ.get("STARTUP_RUNS", "200"))):

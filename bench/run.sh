@@ -8,7 +8,8 @@
 # Installs the peers (Debian's tini, tini-static, dumb-init, catatonit), builds the static
 # pilot and consul, finds or builds ContainerPilot 3.8.0, measures (bench/measure.py) and
 # writes bench/results/results.{json,md} and chart.png (bench/report.py, matplotlib from PyPI).
-# The scale benchmark (1,000 pilots against a Consul cluster) is bench/scale.sh.
+# The scale benchmark (1,000 pilots against a Consul cluster) is bench/scale.sh; where a
+# scenario's RSS goes, mapping by mapping, is bench/smaps.py (docs/runtime-footprint.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (PID namespaces for the reaping benchmark, apt for the peers)" >&2; exit 1; }

@@ -16,6 +16,20 @@ const GET_REPLY_MAX: u64 = 64 << 20;
 /// agent answers these with a line at most; a flood of bytes is a broken agent.
 const PUT_REPLY_MAX: u64 = 1 << 20;
 
+/// Each connection's input and output buffers. ureq's default is 128 KiB each, allocated
+/// (and zeroed, so resident) with the connection: 256 KiB of pilot's anonymous memory for
+/// the Consul worker's one pooled connection, and as much again per watch. The agent's
+/// answers to pilot are a header of a few hundred bytes and a body that ureq streams through
+/// the input buffer (a large watch answer only takes more reads), and pilot's requests are a
+/// header plus a JSON body that is sent in buffer-sized pieces, so 16 KiB each loses
+/// nothing (measured: 272 KiB less RSS with Consul, docs/runtime-footprint.md).
+pub const BUFFER_SIZE: usize = 16 << 10;
+/// The largest answer header accepted: Consul's are under 1 KiB, and 12 KiB leaves room for
+/// a proxy's additions. Smaller than the input buffer: a header that fills the buffer would
+/// otherwise end as a misleading "peer disconnected" (ureq reads into a full buffer) instead
+/// of "response header is too big".
+const REPLY_HEADER_MAX: usize = BUFFER_SIZE - (4 << 10);
+
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
@@ -82,6 +96,9 @@ impl Client {
             // Even under a blocking query's long timeout: a connect is what a stop cannot cut.
             .timeout_connect(Some(CALL_TIMEOUT))
             .max_idle_connections_per_host(4)
+            .input_buffer_size(BUFFER_SIZE)
+            .output_buffer_size(BUFFER_SIZE)
+            .max_response_header_size(REPLY_HEADER_MAX)
             .user_agent(concat!("pilot/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
             .build();
@@ -108,7 +125,18 @@ impl Client {
         self.agent.clone().shutdown();
     }
 
-    pub fn put(&self, path: &str, body: Option<&serde_json::Value>) -> Result<Reply, Failure> {
+    /// A PUT with `body` as its JSON, serialized straight into the request's bytes (no
+    /// intermediate `serde_json::Value` for a TTL update, which goes out every check).
+    pub fn put_json(&self, path: &str, body: &impl serde::Serialize) -> Result<Reply, Failure> {
+        self.put(path, Some(body))
+    }
+
+    /// A PUT without a body.
+    pub fn put_empty(&self, path: &str) -> Result<Reply, Failure> {
+        self.put(path, None::<&()>)
+    }
+
+    fn put(&self, path: &str, body: Option<&impl serde::Serialize>) -> Result<Reply, Failure> {
         let req = self.agent.put(format!("{}{path}", self.base));
         let req = match &self.token {
             Some(t) => req.header("X-Consul-Token", t),
@@ -304,6 +332,88 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(Client::new(&a).map(|_| ())));
         rx.recv_timeout(Duration::from_secs(10)).expect("Client::new hung on a FIFO")
+    }
+
+    /// The connection buffers are small (a structural fact: 16 KiB each, not ureq's 128), and
+    /// small buffers still carry a request body and an answer many times their size: a
+    /// registration with a lot of meta (HTCondor ads) and a watch of a large service.
+    #[test]
+    fn small_buffers_carry_large_bodies() {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut w = conn;
+            for _ in 0..2 {
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                r.read_exact(&mut body).unwrap();
+                // A GET gets a 1 MiB answer; a PUT gets the length of the body it sent.
+                let answer = if body.is_empty() { "x".repeat(1 << 20) } else { body.len().to_string() };
+                write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len()).unwrap();
+            }
+        });
+        let endpoint = Endpoint::Tcp { https: false, host_port: format!("127.0.0.1:{port}"), prefix: String::new() };
+        let client = Client::new(&AgentAddress { endpoint, token: None, tls: Tls::default() }).unwrap();
+        let config = client.agent.config();
+        assert_eq!((config.input_buffer_size(), config.output_buffer_size()), (BUFFER_SIZE, BUFFER_SIZE));
+        let meta = "m".repeat(200 << 10);
+        let reply = client.put_json("/v1/agent/service/register", &serde_json::json!({ "Meta": meta })).unwrap();
+        assert!(reply.ok(), "{reply:?}");
+        let sent = serde_json::to_vec(&serde_json::json!({ "Meta": meta })).unwrap().len();
+        assert_eq!(reply.body, sent.to_string(), "the server got the whole body");
+        let reply = client.get("/v1/health/service/big", None).unwrap();
+        assert_eq!(reply.body.len(), 1 << 20);
+        server.join().unwrap();
+    }
+
+    /// An answer whose header does not fit the (now small) input buffer is an error for
+    /// that call, not a hang or a panic, and the next call works.
+    #[test]
+    fn an_answer_header_over_the_buffer_is_an_error() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for huge in [true, false] {
+                let (conn, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let extra = if huge { format!("X-Filler: {}\r\n", "f".repeat(BUFFER_SIZE * 2)) } else { String::new() };
+                let _ = write!(w, "HTTP/1.1 200 OK\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\nok");
+            }
+        });
+        let endpoint = Endpoint::Tcp { https: false, host_port: format!("127.0.0.1:{port}"), prefix: String::new() };
+        let client = Client::new(&AgentAddress { endpoint, token: None, tls: Tls::default() }).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let first = client.put_empty("/v1/agent/service/deregister/x").map(|r| r.body);
+            let second = client.put_empty("/v1/agent/service/deregister/x").map(|r| r.body);
+            let _ = tx.send((first, second));
+        });
+        let (first, second) = rx.recv_timeout(Duration::from_secs(20)).expect("a call hung on an oversized header");
+        let e = first.expect_err("an oversized header is an error");
+        assert!(e.0.contains("header"), "{e}");
+        assert_eq!(second.expect("the next call works"), "ok");
+        server.join().unwrap();
     }
 
     #[test]

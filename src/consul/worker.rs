@@ -65,6 +65,15 @@ pub enum Command {
     },
 }
 
+/// The body of a TTL update, serialized straight into the request (no `serde_json::Value`).
+#[derive(serde::Serialize)]
+struct TtlUpdate<'a> {
+    #[serde(rename = "Status")]
+    status: &'a CheckStatus,
+    #[serde(rename = "Output")]
+    output: &'a str,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Want {
     Nothing,
@@ -80,6 +89,8 @@ struct Service {
     pending: Option<(CheckStatus, String)>,
     last_status: CheckStatus,
     maintenance_sent: bool,
+    /// `/v1/agent/check/update/<check id>`, built once: it is sent every check.
+    update_path: String,
 }
 
 pub struct Worker {
@@ -120,6 +131,7 @@ impl Worker {
             .into_iter()
             .map(|def| {
                 let last_status = def.initial_status.clone().unwrap_or(CheckStatus::Critical);
+                let update_path = format!("/v1/agent/check/update/{}", def.check_id);
                 (
                     def.job.clone(),
                     Service {
@@ -129,6 +141,7 @@ impl Worker {
                         pending: None,
                         last_status,
                         maintenance_sent: false,
+                        update_path,
                     },
                 )
             })
@@ -280,12 +293,13 @@ impl Worker {
             if !self.sync_maintenance(job) {
                 return false;
             }
-            let Some((status, output)) = self.services[job].pending.clone() else { return true };
+            let Some((status, output)) = self.services.get_mut(job).and_then(|s| s.pending.take()) else { return true };
             let s = &self.services[job];
-            let path = format!("/v1/agent/check/update/{}", s.def.check_id);
-            let body = serde_json::json!({ "Status": status, "Output": output });
-            let what = format!("updating the TTL check of {}", s.def.id);
-            match self.call(&what, job, |c| c.put(&path, Some(&body))) {
+            let body = TtlUpdate { status: &status, output: &output };
+            let path = &s.update_path;
+            let result = self.client.put_json(path, &body);
+            let what = |w: &Worker| format!("updating the TTL check of {}", w.services[job].def.id);
+            match self.answer(result, &what, job) {
                 Some(r) if r.ok() => {
                     let s = self.services.get_mut(job).unwrap();
                     if s.last_status != status {
@@ -294,14 +308,16 @@ impl Worker {
                     if self.forgetful.remove(job) {
                         info!("consul: the agent keeps service {} again", s.def.id);
                     }
+                    // Written at every update, not only on a change: after a reload the old
+                    // worker may still write this job's state, and the next update puts it right.
                     let state = format!("registered as {} ({status})", s.def.id);
                     s.last_status = status;
-                    s.pending = None;
                     self.set_state(job, state, true);
                     return true;
                 }
                 Some(r) if r.status == 404 || (r.status == 500 && r.body.contains("nknown check")) => {
                     let s = self.services.get_mut(job).unwrap();
+                    s.pending.get_or_insert((status, output));
                     s.registered = false;
                     s.maintenance_sent = false;
                     let id = s.def.id.clone();
@@ -322,7 +338,11 @@ impl Worker {
                     }
                     registered_again = true;
                 }
-                _ => return false,
+                _ => {
+                    // Sent again at the retry, unless a newer result came in meanwhile.
+                    self.services.get_mut(job).unwrap().pending.get_or_insert((status, output));
+                    return false;
+                }
             }
         }
     }
@@ -333,7 +353,7 @@ impl Worker {
         let body = s.def.registration(&status);
         let what = format!("registering service {}", s.def.id);
         self.set_state(job, format!("registering as {}", s.def.id), true);
-        match self.call(&what, job, |c| c.put("/v1/agent/service/register", Some(&body))) {
+        match self.call(&what, job, |c| c.put_json("/v1/agent/service/register", &body)) {
             Some(r) if r.ok() => {
                 let s = self.services.get_mut(job).unwrap();
                 if self.forgetful.contains(job) {
@@ -359,7 +379,7 @@ impl Worker {
         let path = format!("/v1/agent/service/maintenance/{}?enable={on}&reason=pilot+maintenance+mode", s.def.id);
         let what = format!("turning maintenance {} for {}", if on { "on" } else { "off" }, s.def.id);
         let id = s.def.id.clone();
-        match self.call(&what, job, |c| c.put(&path, None)) {
+        match self.call(&what, job, |c| c.put_empty(&path)) {
             Some(r) if r.ok() => {
                 info!("consul: service {id} maintenance {}", if on { "on" } else { "off" });
                 self.services.get_mut(job).unwrap().maintenance_sent = on;
@@ -377,7 +397,7 @@ impl Worker {
         let path = format!("/v1/agent/service/deregister/{}", s.def.id);
         let what = format!("deregistering service {}", s.def.id);
         let id = s.def.id.clone();
-        match self.call(&what, job, |c| c.put(&path, None)) {
+        match self.call(&what, job, |c| c.put_empty(&path)) {
             Some(r) if r.ok() || r.status == 404 => {
                 info!("consul: deregistered service {id}");
                 let s = self.services.get_mut(job).unwrap();
@@ -405,6 +425,12 @@ impl Worker {
     /// when it starts and when it ends; an HTTP refusal once per change, with its meaning.
     fn call(&mut self, what: &str, job: &str, f: impl FnOnce(&Client) -> Result<Reply, Failure>) -> Option<Reply> {
         let result = f(&self.client);
+        self.answer(result, &|_: &Worker| what.to_string(), job)
+    }
+
+    /// The logging policy of [`Worker::call`] for a call already made; `what` is only
+    /// formatted when there is something to log.
+    fn answer(&mut self, result: Result<Reply, Failure>, what: &dyn Fn(&Worker) -> String, job: &str) -> Option<Reply> {
         let failed = match &result {
             Err(e) => Some(e.to_string()),
             Ok(r) if !r.ok() && r.status != 404 => Some(format!("HTTP {}: {}", r.status, r.body.trim())),
@@ -414,12 +440,13 @@ impl Worker {
             if let Some(m) = &self.metrics {
                 m.consul_errors.inc();
             }
-            self.set_state(job, format!("{what} failed: {why}"), self.services[job].registered);
+            let text = format!("{} failed: {why}", what(self));
+            self.set_state(job, text, self.services[job].registered);
         }
         match result {
             Err(e) => {
                 if self.link_ok != Some(false) {
-                    warn!("consul: {what}: {e}; retrying with backoff (payload unaffected)");
+                    warn!("consul: {}: {e}; retrying with backoff (payload unaffected)", what(self));
                 }
                 self.link_ok = Some(false);
                 None
@@ -429,8 +456,8 @@ impl Worker {
                     info!("consul: agent at {} reachable again", self.client.address.display());
                 }
                 self.link_ok = Some(true);
-                let refusal = (!r.ok() && r.status != 404).then(|| (what.to_string(), r.status));
-                if refusal.is_some() && refusal != self.last_refusal {
+                let refusal = (!r.ok() && r.status != 404).then(|| (what(self), r.status));
+                if let Some((what, _)) = refusal.as_ref().filter(|_| refusal != self.last_refusal) {
                     explain(what, &self.services[job].def.name, &r);
                 }
                 if refusal.is_some() || r.ok() {
