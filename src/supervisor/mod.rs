@@ -374,11 +374,11 @@ pub fn run(
         inbox.push_back(Msg::Report(r));
         true
     });
-    let trimmable = init::trim::program_on_local_storage();
-    if !trimmable {
-        debug!("pilot's program is not on a local disk: its code stays mapped (no trim)");
-    }
-    let mut trim_at = Instant::now().checked_add(TRIM_AFTER).filter(|_| trimmable);
+    // Whether pilot's program may be trimmed is asked at the first trim, not here: the statfs
+    // of /proc/self/exe costs ~20 µs (ext4 sums per-CPU counters), a payload that ends within
+    // TRIM_AFTER never pays it (docs/runtime-footprint.md, "Start-up").
+    let mut trimmable: Option<bool> = None;
+    let mut trim_at = Instant::now().checked_add(TRIM_AFTER);
     // Inputs were handled since the last trim; when the last came in; when the last trim was.
     let (mut handled, mut last_input, mut trimmed) = (false, Instant::now(), Instant::now());
     while !m.finished() {
@@ -386,11 +386,20 @@ pub fn run(
             let now = Instant::now();
             let sleep_ahead = m.fx.timers.next().is_none_or(|t| t.saturating_duration_since(now) >= IDLE_TRIM);
             // When an idle trim is due, if nothing else comes in first.
-            let quiet_at = (trimmable && trim_at.is_none() && handled && sleep_ahead)
+            let quiet_at = (trimmable == Some(true) && trim_at.is_none() && handled && sleep_ahead)
                 .then(|| (last_input + QUIET).max(trimmed + IDLE_TRIM));
             if trim_at.is_some_and(|t| t <= now) || quiet_at.is_some_and(|q| q <= now) {
                 trim_at = None;
                 (handled, trimmed) = (false, now);
+                if !*trimmable.get_or_insert_with(|| {
+                    let local = init::trim::program_on_local_storage();
+                    if !local {
+                        debug!("pilot's program is not on a local disk: its code stays mapped (no trim)");
+                    }
+                    local
+                }) {
+                    continue;
+                }
                 let bytes = init::trim::release_code();
                 debug!("gave back the mappings of {} KiB of code", bytes >> 10);
                 continue;
@@ -433,7 +442,7 @@ pub fn run(
             }
             Msg::Control(Request::Reload(config)) => {
                 m.reload(*config);
-                trim_at = Instant::now().checked_add(TRIM_AFTER).filter(|_| trimmable);
+                trim_at = Instant::now().checked_add(TRIM_AFTER).filter(|_| trimmable != Some(false));
             }
         }
     }
