@@ -7,6 +7,14 @@ use pilot::{config, htcondor, init, logging, supervisor};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// dlmalloc rather than musl's mallocng: mallocng maps and unmaps pages around nearly every
+/// burst of allocations (31 mmaps and 23 munmaps, each munmap a TLB flush, for one
+/// `pilot run -- /bin/true`), a quarter of that start's CPU (docs/runtime-footprint.md,
+/// "Start-up"). dlmalloc keeps freed memory for the next allocation and gives back only
+/// what exceeds 2 MiB at the top of its heap.
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 #[derive(Parser)]
 #[command(
     name = "pilot",
