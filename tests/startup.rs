@@ -47,6 +47,15 @@ fn a_short_run_asks_no_statfs() {
     assert_eq!(calls.get("statfs"), None, "{calls:?}");
 }
 
+/// The embedded default registers no service and has no control socket: the container's
+/// identity (hostname by uname, a random instance from /dev/urandom) is not read for it.
+#[test]
+fn the_embedded_default_reads_no_identity() {
+    let calls = syscalls();
+    assert!(calls.contains_key("execve"), "strace saw no execve: {calls:?}");
+    assert_eq!(calls.get("uname"), None, "{calls:?}");
+}
+
 /// The allocator keeps what it mapped for the next allocation: a start and exit unmap
 /// little (with musl's own malloc, 23 munmaps, each a TLB flush, around parsing the command
 /// line and building the supervisor; now pilot's sigaltstack, the spawn stack and
