@@ -7,13 +7,10 @@ use pilot::{config, htcondor, init, logging, supervisor};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// dlmalloc rather than musl's mallocng: mallocng maps and unmaps pages around nearly every
-/// burst of allocations (31 mmaps and 23 munmaps, each munmap a TLB flush, for one
-/// `pilot run -- /bin/true`), a quarter of that start's CPU (docs/runtime-footprint.md,
-/// "Start-up"). dlmalloc keeps freed memory for the next allocation and gives back only
-/// what exceeds 2 MiB at the top of its heap.
+/// A fixed arena run by dlmalloc, then musl's malloc: mallocng alone maps and unmaps pages
+/// around nearly every burst of allocations, a quarter of a start's CPU (init/alloc.rs).
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: init::alloc::Allocator = init::alloc::Allocator::new();
 
 #[derive(Parser)]
 #[command(
