@@ -160,3 +160,62 @@ unsafe impl GlobalAlloc for Allocator {
         q
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test only: the arena is one static, so a second `Allocator` would share it. (The
+    /// test binary's own allocator is the system's; only this instance uses the arena.)
+    #[test]
+    fn blocks_move_from_the_arena_to_musl_and_back_intact() {
+        let a = Allocator::new();
+        let fill = |p: *mut u8, n: usize, seed: usize| {
+            for i in 0..n {
+                // SAFETY: p is a live block of at least n bytes.
+                unsafe { *p.add(i) = (i + seed) as u8 };
+            }
+        };
+        let check = |p: *mut u8, n: usize, seed: usize| {
+            // SAFETY: p is a live block of at least n bytes.
+            (0..n).all(|i| unsafe { *p.add(i) } == (i + seed) as u8)
+        };
+        // More than the arena holds: the first blocks are dlmalloc's, the rest musl's.
+        let mut blocks: Vec<(*mut u8, Layout)> = (0..400)
+            .map(|i| {
+                let layout = Layout::from_size_align(16 + (i * 97) % 4000, [8, 16, 64, 4096][i % 4]).unwrap();
+                // SAFETY: non-zero size.
+                let p = unsafe { a.alloc(layout) };
+                assert!(!p.is_null());
+                assert_eq!(p as usize % layout.align(), 0);
+                fill(p, layout.size(), i);
+                (p, layout)
+            })
+            .collect();
+        let inside = blocks.iter().filter(|(p, _)| in_arena(*p)).count();
+        assert!(inside > 10 && inside < blocks.len(), "{inside} of {} in the arena", blocks.len());
+        // Growing moves arena blocks to musl when the arena is full; contents come along.
+        for (i, (p, layout)) in blocks.iter_mut().enumerate() {
+            let grown = layout.size() * 3;
+            // SAFETY: a live block of this allocator with its layout; non-zero new size.
+            let q = unsafe { a.realloc(*p, *layout, grown) };
+            assert!(!q.is_null());
+            assert!(check(q, layout.size(), i), "block {i} lost its contents");
+            *layout = Layout::from_size_align(grown, layout.align()).unwrap();
+            *p = q;
+        }
+        for (p, layout) in blocks.drain(..) {
+            // SAFETY: live blocks of this allocator with their layouts.
+            unsafe { a.dealloc(p, layout) };
+        }
+        // Everything was given back: the arena serves again, zeroed where asked.
+        let layout = Layout::from_size_align(1000, 8).unwrap();
+        // SAFETY: non-zero size.
+        let p = unsafe { a.alloc_zeroed(layout) };
+        assert!(in_arena(p));
+        // SAFETY: p is a live block of 1000 bytes.
+        assert!((0..1000).all(|i| unsafe { *p.add(i) } == 0));
+        // SAFETY: as above.
+        unsafe { a.dealloc(p, layout) };
+    }
+}
