@@ -7,6 +7,11 @@ use pilot::{config, htcondor, init, logging, supervisor};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// A fixed arena run by dlmalloc, then musl's malloc: mallocng alone maps and unmaps pages
+/// around nearly every burst of allocations, a quarter of a start's CPU (init/alloc.rs).
+#[global_allocator]
+static ALLOCATOR: init::alloc::Allocator = init::alloc::Allocator::new();
+
 #[derive(Parser)]
 #[command(
     name = "pilot",
@@ -32,26 +37,7 @@ enum Command {
         after_help = "Examples:\n  pilot run -c /etc/pilot/pilot.json5 -- /payload.sh ARGS   the config's jobs, then the payload\n  \
                             pilot run --grace 20s -- python3 job.py                   a minimal init for one payload"
     )]
-    Run {
-        /// Config file (else $PILOT_CONFIG, else $CONTAINERPILOT).
-        #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
-        config: Option<String>,
-        /// Upper bound on the whole shutdown (stop jobs, pre/post-stop jobs, Consul
-        /// deregistration, leftover processes), e.g. 30s: when it is over, everything left
-        /// is SIGKILLed and pilot exits within about a second. Also bounds a reload's wait
-        /// for the old jobs. Default: 30s, or inside an HTCondor job 90% of its vacate time
-        /// (from the job and machine ads), so pilot is done before HTCondor's SIGKILL.
-        #[arg(long, env = "PILOT_GRACE", value_parser = parse_duration)]
-        grace: Option<Duration>,
-        /// The main payload and its arguments.
-        #[arg(
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "CMD",
-            value_hint = ValueHint::CommandWithArguments
-        )]
-        cmd: Vec<String>,
-    },
+    Run(RunArgs),
     /// Verify a config offline: parse, render, validate, and find every program on PATH.
     ///
     /// Exit status: 0 valid, 1 invalid, 2 usage error.
@@ -140,6 +126,30 @@ enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+}
+
+/// `pilot run`'s arguments, a struct of their own so that [`parse`] can match them against the
+/// `run` subcommand alone.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Config file (else $PILOT_CONFIG, else $CONTAINERPILOT).
+    #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    config: Option<String>,
+    /// Upper bound on the whole shutdown (stop jobs, pre/post-stop jobs, Consul
+    /// deregistration, leftover processes), e.g. 30s: when it is over, everything left
+    /// is SIGKILLed and pilot exits within about a second. Also bounds a reload's wait
+    /// for the old jobs. Default: 30s, or inside an HTCondor job 90% of its vacate time
+    /// (from the job and machine ads), so pilot is done before HTCondor's SIGKILL.
+    #[arg(long, env = "PILOT_GRACE", value_parser = parse_duration)]
+    grace: Option<Duration>,
+    /// The main payload and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD",
+        value_hint = ValueHint::CommandWithArguments
+    )]
+    cmd: Vec<String>,
 }
 
 /// The shells `pilot completions` writes for: those of the images pilot goes into. (clap_complete
@@ -254,10 +264,27 @@ fn runscript_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> 
     args
 }
 
+/// The command line. `pilot run ...` (every container's start) is first matched against a
+/// command of the `run` subcommand alone: building the whole tree, with every subcommand's
+/// arguments and help text, is most of what clap costs at start (docs/runtime-footprint.md,
+/// "Start-up"). Anything that is not a plain success there (an error, `--help`) is parsed
+/// again against the whole tree, so every message and exit status is the full parser's.
+fn parse(args: Vec<std::ffi::OsString>) -> Cli {
+    use clap::{Args, FromArgMatches};
+    if args.get(1).is_some_and(|a| a == "run") {
+        let run = RunArgs::augment_args(clap::Command::new("run"));
+        let matches = clap::Command::new("pilot").subcommand(run).try_get_matches_from(&args);
+        if let Some(run) = matches.ok().and_then(|m| RunArgs::from_arg_matches(m.subcommand_matches("run")?).ok()) {
+            return Cli { command: Command::Run(run) };
+        }
+    }
+    Cli::parse_from(args)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(runscript_args(std::env::args_os().collect()));
+    let cli = parse(runscript_args(std::env::args_os().collect()));
     let code = match cli.command {
-        Command::Run { config, grace, cmd } => {
+        Command::Run(RunArgs { config, grace, cmd }) => {
             // Before any thread exists: every thread inherits the blocked mask, and only
             // the signal thread ever receives a signal.
             let inherited = init::signals::block_all();

@@ -1,6 +1,7 @@
 //! The init layer: everything that touches signals, process creation and reaping. All of
 //! pilot's `unsafe` code and raw libc calls live here, each with a `SAFETY:` note.
 
+pub mod alloc;
 pub mod privileges;
 pub mod signals;
 pub mod spawn;

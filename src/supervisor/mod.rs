@@ -70,7 +70,8 @@ struct Driver {
     acks: Mailbox,
     /// Each running health check (by its source name, `check.<job>`).
     checks: HashMap<Source, RunningCheck>,
-    identity: Identity,
+    /// None for the embedded default, which never registers a service: Consul gets none.
+    identity: Option<Identity>,
     /// None for the embedded default (a minimal init): nothing would ever read them.
     metrics: Option<Arc<Metrics>>,
     telemetry: Option<(SocketAddr, Vec<String>)>,
@@ -231,20 +232,20 @@ impl Effects for Driver {
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         let (tx, current) = (self.acks.clone(), self.epoch.clone());
         let publish = move |ev| current.load(Ordering::SeqCst) == epoch && tx.send(Msg::Event(epoch, ev));
-        let setup = consul::Setup {
-            identity: &self.identity,
+        let setup = self.identity.as_ref().map(|identity| consul::Setup {
+            identity,
             extra_meta: &self.meta,
             metrics: self.metrics.clone(),
             telemetry: self.telemetry.clone(),
             states: self.states.clone(),
-        };
+        });
         // The old config's checks are over (a drain waits for them); a killed one never
         // reported, so its entry would stay.
         self.checks.clear();
         if let Some(old) = self.consul.take() {
             self.env.retain(|(k, _)| !old.ip_env().iter().any(|(n, _)| n == k));
         }
-        self.consul = consul::start(config, &setup, publish);
+        self.consul = setup.and_then(|setup| consul::start(config, &setup, publish));
         if let Some(c) = &self.consul {
             self.env.extend(c.ip_env());
         }
@@ -287,7 +288,10 @@ pub fn run(
     };
     let tx = Mailbox { tx, bell };
 
-    let identity = Identity::detect(&|k| std::env::var(k).ok());
+    // The embedded default registers nothing and has no socket (and cannot be reloaded into
+    // a config that would): the hostname and a random instance are not read for it, ~10 µs
+    // of every minimal init's start (docs/runtime-footprint.md, "Start-up").
+    let identity = config_path.is_some().then(|| Identity::detect(&|k| std::env::var(k).ok()));
     debug!("container identity {identity:?}");
     // The embedded default is a minimal init: no socket, no telemetry, no metrics to keep.
     let metrics = config_path.is_some().then(|| {
@@ -324,7 +328,7 @@ pub fn run(
     env.push(("PILOT_PID".into(), pid));
 
     // The embedded default is a minimal init: no socket to leave lying around.
-    let socket = if config_path.is_some() { control_socket(config, &identity) } else { None };
+    let socket = identity.as_ref().and_then(|identity| control_socket(config, identity));
     if let (Some(path), Some(metrics)) = (&socket, &metrics) {
         let ctl_tx = tx.clone();
         let server = control::server::Server {
@@ -374,11 +378,11 @@ pub fn run(
         inbox.push_back(Msg::Report(r));
         true
     });
-    let trimmable = init::trim::program_on_local_storage();
-    if !trimmable {
-        debug!("pilot's program is not on a local disk: its code stays mapped (no trim)");
-    }
-    let mut trim_at = Instant::now().checked_add(TRIM_AFTER).filter(|_| trimmable);
+    // Whether pilot's program may be trimmed is asked at the first trim, not here: the statfs
+    // of /proc/self/exe costs ~20 µs (ext4 sums per-CPU counters), a payload that ends within
+    // TRIM_AFTER never pays it (docs/runtime-footprint.md, "Start-up").
+    let mut trimmable: Option<bool> = None;
+    let mut trim_at = Instant::now().checked_add(TRIM_AFTER);
     // Inputs were handled since the last trim; when the last came in; when the last trim was.
     let (mut handled, mut last_input, mut trimmed) = (false, Instant::now(), Instant::now());
     while !m.finished() {
@@ -386,11 +390,20 @@ pub fn run(
             let now = Instant::now();
             let sleep_ahead = m.fx.timers.next().is_none_or(|t| t.saturating_duration_since(now) >= IDLE_TRIM);
             // When an idle trim is due, if nothing else comes in first.
-            let quiet_at = (trimmable && trim_at.is_none() && handled && sleep_ahead)
+            let quiet_at = (trimmable == Some(true) && trim_at.is_none() && handled && sleep_ahead)
                 .then(|| (last_input + QUIET).max(trimmed + IDLE_TRIM));
             if trim_at.is_some_and(|t| t <= now) || quiet_at.is_some_and(|q| q <= now) {
                 trim_at = None;
                 (handled, trimmed) = (false, now);
+                if !*trimmable.get_or_insert_with(|| {
+                    let local = init::trim::program_on_local_storage();
+                    if !local {
+                        debug!("pilot's program is not on a local disk: its code stays mapped (no trim)");
+                    }
+                    local
+                }) {
+                    continue;
+                }
                 let bytes = init::trim::release_code();
                 debug!("gave back the mappings of {} KiB of code", bytes >> 10);
                 continue;
@@ -434,7 +447,7 @@ pub fn run(
             Msg::Control(Request::Reload(config, reply)) => {
                 let taken = m.reload(*config);
                 let _ = reply.send(taken);
-                trim_at = Instant::now().checked_add(TRIM_AFTER).filter(|_| trimmable);
+                trim_at = Instant::now().checked_add(TRIM_AFTER).filter(|_| trimmable != Some(false));
             }
         }
     }
