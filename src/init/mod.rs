@@ -1,9 +1,11 @@
 //! The init layer: everything that touches signals, process creation and reaping. All of
 //! pilot's `unsafe` code and raw libc calls live here, each with a `SAFETY:` note.
 
+pub mod nofile;
 pub mod privileges;
 pub mod signals;
 pub mod spawn;
+pub(crate) mod sys;
 pub mod trim;
 pub mod wait;
 

@@ -16,6 +16,7 @@ use crate::control::{self, Request};
 use crate::events::{Code, Event, Source};
 use crate::init;
 use crate::init::signals::{self, Inherited, Report};
+use crate::init::spawn::InFlight;
 use crate::init::wait::{Doorbell, Waiter};
 use crate::status::{HealthState, JobState, JobStatus, Status};
 use crate::telemetry::{self, Metrics};
@@ -62,6 +63,8 @@ impl Mailbox {
 /// The real effects: spawning, kill(2) and the timers.
 struct Driver {
     inherited: Inherited,
+    /// The children spawned and not yet reaped (their arguments, stacks, failure reports).
+    inflight: InFlight,
     timers: timers::Heap,
     env: Vec<(String, String)>,
     path: Option<String>,
@@ -132,7 +135,18 @@ impl Effects for Driver {
         // Without the output thread nobody would read the job's pipe: then it runs raw.
         let raw = raw || !self.loggers.ready(req.job);
         let req = &RunRequest { raw, ..*req };
-        match launch::launch(req, &self.env, self.path.as_deref(), &self.inherited) {
+        // The accounts were resolved with the config: no file is read here.
+        let plan = match crate::identity::plan(req.privileges) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let program = req.argv.first().map_or("", |p| p.as_str());
+                let message = format!("cannot run {program} with its user and capabilities: {e}");
+                return Err(SpawnFailure { pid: None, code: 126, message });
+            }
+        };
+        let launched =
+            launch::launch(req, &self.env, self.path.as_deref(), plan.as_ref(), &self.inherited, &mut self.inflight);
+        match launched {
             Ok(launched) => {
                 let is_check = req.kind == RunKind::Check;
                 let output = launched.output.and_then(|r| self.loggers.follow(req.job, r, is_check));
@@ -272,6 +286,22 @@ pub fn run(
     grace: Duration,
     inherited: Inherited,
 ) -> i32 {
+    // pilot's own descriptors may go past the usual 1024; its children get the original
+    // soft limit back before exec (`init::nofile`, the spawn child).
+    if let Some((soft, hard)) = init::nofile::raise() {
+        debug!("RLIMIT_NOFILE soft limit raised from {soft} to {hard} for pilot; its children get {soft}");
+    }
+    // The accounts of jobs with a `user` or `group`, looked up once now, before anything
+    // runs (each file read with a deadline), not at each spawn (`identity::resolve_config`).
+    let resolved;
+    let config = if crate::identity::needs_resolving(config) {
+        let mut c = config.clone();
+        crate::identity::resolve_config(&mut c, &crate::identity::etc());
+        resolved = c;
+        &resolved
+    } else {
+        config
+    };
     if let Err(e) = init::become_reaper() {
         warn!("{e}: orphans of jobs will be reaped by the real init instead");
     }
@@ -348,6 +378,7 @@ pub fn run(
     let path = std::env::var("PATH").ok();
     let mut driver = Driver {
         inherited,
+        inflight: InFlight::default(),
         timers: timers::Heap::default(),
         env,
         path,
@@ -410,7 +441,11 @@ pub fn run(
                 }
                 m.on_signal(s)
             }
-            Msg::Report(Report::Exited { pid, status }) => m.on_exit(pid, status),
+            Msg::Report(Report::Exited { pid, status }) => match m.fx.inflight.reaped(pid) {
+                // The child never ran its program: the message and code it left.
+                Some(failed) => m.on_spawn_failed(pid, failed.code, &failed.message),
+                None => m.on_exit(pid, status),
+            },
             Msg::Timer(k) => m.on_timer(k),
             Msg::Event(epoch, ev) => {
                 if epoch == m.fx.epoch.load(Ordering::SeqCst) {
@@ -432,6 +467,7 @@ pub fn run(
                 let _ = reply.send(taken);
             }
             Msg::Control(Request::Reload(config)) => {
+                // Resolved on the control thread that loaded it (`identity::resolve_config`).
                 m.reload(*config);
                 trim_at = Instant::now().checked_add(TRIM_AFTER).filter(|_| trimmable);
             }
