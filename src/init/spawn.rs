@@ -350,8 +350,9 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// Free the stacks and arguments of children that have exec'd (or exited).
-    fn prune(&mut self) {
+    /// Free the stacks and arguments of children that have exec'd (or exited): called at
+    /// each spawn and reap, and by the supervisor before it waits (a few atomic loads).
+    pub fn prune(&mut self) {
         for r in self.records.values_mut() {
             if r.payload.is_some() && !r.in_use() {
                 r.payload = None;
@@ -388,7 +389,11 @@ impl InFlight {
         match step {
             Step::NotFound => error(format!("{}: command not found", r.program), 127),
             Step::NotExecutable => {
-                error(format!("{}: permission denied (not an executable file)", candidate(detail)), 126)
+                let why = match r.plan.as_ref() {
+                    Some(plan) => super::privileges::exec_denied(plan),
+                    None => "not an executable file".to_string(),
+                };
+                error(format!("{}: permission denied ({why})", candidate(detail)), 126)
             }
             Step::Privileges => {
                 let plan = r.plan.as_ref();
@@ -732,6 +737,11 @@ unsafe fn child(args: &ChildArgs) -> ! {
                 Kind::NotRunnable => {
                     not_runnable.get_or_insert(i as u32);
                 }
+                // execvpe's rule: EACCES on a path that cannot even be stat'ed (a directory on
+                // the way the job's user may not search) is remembered as well.
+                Kind::Missing if e == libc::EACCES => {
+                    not_runnable.get_or_insert(i as u32);
+                }
                 Kind::Missing => {}
             }
         }
@@ -831,7 +841,7 @@ mod tests {
     }
 
     #[test]
-    fn the_diagnosis_of_a_fifo_reads_nothing() {
+    fn what_a_program_needs_is_read_from_its_first_bytes() {
         assert!(matches!(needs(b""), Needs::Nothing));
         assert!(matches!(needs(b"#!/bin/sh -e\nx"), Needs::Interpreter(i) if i == "/bin/sh"));
         assert!(matches!(needs(b"\x7fELF\x02"), Needs::Elf));
@@ -842,6 +852,47 @@ mod tests {
         assert_eq!(candidates("a/b", Some("/x")), ["a/b"]);
         assert_eq!(candidates("sh", Some("/x/::/y")), ["/x/sh", "./sh", "/y/sh"]);
         assert_eq!(candidates("sh", None), ["/usr/local/bin/sh", "/usr/bin/sh", "/bin/sh"]);
+    }
+
+    #[test]
+    fn the_stack_and_arguments_are_freed_once_the_child_has_execd() {
+        let argv = ["sleep".to_string(), "5".to_string()];
+        let mut inflight = InFlight::default();
+        let pid = spawn(&spec("sleep", &argv), &inherited(), &mut inflight).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            inflight.prune();
+            if inflight.records[&pid].payload.is_none() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the child never released our memory");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // SAFETY: kill takes plain integers.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let mut status = 0;
+        // SAFETY: waitpid writes one int through a valid pointer.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFSIGNALED(status), "it ran sleep until killed");
+        assert!(inflight.reaped(pid).is_none(), "no failure: it exec'd");
+        assert!(inflight.is_empty());
+    }
+
+    /// Many children at once, each with its own record: every one runs or reports, none
+    /// reads another's arguments.
+    #[test]
+    fn a_burst_of_spawns_keeps_each_childs_arguments() {
+        let mut inflight = InFlight::default();
+        let mut pids = Vec::new();
+        for i in 0..100 {
+            let argv = ["sh".to_string(), "-c".to_string(), format!("exit {}", i % 50)];
+            pids.push((spawn(&spec("sh", &argv), &inherited(), &mut inflight).unwrap(), i % 50));
+        }
+        for (pid, code) in pids {
+            assert_eq!(reap(pid), code);
+            assert!(inflight.reaped(pid).is_none());
+        }
+        assert!(inflight.is_empty());
     }
 
     #[test]

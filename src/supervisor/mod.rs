@@ -414,6 +414,8 @@ pub fn run(
     let (mut handled, mut last_input, mut trimmed) = (false, Instant::now(), Instant::now());
     while !m.finished() {
         let Some(msg) = inbox.pop_front() else {
+            // Children that have exec'd since need their stacks and arguments no more.
+            m.fx.inflight.prune();
             let now = Instant::now();
             let sleep_ahead = m.fx.timers.next().is_none_or(|t| t.saturating_duration_since(now) >= IDLE_TRIM);
             // When an idle trim is due, if nothing else comes in first.
