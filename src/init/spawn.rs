@@ -297,7 +297,9 @@ impl Drop for Stack {
     }
 }
 
-/// What the child writes and the parent reads: kept until the child is reaped.
+/// What the child writes and the parent reads: kept until the child is reaped, in a page of
+/// its own mapped `MAP_SHARED`, so that the child's writes reach the parent also when the
+/// child does *not* share our memory (the fork-like fallback, see [`spawn`]).
 struct Shared {
     /// Non-zero from before the clone; cleared by the kernel when the child stops using our
     /// memory, at its execve or its exit (`CLONE_CHILD_CLEARTID`).
@@ -311,6 +313,62 @@ struct Shared {
     head: UnsafeCell<[u8; HEAD]>,
 }
 
+/// The page [`Shared`] lives in (`MAP_SHARED | MAP_ANONYMOUS`), unmapped when dropped.
+struct SharedPage {
+    ptr: *mut Shared,
+    len: usize,
+}
+
+impl SharedPage {
+    fn new() -> std::io::Result<SharedPage> {
+        let len = std::mem::size_of::<Shared>().next_multiple_of(4096);
+        // SAFETY: a fresh shared anonymous mapping, touching no existing memory.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ptr = ptr.cast::<Shared>();
+        let shared = Shared {
+            tid: AtomicI32::new(-1),
+            step: AtomicU32::new(0),
+            detail: AtomicU32::new(0),
+            errno: AtomicI32::new(0),
+            head_len: AtomicU32::new(0),
+            head: UnsafeCell::new([0; HEAD]),
+        };
+        // SAFETY: the mapping is page-aligned (so aligned for Shared), writable and large
+        // enough; nothing else refers to it yet.
+        unsafe { ptr.write(shared) };
+        Ok(SharedPage { ptr, len })
+    }
+}
+
+impl std::ops::Deref for SharedPage {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        // SAFETY: initialised in `new`, mapped until drop; only accessed through atomics and
+        // the `head` cell (written by the child before it publishes `step`).
+        unsafe { &*self.ptr }
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; the child is reaped or never comes back to it (see
+        // `InFlight`'s Drop for one that may).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
 /// What the child reads until it has exec'd: freed then (or at reap).
 struct Payload {
     _argv: Vec<CString>,
@@ -319,13 +377,16 @@ struct Payload {
     _env_p: Vec<*const libc::c_char>,
     _sh_argv: Vec<*const libc::c_char>,
     _plan: Option<Box<super::privileges::Plan>>,
-    args: Box<ChildArgs>,
-    stack: Stack,
+    _args: Box<ChildArgs>,
+    _stack: Stack,
 }
 
 /// One child that has not been reaped yet.
 struct Record {
-    shared: Box<Shared>,
+    shared: SharedPage,
+    /// Whether the child shares our memory (`CLONE_VM`); false in the fork-like fallback,
+    /// where it has copies of everything but the shared page.
+    shares_memory: bool,
     payload: Option<Payload>,
     /// The program as the job names it, and where the child looked, for the messages.
     program: String,
@@ -337,7 +398,7 @@ struct Record {
 impl Record {
     /// Whether the child still uses our memory (has neither exec'd nor exited).
     fn in_use(&self) -> bool {
-        self.shared.tid.load(Ordering::Acquire) != 0
+        self.shares_memory && self.shared.tid.load(Ordering::Acquire) != 0
     }
 }
 
@@ -489,16 +550,9 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
     });
     let plan = spec.privileges.map(|p| Box::new(p.clone()));
     let stack = Stack::new().map_err(|e| SpawnError::before_clone(program, e))?;
-    let shared = Box::new(Shared {
-        tid: AtomicI32::new(-1),
-        step: AtomicU32::new(0),
-        detail: AtomicU32::new(0),
-        errno: AtomicI32::new(0),
-        head_len: AtomicU32::new(0),
-        head: UnsafeCell::new([0; HEAD]),
-    });
+    let shared = SharedPage::new().map_err(|e| SpawnError::before_clone(program, e))?;
     let mut args = Box::new(ChildArgs {
-        shared: &*shared,
+        shared: shared.ptr,
         candidates: candidates_p.as_ptr(),
         n_candidates: candidates_p.len(),
         argv: argv_p.as_ptr(),
@@ -518,23 +572,43 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
 
     // SAFETY: clone with CLONE_VM: the child runs `child_entry` on `stack` in our address
     // space, concurrently with this thread. Everything it reads or writes (`args`, the
-    // vectors it points into, `shared`, `stack`) is heap memory owned by the `Record` made
-    // below, which is not freed while the child uses it: the payload only once the kernel
-    // has cleared `shared.tid` (CLONE_CHILD_CLEARTID: at the child's execve or exit), the
-    // rest at reap, and never if pilot drops the record while the child still runs (see
-    // `InFlight`'s Drop). The child makes raw system calls only, allocates nothing, takes no
-    // lock and never returns (see `child`). SIGCHLD as the exit signal: the supervisor reaps it.
-    let pid = unsafe {
-        libc::clone(
-            child_entry,
-            top,
-            libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD,
-            args_ptr.cast(),
-            std::ptr::null_mut::<libc::pid_t>(),
-            std::ptr::null_mut::<libc::c_void>(),
-            shared.tid.as_ptr(),
-        )
+    // vectors it points into, `shared`, `stack`) is memory owned by the `Record` made below,
+    // which is not freed while the child uses it: the payload only once the kernel has
+    // cleared `shared.tid` (CLONE_CHILD_CLEARTID: at the child's execve or exit), the rest at
+    // reap, and never if pilot drops the record while the child still runs (see `InFlight`'s
+    // Drop). The child makes raw system calls only, allocates nothing, takes no lock and
+    // never returns (see `child`). SIGCHLD as the exit signal: the supervisor reaps it.
+    let mut shares_memory = true;
+    #[cfg(test)]
+    let fork_like = FORK_LIKE.load(Ordering::SeqCst);
+    #[cfg(not(test))]
+    let fork_like = false;
+    let mut pid = if fork_like {
+        -1
+    } else {
+        // SAFETY: see above.
+        unsafe {
+            libc::clone(
+                child_entry,
+                top,
+                libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD,
+                args_ptr.cast(),
+                std::ptr::null_mut::<libc::pid_t>(),
+                std::ptr::null_mut::<libc::c_void>(),
+                shared.tid.as_ptr(),
+            )
+        }
     };
+    if fork_like || (pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)) {
+        // CLONE_VM without CLONE_THREAD refused: qemu-user (how the aarch64 build is tested)
+        // allows CLONE_VM for threads only, and a seccomp filter may too. Then a fork-like
+        // clone: the child runs the same code on copies of everything, and its report still
+        // reaches us through the MAP_SHARED page.
+        shares_memory = false;
+        // SAFETY: as above, but the child has its own copy of our memory (no CLONE_VM): it
+        // cannot touch ours except the shared page, which lives until it is reaped.
+        pid = unsafe { libc::clone(child_entry, top, libc::SIGCHLD, args_ptr.cast()) };
+    }
     if pid < 0 {
         // No child: nothing uses the payload.
         return Err(SpawnError::before_clone(program, std::io::Error::last_os_error()));
@@ -544,13 +618,22 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
     // EACCES (it has exec'd already) and ESRCH (gone) are fine.
     // SAFETY: setpgid takes plain integers.
     unsafe { libc::setpgid(pid, pid) };
-    let payload =
-        Payload { _argv: argv, _argv_p: argv_p, _env: env, _env_p: env_p, _sh_argv: sh_argv, _plan: plan, args, stack };
-    let _ = (&payload.args, &payload.stack);
+    let payload = Payload {
+        _argv: argv,
+        _argv_p: argv_p,
+        _env: env,
+        _env_p: env_p,
+        _sh_argv: sh_argv,
+        _plan: plan,
+        _args: args,
+        _stack: stack,
+    };
     let plan = spec.privileges.cloned();
     let record = Record {
         shared,
-        payload: Some(payload),
+        shares_memory,
+        // A child with its own copy of our memory needs none of ours.
+        payload: shares_memory.then_some(payload),
         program: program.to_string(),
         candidates,
         _candidates_p: candidates_p,
@@ -559,6 +642,10 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
     inflight.records.insert(pid, record);
     Ok(pid)
 }
+
+/// Tests: spawn as the fallback does, fork-like (both ways must give the same results).
+#[cfg(test)]
+static FORK_LIKE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildArgs` `spawn` passed to clone, alive while we use it; we
@@ -893,6 +980,28 @@ mod tests {
             assert!(inflight.reaped(pid).is_none());
         }
         assert!(inflight.is_empty());
+    }
+
+    /// Where CLONE_VM without CLONE_THREAD is refused (qemu-user, which runs the aarch64
+    /// tests), the fork-like fallback reports the same successes and failures.
+    #[test]
+    fn the_fork_like_fallback_reports_the_same() {
+        FORK_LIKE.store(true, Ordering::SeqCst);
+        let mut inflight = InFlight::default();
+        let argv = ["true".to_string()];
+        let ok = spawn(&spec("true", &argv), &inherited(), &mut inflight).unwrap();
+        let bad_fd = Spec { stdout: Stdio::Fd(1_000_000), ..spec("/bin/true", &argv) };
+        let bad_fd = spawn(&bad_fd, &inherited(), &mut inflight).unwrap();
+        let argv = ["no-such-program-xyz".to_string()];
+        let missing = spawn(&spec("no-such-program-xyz", &argv), &inherited(), &mut inflight).unwrap();
+        FORK_LIKE.store(false, Ordering::SeqCst);
+        assert!(inflight.records.values().all(|r| !r.shares_memory && r.payload.is_none()));
+        assert_eq!(reap(ok), 0);
+        assert!(inflight.reaped(ok).is_none());
+        assert_eq!(reap(bad_fd), 126);
+        assert!(inflight.reaped(bad_fd).unwrap().message.contains("dup2 of stdout failed: EBADF"));
+        assert_eq!(reap(missing), 127);
+        assert_eq!(inflight.reaped(missing).unwrap().message, "no-such-program-xyz: command not found");
     }
 
     #[test]
