@@ -23,9 +23,9 @@
 //! The price is the bookkeeping `CLONE_VFORK` made unnecessary: the child's arguments, its
 //! stack and the memory where it reports a failure must outlive the call, so they are kept
 //! in an [`InFlight`] record per child. The kernel tells when the child stops using them
-//! (`CLONE_CHILD_CLEARTID` clears a word of the record when the child's use of our memory
-//! ends, at its execve or its exit): the stack and arguments are freed then, the small
-//! report at reap, where a failure the child left becomes the same message and code the
+//! (asked by the child's `set_tid_address`, as `CLONE_CHILD_CLEARTID` would, it clears a word
+//! of the record at the child's execve or exit): the stack and arguments are freed then, the
+//! small report at reap, where a failure the child left becomes the same message and code the
 //! machine got before (127 not found, 126 cannot run).
 //!
 //! The child makes raw system calls only (`init::sys`): it runs on the supervisor thread's
@@ -34,7 +34,6 @@
 use super::signals::Inherited;
 use super::sys::sys;
 use std::cell::UnsafeCell;
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -302,7 +301,8 @@ impl Drop for Stack {
 /// child does *not* share our memory (the fork-like fallback, see [`spawn`]).
 struct Shared {
     /// Non-zero from before the clone; cleared by the kernel when the child stops using our
-    /// memory, at its execve or its exit (`CLONE_CHILD_CLEARTID`).
+    /// memory, at its execve or its exit (the child's `set_tid_address`, as
+    /// `CLONE_CHILD_CLEARTID` would, which musl's clone() refuses).
     tid: AtomicI32,
     /// 0 until the child fails; then a `Step`, written last (Release).
     step: AtomicU32,
@@ -377,8 +377,18 @@ struct Payload {
     _env_p: Vec<*const libc::c_char>,
     _sh_argv: Vec<*const libc::c_char>,
     _plan: Option<Box<super::privileges::Plan>>,
-    _args: Box<ChildArgs>,
+    /// From `Box::into_raw` (the child holds a raw pointer to it: a `Box` moved around here
+    /// would claim unique access); freed in Drop.
+    args: *mut ChildArgs,
     _stack: Stack,
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        // SAFETY: made by Box::into_raw in `spawn`, freed once, here; the child no longer
+        // reads it (a payload is dropped only then: see `Record`).
+        drop(unsafe { Box::from_raw(self.args) });
+    }
 }
 
 /// One child that has not been reaped yet.
@@ -407,14 +417,16 @@ impl Record {
 /// one process, a check one at a time).
 #[derive(Default)]
 pub struct InFlight {
-    records: HashMap<i32, Record>,
+    /// By pid. A list, not a map: a few entries (one per running process), scanned at each
+    /// spawn and reap anyway, and no second hash table's code in the binary.
+    records: Vec<(i32, Record)>,
 }
 
 impl InFlight {
     /// Free the stacks and arguments of children that have exec'd (or exited): called at
     /// each spawn and reap, and by the supervisor before it waits (a few atomic loads).
     pub fn prune(&mut self) {
-        for r in self.records.values_mut() {
+        for (_, r) in self.records.iter_mut() {
             if r.payload.is_some() && !r.in_use() {
                 r.payload = None;
             }
@@ -432,7 +444,8 @@ impl InFlight {
 
     /// `pid` was reaped: forget it, and say why it never ran its program, if it did not.
     pub fn reaped(&mut self, pid: i32) -> Option<SpawnError> {
-        let r = self.records.remove(&pid)?;
+        let at = self.records.iter().position(|(p, _)| *p == pid)?;
+        let (_, r) = self.records.swap_remove(at);
         self.prune();
         let step = r.shared.step.load(Ordering::Acquire);
         let step = Step::ALL.into_iter().find(|s| *s as u32 == step)?;
@@ -486,7 +499,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         // A child that has not exec'd yet (pilot is ending with it stuck in a lookup) still
         // runs on its stack and reads its arguments: leave them to it.
-        for (_, r) in self.records.drain() {
+        for (_, r) in self.records.drain(..) {
             if r.in_use() {
                 std::mem::forget(r);
             }
@@ -551,7 +564,7 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
     let plan = spec.privileges.map(|p| Box::new(p.clone()));
     let stack = Stack::new().map_err(|e| SpawnError::before_clone(program, e))?;
     let shared = SharedPage::new().map_err(|e| SpawnError::before_clone(program, e))?;
-    let mut args = Box::new(ChildArgs {
+    let args = Box::new(ChildArgs {
         shared: shared.ptr,
         candidates: candidates_p.as_ptr(),
         n_candidates: candidates_p.len(),
@@ -567,14 +580,14 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
         nofile: super::nofile::original(),
         plan: plan.as_deref().map_or(std::ptr::null(), |p| p as *const _),
     });
-    let args_ptr: *mut ChildArgs = &mut *args;
+    let args_ptr: *mut ChildArgs = Box::into_raw(args);
     let top = stack.top();
 
     // SAFETY: clone with CLONE_VM: the child runs `child_entry` on `stack` in our address
     // space, concurrently with this thread. Everything it reads or writes (`args`, the
     // vectors it points into, `shared`, `stack`) is memory owned by the `Record` made below,
     // which is not freed while the child uses it: the payload only once the kernel has
-    // cleared `shared.tid` (CLONE_CHILD_CLEARTID: at the child's execve or exit), the rest at
+    // cleared `shared.tid` (set_tid_address in the child: at its execve or exit), the rest at
     // reap, and never if pilot drops the record while the child still runs (see `InFlight`'s
     // Drop). The child makes raw system calls only, allocates nothing, takes no lock and
     // never returns (see `child`). SIGCHLD as the exit signal: the supervisor reaps it.
@@ -587,17 +600,7 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
         -1
     } else {
         // SAFETY: see above.
-        unsafe {
-            libc::clone(
-                child_entry,
-                top,
-                libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD,
-                args_ptr.cast(),
-                std::ptr::null_mut::<libc::pid_t>(),
-                std::ptr::null_mut::<libc::c_void>(),
-                shared.tid.as_ptr(),
-            )
-        }
+        unsafe { libc::clone(child_entry, top, libc::CLONE_VM | libc::SIGCHLD, args_ptr.cast()) }
     };
     if fork_like || (pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)) {
         // CLONE_VM without CLONE_THREAD refused: qemu-user (how the aarch64 build is tested)
@@ -605,13 +608,19 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
         // clone: the child runs the same code on copies of everything, and its report still
         // reaches us through the MAP_SHARED page.
         shares_memory = false;
+        if !fork_like && !FELL_BACK.swap(true, Ordering::Relaxed) {
+            log::debug!("clone(CLONE_VM) refused (EINVAL): processes start fork-like (a page-table copy each)");
+        }
         // SAFETY: as above, but the child has its own copy of our memory (no CLONE_VM): it
         // cannot touch ours except the shared page, which lives until it is reaped.
         pid = unsafe { libc::clone(child_entry, top, libc::SIGCHLD, args_ptr.cast()) };
     }
     if pid < 0 {
+        let error = std::io::Error::last_os_error();
         // No child: nothing uses the payload.
-        return Err(SpawnError::before_clone(program, std::io::Error::last_os_error()));
+        // SAFETY: from Box::into_raw above, not shared with anyone.
+        drop(unsafe { Box::from_raw(args_ptr) });
+        return Err(SpawnError::before_clone(program, error));
     }
     // The child sets its own process group too; whichever comes first wins, and a group
     // signal sent right after spawn cannot miss (the classic race of job-control shells).
@@ -625,7 +634,7 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
         _env_p: env_p,
         _sh_argv: sh_argv,
         _plan: plan,
-        _args: args,
+        args: args_ptr,
         _stack: stack,
     };
     let plan = spec.privileges.cloned();
@@ -639,9 +648,12 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
         _candidates_p: candidates_p,
         plan,
     };
-    inflight.records.insert(pid, record);
+    inflight.records.push((pid, record));
     Ok(pid)
 }
+
+/// Whether the fork-like fallback was logged already (once per pilot).
+static FELL_BACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Tests: spawn as the fallback does, fork-like (both ways must give the same results).
 #[cfg(test)]
@@ -741,7 +753,12 @@ unsafe fn read_head(args: &ChildArgs, path: *const libc::c_char) {
 unsafe fn child(args: &ChildArgs) -> ! {
     // SAFETY: raw system calls on memory prepared before the clone (see above).
     unsafe {
-        // First: no handler of pilot's may run here (a fault would otherwise run pilot's
+        // Have the kernel clear `tid` (and wake a futex on it) when this child stops using
+        // our memory, at its execve or exit: what CLONE_CHILD_CLEARTID does, asked for here
+        // because musl's clone() refuses that flag (EINVAL, no system call) and the fallback
+        // would then be taken every time. Never fails; before it, `tid` reads -1 (in use).
+        let _ = sys!(libc::SYS_set_tid_address, (*args.shared).tid.as_ptr());
+        // Then: no handler of pilot's may run here (a fault would otherwise run pilot's
         // handler on the supervisor thread's alternate stack).
         if let Err(e) = super::signals::defaults_in_child() {
             fail(args, Step::SignalDefaults, 0, e);
@@ -949,7 +966,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             inflight.prune();
-            if inflight.records[&pid].payload.is_none() {
+            if inflight.records.iter().all(|(_, r)| r.payload.is_none()) {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "the child never released our memory");
@@ -995,7 +1012,7 @@ mod tests {
         let argv = ["no-such-program-xyz".to_string()];
         let missing = spawn(&spec("no-such-program-xyz", &argv), &inherited(), &mut inflight).unwrap();
         FORK_LIKE.store(false, Ordering::SeqCst);
-        assert!(inflight.records.values().all(|r| !r.shares_memory && r.payload.is_none()));
+        assert!(inflight.records.iter().all(|(_, r)| !r.shares_memory && r.payload.is_none()));
         assert_eq!(reap(ok), 0);
         assert!(inflight.reaped(ok).is_none());
         assert_eq!(reap(bad_fd), 126);
