@@ -144,32 +144,59 @@ struct KernelSigaction {
 /// The kernel's signal set size for `rt_sigaction` and `rt_sigprocmask` (64 signals).
 const KERNEL_SIGSET: usize = 8;
 
+/// The signals (bit `sig - 1`) that have a handler in pilot, SIGPIPE added (Rust's runtime
+/// ignores it in pilot, and an ignored signal stays ignored across exec): what every child
+/// puts back to the default action. Asked once, at the first spawn: pilot installs its
+/// handlers (its fault guard, Rust's overflow report) at start, before anything is spawned,
+/// and never later. The libc-internal signals 32–34 (glibc's cancellation and set*id
+/// broadcast, musl's synccall) may get handlers later and are looked at in each child.
+pub fn handled() -> u64 {
+    static HANDLED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HANDLED.get_or_init(|| {
+        let mut mask = 1u64 << (libc::SIGPIPE - 1);
+        for sig in 1..=64 {
+            // SAFETY: sigaction with a null new action only writes the current one into `old`.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                    && old.sa_sigaction != libc::SIG_DFL
+                    && old.sa_sigaction != libc::SIG_IGN
+                {
+                    mask |= 1u64 << (sig - 1);
+                }
+            }
+        }
+        mask
+    })
+}
+
 /// In the spawn child, first thing: no handler of pilot's may run in it (it shares pilot's
 /// memory and, without `CLONE_SETTLS`, the supervisor thread's thread-local storage), so
-/// every signal with a handler goes back to its default action, SIGPIPE too (Rust's runtime
-/// ignores it in pilot, and an ignored signal stays ignored across exec), and the alternate
-/// signal stack (the supervisor thread's, inherited) is switched off. Asynchronous signals
-/// stay blocked until [`restore_mask_in_child`].
+/// every signal of `handled` (see [`handled`]) goes back to its default action, as does one of
+/// 32–34 with a handler, and the alternate signal stack (the supervisor thread's, inherited)
+/// is switched off. Asynchronous signals stay blocked until [`restore_mask_in_child`].
 ///
 /// # Safety
 /// Only in the child of `init::spawn`: raw system calls on its own stack, nothing else.
-pub unsafe fn defaults_in_child() -> Result<(), i32> {
+pub unsafe fn defaults_in_child(handled: u64) -> Result<(), i32> {
     use super::sys::sys;
     let dfl = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
     // SAFETY: sigaltstack and rt_sigaction on valid pointers to local structs.
     unsafe {
         let off = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
         sys!(libc::SYS_sigaltstack, &off as *const libc::stack_t, 0)?;
-        for sig in 1..=64usize {
-            if sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize {
-                continue;
-            }
+        let mut reset = handled;
+        for sig in 32..=34usize {
             let mut old = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
-            if sys!(libc::SYS_rt_sigaction, sig, 0, &mut old as *mut KernelSigaction, KERNEL_SIGSET).is_err() {
-                continue; // not a signal this kernel has
+            if sys!(libc::SYS_rt_sigaction, sig, 0, &mut old as *mut KernelSigaction, KERNEL_SIGSET).is_ok()
+                && old.handler != libc::SIG_DFL
+                && old.handler != libc::SIG_IGN
+            {
+                reset |= 1 << (sig - 1);
             }
-            let handled = old.handler != libc::SIG_DFL && old.handler != libc::SIG_IGN;
-            if handled || sig == libc::SIGPIPE as usize {
+        }
+        for sig in 1..=64usize {
+            if reset & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL as usize && sig != libc::SIGSTOP as usize {
                 sys!(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, 0, KERNEL_SIGSET)?;
             }
         }
