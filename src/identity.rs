@@ -3,7 +3,7 @@
 //! (`init::privileges::Plan`), and `check-config`'s look at them.
 //!
 //! Names are looked up in the container's own `/etc/passwd` and `/etc/group`, read when the
-//! job is spawned (a job run earlier, or the image, may have added the account), as plain
+//! config is loaded and at each reload (`resolve_config`; not per spawn, see there), as plain
 //! files: pilot is a static binary and has no NSS, and a site's LDAP or SSSD on the host is not
 //! what the container's jobs should resolve against. The files are read with `fsread` (regular
 //! files of bounded size, never a hang on a FIFO), only for jobs that name a user or group.
@@ -18,11 +18,12 @@
 //! - `group` alone: pilot's uid, that gid, and that group as the only supplementary group
 //!   (pilot's own groups, root's among them, are not passed on).
 
-use crate::config::privileges::{Account, Privileges};
+use crate::config::privileges::{Account, Privileges, Resolved};
 use crate::config::{Config, Diagnostic};
 use crate::init::privileges::Plan;
 use caps::{CapSet, Capability};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The largest `/etc/passwd` or `/etc/group` read (a site's may list many pool accounts).
 const MAX_FILE: u64 = 16 << 20;
@@ -97,12 +98,47 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
 /// byte by byte, and the fields pilot uses are names and numbers. A name with such a byte is
 /// never matched (`same_name`): two different bytes both read as U+FFFD, and a config name
 /// could be written with it.
+///
+/// Read on a helper thread given up after [`READ_WAIT`]: the image's `/etc` may sit on a hung
+/// FUSE or NFS mount, and the caller (the control thread at a reload, pilot's start) must
+/// not hang with it. At most [`MAX_HUNG`] such readers are left behind; after that the read
+/// fails at once.
 fn read_etc(etc: &Path, name: &str) -> Result<String, String> {
     let path = etc.join(name);
+    if HUNG.load(Ordering::SeqCst) >= MAX_HUNG {
+        return Err(format!(
+            "cannot read '{}': earlier reads of it are still hung (a hung file system?)",
+            path.display()
+        ));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.clone();
+    HUNG.fetch_add(1, Ordering::SeqCst);
+    let spawned = std::thread::Builder::new().name("read /etc".into()).spawn(move || {
+        let read = read_etc_now(&owned);
+        HUNG.fetch_sub(1, Ordering::SeqCst);
+        let _ = tx.send(read);
+    });
+    if let Err(e) = spawned {
+        HUNG.fetch_sub(1, Ordering::SeqCst);
+        return Err(format!("cannot read '{}': no thread to read it: {e}", path.display()));
+    }
+    rx.recv_timeout(READ_WAIT).unwrap_or_else(|_| {
+        Err(format!("cannot read '{}': no answer within {READ_WAIT:?} (a hung file system?)", path.display()))
+    })
+}
+
+/// How long a read of `/etc/passwd` or `/etc/group` may take.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Readers of the account files that have not come back (a hung file system).
+static HUNG: AtomicUsize = AtomicUsize::new(0);
+const MAX_HUNG: usize = 2;
+
+fn read_etc_now(path: &Path) -> Result<String, String> {
     if !path.exists() && path.symlink_metadata().is_err() {
         return Ok(String::new());
     }
-    crate::fsread::read_regular_bytes(&path, MAX_FILE).map(|b| String::from_utf8_lossy(&b).into_owned())
+    crate::fsread::read_regular_bytes(path, MAX_FILE).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// Whether a name from the file is `wanted`: equal, and all of it was UTF-8 in the file.
@@ -274,14 +310,46 @@ fn already_ours(groups: &[u32]) -> bool {
     current == want
 }
 
-/// Everything the spawn child is to do for a job, or why it cannot be done (an unknown user,
-/// a capability pilot does not have itself). Called before fork, for the job's process and
-/// its health check alike; `None` for a job without privilege options.
-pub fn plan(p: &Privileges, etc: &Path) -> Result<Option<Plan>, String> {
+/// Resolve every job's `user` and `group` into [`Resolved`] in the container's `etc`, once
+/// per config: when it is loaded for running and at each reload, on the thread that loads it
+/// (pilot's start, the control thread), never on the supervisor thread at a spawn. The
+/// image's `/etc` does not change under a running container (and a job that adds an account
+/// can have pilot pick it up with a reload, which reads the files again); reading them per
+/// spawn put a file system on the supervisor thread's path, which hangs with a hung CVMFS or
+/// NFS mount. A name that does not resolve is kept as the job's failure: the job then fails
+/// to start with that message, as before, and the other jobs run.
+pub fn resolve_config(cfg: &mut Config, etc: &Path) {
+    let files = EtcFiles::new(etc);
+    for job in &mut cfg.jobs {
+        let p = &mut job.privileges;
+        p.resolved = match resolve_in(p, &files) {
+            Ok(a) => Resolved::Accounts { uid: a.uid, gid: a.gid, groups: a.groups },
+            Err(e) => Resolved::Failed(e.message),
+        };
+    }
+}
+
+/// Whether any job of `cfg` names a user or a group (so its config needs [`resolve_config`]).
+pub fn needs_resolving(cfg: &Config) -> bool {
+    cfg.jobs.iter().any(|j| j.privileges.user.is_some() || j.privileges.group.is_some())
+}
+
+/// Everything the spawn child is to do for a job, or why it cannot be done (a user that did
+/// not resolve, a capability pilot does not have itself). Called before the clone, for the
+/// job's process and its health check alike; `None` for a job without privilege options.
+/// System calls only (capget, getgroups): the accounts were resolved with the config.
+pub fn plan(p: &Privileges) -> Result<Option<Plan>, String> {
     if p.is_default() {
         return Ok(None);
     }
-    let accounts = resolve(p, etc).map_err(|e| e.message)?;
+    let accounts = match (&p.resolved, p.user.is_some() || p.group.is_some()) {
+        (_, false) => Accounts { uid: None, gid: None, groups: None },
+        (Resolved::Accounts { uid, gid, groups }, true) => Accounts { uid: *uid, gid: *gid, groups: groups.clone() },
+        (Resolved::Failed(e), true) => return Err(e.clone()),
+        (Resolved::Pending, true) => {
+            return Err("its user and group were not looked up when the config was loaded".to_string());
+        }
+    };
     let keep = p.capabilities.as_deref().map(mask);
     if let Some(keep) = keep {
         // Checked here so the message names the capabilities (the child can only say EPERM).

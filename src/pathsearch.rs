@@ -1,5 +1,8 @@
-//! Finding a program the way `execvp` would, done before fork so that the child only has
-//! to call `execve` and so `check-config` can report a missing program offline.
+//! Finding a program the way `execvp` would, for `check-config`'s offline report of a
+//! missing program. pilot does not use it to start anything: a `stat` of every PATH entry on
+//! the supervisor thread would wait on whatever file system they are on (a hung CVMFS or NFS
+//! mount stops PID 1 there), so the spawn child searches PATH itself (`init::spawn`), with
+//! the same rules and messages.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The job stanza's least-privilege extensions (pilot's, not ContainerPilot's): `user`,
 //! `group`, `capabilities` and `no_new_privs`. This file decodes and validates them into
-//! types; names of users and groups are looked up in the container's files when the job is
-//! spawned (and by `check-config`), in `identity`, and the kernel side is
+//! types; names of users and groups are looked up in the container's files when the config
+//! is loaded or reloaded (and by `check-config`), in `identity`, and the kernel side is
 //! `init::privileges`.
 
 use super::decode::{Decoder, Obj, shorten, type_name};
@@ -39,12 +39,28 @@ pub struct Privileges {
     pub capabilities: Option<Vec<Capability>>,
     /// As written; see [`Privileges::no_new_privs`] for the default.
     pub no_new_privs: Option<bool>,
+    /// `user` and `group` as numbers, resolved in the container's `/etc` when the config is
+    /// loaded or reloaded (`identity::resolve_config`, off the supervisor thread), never at a
+    /// spawn: the supervisor thread touches no file system.
+    pub resolved: Resolved,
+}
+
+/// The outcome of looking up a job's `user` and `group` (see [`Privileges::resolved`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Resolved {
+    /// Not looked up (a config that was never loaded for running, or a job without them).
+    #[default]
+    Pending,
+    /// The uid, primary gid and supplementary groups (None: pilot's own).
+    Accounts { uid: Option<u32>, gid: Option<u32>, groups: Option<Vec<u32>> },
+    /// Why not: the message names the file and the account.
+    Failed(String),
 }
 
 impl Privileges {
     /// Whether anything is to be changed before exec.
     pub fn is_default(&self) -> bool {
-        *self == Privileges::default()
+        self.user.is_none() && self.group.is_none() && self.capabilities.is_none() && self.no_new_privs.is_none()
     }
 
     /// Whether the job gets `PR_SET_NO_NEW_PRIVS`. Unless the config says, it does when it
@@ -69,6 +85,7 @@ pub fn decode(d: &mut Decoder, o: &Obj, job: Option<&str>) -> Privileges {
         group: o.get("group").and_then(|v| account(d, &o.field("group"), v, "group")),
         capabilities: o.get("capabilities").map(|v| capabilities(d, &o.field("capabilities"), v)),
         no_new_privs: o.get("no_new_privs").and_then(|v| d.bool(&o.field("no_new_privs"), v)),
+        resolved: Resolved::Pending,
     };
     if let Some(job) = job {
         for diag in &mut d.diags[before..] {

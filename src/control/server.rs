@@ -300,7 +300,9 @@ impl Control {
             warn!("control: reload refused, the running config stays: {}", report.join("; "));
             return Response::text(422, format!("reload refused; the running config stays:\n{}", report.join("\n")));
         }
-        let Some(config) = loaded.config else { return Response::text(500, "no config") };
+        let Some(mut config) = loaded.config else { return Response::text(500, "no config") };
+        // Users and groups are looked up here, on this thread, not at each spawn.
+        crate::identity::resolve_config(&mut config, &crate::identity::etc());
         let (tx, rx) = channel();
         if !self.send(Request::Reload(Box::new(config), tx)) {
             return Response::text(503, "pilot is shutting down");

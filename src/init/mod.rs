@@ -2,9 +2,11 @@
 //! pilot's `unsafe` code and raw libc calls live here, each with a `SAFETY:` note.
 
 pub mod alloc;
+pub mod nofile;
 pub mod privileges;
 pub mod signals;
 pub mod spawn;
+pub(crate) mod sys;
 pub mod trim;
 pub mod wait;
 

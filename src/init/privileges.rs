@@ -27,8 +27,6 @@
 //! across the switch to a non-root uid (which clears the effective and ambient sets); then
 //! capset and the ambient raises; `no_new_privs` last.
 
-use libc::c_long;
-
 /// What the child does, all decided before fork. `None` leaves that part as pilot has it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -194,13 +192,16 @@ const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// Apply `plan` to the calling task: the only function the spawn child calls here.
 ///
 /// # Safety
-/// Only for the child of fork (or vfork) just before execve: makes only raw system calls
-/// (prctl, setgroups, setresgid, setresuid, capset) on memory prepared before the fork,
-/// allocates nothing and takes no locks.
+/// Only for the spawn child just before execve: makes only raw system calls (`init::sys`:
+/// prctl, setgroups, setresgid, setresuid, capset; no libc wrapper, no errno) on memory
+/// prepared before the clone, allocates nothing and takes no locks.
 pub unsafe fn apply_in_child(plan: &Plan) -> Result<(), Failure> {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    let errno = || unsafe { *libc::__errno_location() };
-    let fail = |step, cap: u8| Failure { step, cap, errno: errno() };
+    use super::sys::sys;
+    let fail = |step, cap: u8, errno: i32| Failure { step, cap, errno };
+    let prctl = |op: libc::c_int, a: usize, b: usize| {
+        // SAFETY: prctl with integer arguments only.
+        unsafe { sys!(libc::SYS_prctl, op, a, b, 0, 0) }
+    };
     // SAFETY: each call below is a system call on integers, or on pointers to memory that
     // lives for the whole call (`plan`, a local struct); none allocates or locks.
     unsafe {
@@ -209,37 +210,25 @@ pub unsafe fn apply_in_child(plan: &Plan) -> Result<(), Failure> {
             // what is in the set is dropped, so a pilot whose bounding set is already small
             // enough needs no CAP_SETPCAP.
             for cap in 0..64u8 {
-                let has = libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0);
-                if has < 0 {
-                    break;
-                }
-                if has == 1
-                    && keep & (1u64 << cap) == 0
-                    && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
-                {
-                    return Err(fail(Step::BoundingDrop, cap));
+                let Ok(has) = prctl(libc::PR_CAPBSET_READ, cap as usize, 0) else { break };
+                if has == 1 && keep & (1u64 << cap) == 0 {
+                    prctl(libc::PR_CAPBSET_DROP, cap as usize, 0).map_err(|e| fail(Step::BoundingDrop, cap, e))?;
                 }
             }
         }
-        if let Some(groups) = &plan.groups
-            && libc::syscall(libc::SYS_setgroups, groups.len() as c_long, groups.as_ptr()) != 0
-        {
-            return Err(fail(Step::Setgroups, 0));
+        if let Some(groups) = &plan.groups {
+            sys!(libc::SYS_setgroups, groups.len(), groups.as_ptr()).map_err(|e| fail(Step::Setgroups, 0, e))?;
         }
-        if let Some(gid) = plan.gid
-            && libc::syscall(libc::SYS_setresgid, gid as c_long, gid as c_long, gid as c_long) != 0
-        {
-            return Err(fail(Step::Setgid, 0));
+        if let Some(gid) = plan.gid {
+            sys!(libc::SYS_setresgid, gid, gid, gid).map_err(|e| fail(Step::Setgid, 0, e))?;
         }
         if let Some(uid) = plan.uid {
             // Without KEEPCAPS the switch away from root empties the permitted set, and the
             // capabilities to keep could not be raised again.
-            if plan.keep.is_some() && libc::prctl(libc::PR_SET_KEEPCAPS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(fail(Step::KeepCaps, 0));
+            if plan.keep.is_some() {
+                prctl(libc::PR_SET_KEEPCAPS, 1, 0).map_err(|e| fail(Step::KeepCaps, 0, e))?;
             }
-            if libc::syscall(libc::SYS_setresuid, uid as c_long, uid as c_long, uid as c_long) != 0 {
-                return Err(fail(Step::Setuid, 0));
-            }
+            sys!(libc::SYS_setresuid, uid, uid, uid).map_err(|e| fail(Step::Setuid, 0, e))?;
         }
         if let Some(keep) = plan.keep {
             let header = CapHeader { version: CAPABILITY_VERSION_3, pid: 0 };
@@ -248,21 +237,16 @@ pub unsafe fn apply_in_child(plan: &Plan) -> Result<(), Failure> {
                 CapData { effective: word(0), permitted: word(0), inheritable: word(0) },
                 CapData { effective: word(32), permitted: word(32), inheritable: word(32) },
             ];
-            if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) != 0 {
-                return Err(fail(Step::Capset, 0));
-            }
-            let ambient = libc::PR_CAP_AMBIENT as libc::c_int;
-            if libc::prctl(ambient, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(fail(Step::AmbientClear, 0));
-            }
+            sys!(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()).map_err(|e| fail(Step::Capset, 0, e))?;
+            let ambient = libc::PR_CAP_AMBIENT;
+            prctl(ambient, libc::PR_CAP_AMBIENT_CLEAR_ALL as usize, 0).map_err(|e| fail(Step::AmbientClear, 0, e))?;
             for cap in (0..64u8).filter(|c| keep & (1u64 << c) != 0) {
-                if libc::prctl(ambient, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong, 0, 0) != 0 {
-                    return Err(fail(Step::AmbientRaise, cap));
-                }
+                prctl(ambient, libc::PR_CAP_AMBIENT_RAISE as usize, cap as usize)
+                    .map_err(|e| fail(Step::AmbientRaise, cap, e))?;
             }
         }
-        if plan.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
-            return Err(fail(Step::NoNewPrivs, 0));
+        if plan.no_new_privs {
+            prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(|e| fail(Step::NoNewPrivs, 0, e))?;
         }
     }
     Ok(())

@@ -131,36 +131,92 @@ extern "C" fn on_fault_signal(sig: libc::c_int, info: *mut libc::siginfo_t, cont
     }
 }
 
-/// Which part of restoring the signal state failed in a child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestoreStep {
-    /// Setting SIGPIPE back to its default action.
-    SigpipeDefault,
-    /// Restoring the inherited signal mask.
-    Mask,
+/// The kernel's `struct sigaction` (x86_64 and aarch64 both have `sa_restorer`), for the
+/// raw `rt_sigaction` of the spawn child.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
 }
 
-/// In a forked child, just before `execve`: give the program the signal state a program
-/// expects: SIGPIPE at its default action (Rust's runtime set it to ignored in pilot, and
-/// an ignored signal stays ignored across exec) and the mask pilot inherited (pilot's own
-/// mask blocks everything). Returns the failing step and errno.
+/// The kernel's signal set size for `rt_sigaction` and `rt_sigprocmask` (64 signals).
+const KERNEL_SIGSET: usize = 8;
+
+/// The signals (bit `sig - 1`) that have a handler in pilot, SIGPIPE added (Rust's runtime
+/// ignores it in pilot, and an ignored signal stays ignored across exec): what every child
+/// puts back to the default action. Asked once, at the first spawn: pilot installs its
+/// handlers (its fault guard, Rust's overflow report) at start, before anything is spawned,
+/// and never later. The libc-internal signals 32–34 (glibc's cancellation and set*id
+/// broadcast, musl's synccall) may get handlers later and are looked at in each child.
+pub fn handled() -> u64 {
+    static HANDLED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HANDLED.get_or_init(|| {
+        let mut mask = 1u64 << (libc::SIGPIPE - 1);
+        for sig in 1..=64 {
+            // SAFETY: sigaction with a null new action only writes the current one into `old`.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                    && old.sa_sigaction != libc::SIG_DFL
+                    && old.sa_sigaction != libc::SIG_IGN
+                {
+                    mask |= 1u64 << (sig - 1);
+                }
+            }
+        }
+        mask
+    })
+}
+
+/// In the spawn child, first thing: no handler of pilot's may run in it (it shares pilot's
+/// memory and, without `CLONE_SETTLS`, the supervisor thread's thread-local storage), so
+/// every signal of `handled` (see [`handled`]) goes back to its default action, as does one of
+/// 32–34 with a handler, and the alternate signal stack (the supervisor thread's, inherited)
+/// is switched off. Asynchronous signals stay blocked until [`restore_mask_in_child`].
 ///
 /// # Safety
-/// Only async-signal-safe calls are made and nothing is allocated, so this may run in the
-/// child of a multi-threaded process between `fork` and `execve`.
-pub unsafe fn restore_in_child(inherited: &Inherited) -> Result<(), (RestoreStep, i32)> {
-    // SAFETY: signal and pthread_sigmask are async-signal-safe; the mask is a valid set.
+/// Only in the child of `init::spawn`: raw system calls on its own stack, nothing else.
+pub unsafe fn defaults_in_child(handled: u64) -> Result<(), i32> {
+    use super::sys::sys;
+    let dfl = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+    // SAFETY: sigaltstack and rt_sigaction on valid pointers to local structs.
     unsafe {
-        if libc::signal(libc::SIGPIPE, libc::SIG_DFL) == libc::SIG_ERR {
-            return Err((RestoreStep::SigpipeDefault, *libc::__errno_location()));
+        let off = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+        sys!(libc::SYS_sigaltstack, &off as *const libc::stack_t, 0)?;
+        let mut reset = handled;
+        for sig in 32..=34usize {
+            let mut old = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+            if sys!(libc::SYS_rt_sigaction, sig, 0, &mut old as *mut KernelSigaction, KERNEL_SIGSET).is_ok()
+                && old.handler != libc::SIG_DFL
+                && old.handler != libc::SIG_IGN
+            {
+                reset |= 1 << (sig - 1);
+            }
         }
-        // pthread_sigmask returns the error instead of setting errno.
-        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &inherited.mask, std::ptr::null_mut());
-        if rc != 0 {
-            return Err((RestoreStep::Mask, rc));
+        for sig in 1..=64usize {
+            if reset & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL as usize && sig != libc::SIGSTOP as usize {
+                sys!(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, 0, KERNEL_SIGSET)?;
+            }
         }
     }
     Ok(())
+}
+
+/// In the spawn child, just before `execve`: the mask pilot inherited (pilot's own blocks
+/// everything). Signals sent to the job before this wait, blocked; from here they act with
+/// their default action (see [`defaults_in_child`]).
+///
+/// # Safety
+/// Only in the child of `init::spawn`: one raw system call.
+pub unsafe fn restore_mask_in_child(inherited: &Inherited) -> Result<(), i32> {
+    use super::sys::sys;
+    // SAFETY: the mask is a valid set of at least KERNEL_SIGSET bytes.
+    unsafe {
+        sys!(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &inherited.mask as *const libc::sigset_t, 0, KERNEL_SIGSET)
+            .map(|_| ())
+    }
 }
 
 /// Reap every exited child without blocking, reporting each (called on SIGCHLD by the

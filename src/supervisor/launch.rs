@@ -1,11 +1,13 @@
-//! Starting a job's (or health check's) process: find the program on PATH, wire its stdio
-//! (the payload inherits pilot's; other jobs get /dev/null as stdin and, unless `raw`, a
-//! pipe for their output) and fork/exec it through `init::spawn`.
+//! Starting a job's (or health check's) process: wire its stdio (the payload inherits
+//! pilot's; other jobs get /dev/null as stdin and, unless `raw`, a pipe for their output) and
+//! start it through `init::spawn`, whose child searches PATH and reads the program: nothing
+//! here touches a file system (see the supervisor thread's invariant in ARCHITECTURE.md).
+//! The job's identity was resolved when its config was loaded (`identity::Plans`).
 
 use super::machine::{RunRequest, SpawnFailure};
+use crate::init::privileges::Plan;
 use crate::init::signals::Inherited;
-use crate::init::spawn::{self, Spec, Stdio};
-use crate::pathsearch;
+use crate::init::spawn::{self, InFlight, Spec, Stdio};
 use std::io::PipeReader;
 use std::os::fd::AsRawFd;
 
@@ -26,17 +28,14 @@ pub fn launch(
     req: &RunRequest,
     env: &[(String, String)],
     path: Option<&str>,
+    plan: Option<&Plan>,
     inherited: &Inherited,
+    inflight: &mut InFlight,
 ) -> Result<Launched, Failed> {
     let fail = |code, message| Failed { failure: SpawnFailure { pid: None, code, message }, output: None };
-    let program = match req.argv.first().map(|p| pathsearch::resolve(p, path)) {
-        Some(Ok(p)) => p,
-        Some(Err(e)) => return Err(fail(e.code, e.message)),
-        None => return Err(fail(127, "empty command".into())),
-    };
+    let Some(program) = req.argv.first() else { return Err(fail(127, "empty command".into())) };
     // Jobs that are not raw have their output logged line by line with their name.
     let pipe = if req.raw { None } else { std::io::pipe().ok() };
-    let devnull = std::fs::File::open("/dev/null").ok();
     let out = match &pipe {
         Some((_, w)) => Stdio::Fd(w.as_raw_fd()),
         None => Stdio::Inherit,
@@ -45,28 +44,20 @@ pub fn launch(
         Some((_, w)) => Stdio::Fd(w.as_raw_fd()),
         None => Stdio::Inherit,
     };
-    let stdin = match (&devnull, req.main) {
-        (Some(f), false) => Stdio::Fd(f.as_raw_fd()),
-        _ => Stdio::Inherit,
-    };
-    // The job's identity, resolved now (before fork) in the container's /etc.
-    let plan = match crate::identity::plan(req.privileges, &crate::identity::etc()) {
-        Ok(plan) => plan,
-        Err(e) => {
-            return Err(fail(126, format!("cannot run {} with its user and capabilities: {e}", program.display())));
-        }
-    };
+    // The payload keeps pilot's stdin; other processes get /dev/null (opened by the child).
+    let stdin = if req.main { Stdio::Inherit } else { Stdio::Null };
     let spec = Spec {
-        program: &program,
+        program,
+        path,
         argv: req.argv,
         env,
         stdin,
         stdout: out,
         stderr: err,
         foreground: req.main,
-        privileges: plan.as_ref(),
+        privileges: plan,
     };
-    let result = spawn::spawn(&spec, inherited);
+    let result = spawn::spawn(&spec, inherited, inflight);
     // Only the child may hold the write end now, so the reader sees EOF when it is done.
     let output = pipe.map(|(reader, writer)| {
         drop(writer);
@@ -74,13 +65,6 @@ pub fn launch(
     });
     match result {
         Ok(pid) => Ok(Launched { pid, output }),
-        Err(e) => Err(Failed {
-            failure: SpawnFailure {
-                pid: e.pid,
-                code: e.exit_code(),
-                message: format!("cannot execute {}: {}", program.display(), e.error),
-            },
-            output,
-        }),
+        Err(e) => Err(Failed { failure: SpawnFailure { pid: e.pid, code: e.exit_code(), message: e.message }, output }),
     }
 }

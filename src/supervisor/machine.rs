@@ -548,6 +548,26 @@ impl<E: Effects> Machine<E> {
         }
     }
 
+    /// A process started by `spawn` exited without running its program (not found, cannot
+    /// run, a failed set-up step in the child): as a spawn failure, with its message and
+    /// code, the same as when the failure is known at once.
+    pub fn on_spawn_failed(&mut self, pid: i32, code: i32, message: &str) {
+        self.ignored_pids.remove(&pid);
+        if let Some(j) = self.jobs.iter().position(|job| job.pid == Some(pid)) {
+            self.jobs[j].pid = None;
+            warn!("job {}: {message}", self.jobs[j].cfg.name);
+            self.exited(j, ExitStatus::Code(code), true);
+        } else if let Some(j) = self.jobs.iter().position(|job| job.check_pid == Some(pid)) {
+            self.jobs[j].check_pid = None;
+            warn!("health check for {}: {message}", self.jobs[j].cfg.name);
+            self.check_exited(j, ExitStatus::Code(code));
+        } else {
+            // A process of a job replaced by a reload, or already given up on.
+            debug!("pid {pid} (of a job no longer tracked) did not start: {message}");
+        }
+        self.settle();
+    }
+
     pub fn on_exit(&mut self, pid: i32, status: ExitStatus) {
         if self.ignored_pids.remove(&pid) {
             return;

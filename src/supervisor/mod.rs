@@ -16,6 +16,7 @@ use crate::control::{self, Request};
 use crate::events::{Code, Event, Source};
 use crate::init;
 use crate::init::signals::{self, Inherited, Report};
+use crate::init::spawn::InFlight;
 use crate::init::wait::{Doorbell, Waiter};
 use crate::status::{HealthState, JobState, JobStatus, Status};
 use crate::telemetry::{self, Metrics};
@@ -62,6 +63,8 @@ impl Mailbox {
 /// The real effects: spawning, kill(2) and the timers.
 struct Driver {
     inherited: Inherited,
+    /// The children spawned and not yet reaped (their arguments, stacks, failure reports).
+    inflight: InFlight,
     timers: timers::Heap,
     env: Vec<(String, String)>,
     path: Option<String>,
@@ -133,7 +136,18 @@ impl Effects for Driver {
         // Without the output thread nobody would read the job's pipe: then it runs raw.
         let raw = raw || !self.loggers.ready(req.job);
         let req = &RunRequest { raw, ..*req };
-        match launch::launch(req, &self.env, self.path.as_deref(), &self.inherited) {
+        // The accounts were resolved with the config: no file is read here.
+        let plan = match crate::identity::plan(req.privileges) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let program = req.argv.first().map_or("", |p| p.as_str());
+                let message = format!("cannot run {program} with its user and capabilities: {e}");
+                return Err(SpawnFailure { pid: None, code: 126, message });
+            }
+        };
+        let launched =
+            launch::launch(req, &self.env, self.path.as_deref(), plan.as_ref(), &self.inherited, &mut self.inflight);
+        match launched {
             Ok(launched) => {
                 let is_check = req.kind == RunKind::Check;
                 let output = launched.output.and_then(|r| self.loggers.follow(req.job, r, is_check));
@@ -273,6 +287,22 @@ pub fn run(
     grace: Duration,
     inherited: Inherited,
 ) -> i32 {
+    // pilot's own descriptors may go past the usual 1024; its children get the original
+    // soft limit back before exec (`init::nofile`, the spawn child).
+    if let Some((soft, hard)) = init::nofile::raise() {
+        debug!("RLIMIT_NOFILE soft limit raised from {soft} to {hard} for pilot; its children get {soft}");
+    }
+    // The accounts of jobs with a `user` or `group`, looked up once now, before anything
+    // runs (each file read with a deadline), not at each spawn (`identity::resolve_config`).
+    let resolved;
+    let config = if crate::identity::needs_resolving(config) {
+        let mut c = config.clone();
+        crate::identity::resolve_config(&mut c, &crate::identity::etc());
+        resolved = c;
+        &resolved
+    } else {
+        config
+    };
     if let Err(e) = init::become_reaper() {
         warn!("{e}: orphans of jobs will be reaped by the real init instead");
     }
@@ -352,6 +382,7 @@ pub fn run(
     let path = std::env::var("PATH").ok();
     let mut driver = Driver {
         inherited,
+        inflight: InFlight::default(),
         timers: timers::Heap::default(),
         env,
         path,
@@ -387,6 +418,8 @@ pub fn run(
     let (mut handled, mut last_input, mut trimmed) = (false, Instant::now(), Instant::now());
     while !m.finished() {
         let Some(msg) = inbox.pop_front() else {
+            // Children that have exec'd since need their stacks and arguments no more.
+            m.fx.inflight.prune();
             let now = Instant::now();
             let sleep_ahead = m.fx.timers.next().is_none_or(|t| t.saturating_duration_since(now) >= IDLE_TRIM);
             // When an idle trim is due, if nothing else comes in first.
@@ -419,11 +452,16 @@ pub fn run(
         match msg {
             Msg::Report(Report::Signal(s)) => {
                 if s == libc::SIGUSR1 {
+                    // The one file-system touch left on this thread (see ARCHITECTURE.md).
                     crate::logging::reopen();
                 }
                 m.on_signal(s)
             }
-            Msg::Report(Report::Exited { pid, status }) => m.on_exit(pid, status),
+            Msg::Report(Report::Exited { pid, status }) => match m.fx.inflight.reaped(pid) {
+                // The child never ran its program: the message and code it left.
+                Some(failed) => m.on_spawn_failed(pid, failed.code, &failed.message),
+                None => m.on_exit(pid, status),
+            },
             Msg::Timer(k) => m.on_timer(k),
             Msg::Event(epoch, ev) => {
                 if epoch == m.fx.epoch.load(Ordering::SeqCst) {
@@ -445,6 +483,7 @@ pub fn run(
                 let _ = reply.send(taken);
             }
             Msg::Control(Request::Reload(config, reply)) => {
+                // Resolved on the control thread that loaded it (`identity::resolve_config`).
                 let taken = m.reload(*config);
                 let _ = reply.send(taken);
                 trim_at = Instant::now().checked_add(TRIM_AFTER).filter(|_| trimmable != Some(false));
@@ -458,9 +497,9 @@ pub fn run(
         true => Some(Instant::now()),
         false => m.fx.grace_deadline.or_else(|| Instant::now().checked_add(grace)),
     };
-    if let Some(path) = socket {
-        let _ = std::fs::remove_file(path);
-    }
+    // The socket's directory may be on a network file system (HTCondor's scratch directory):
+    // removed off this thread, so a hung one cannot keep the leftovers from being swept.
+    let socket_removed = socket.map(remove_off_thread);
     sweep_leftovers(&waiter, &rx, deadline, m.stop_timeout());
     deregister_telemetry(m.fx.consul.as_ref(), deadline);
     debug!("reaped {} orphans in all", m.orphans_reaped);
@@ -471,7 +510,26 @@ pub fn run(
     while m.fx.loggers.busy() && Instant::now() < drain_until {
         std::thread::sleep(Duration::from_millis(2));
     }
+    // The socket's removal (on its thread) has had the sweep's time; a little more at most.
+    if let Some(done) = socket_removed {
+        let _ = done.recv_timeout(Duration::from_millis(200));
+    }
     code
+}
+
+/// Remove `path` (the control socket) on a thread of its own: its directory may be on a
+/// network file system (HTCondor's scratch directory), and the supervisor thread never waits
+/// on a file system. The receiver hears when it is done (or that the thread could not start).
+fn remove_off_thread(path: PathBuf) -> Receiver<()> {
+    let (tx, rx) = channel();
+    let spawned = std::thread::Builder::new().name("remove socket".into()).spawn(move || {
+        let _ = std::fs::remove_file(path);
+        let _ = tx.send(());
+    });
+    if let Err(e) = spawned {
+        warn!("the control socket stays: no thread to remove it: {e}");
+    }
+    rx
 }
 
 /// Wait for the next inputs and queue them in order: signals and reaped children first (a

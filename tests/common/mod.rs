@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod consul;
+pub mod fuse;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

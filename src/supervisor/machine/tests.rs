@@ -787,3 +787,30 @@ fn a_long_chain_stops_in_reverse_order() {
     assert!(m.finished());
 }
 
+/// A spawn failure the child reports when it is reaped (not found on PATH, a missing `#!`
+/// interpreter) counts as one known at once: the payload's ends pilot with its code, a
+/// check's is a failed check, a job's is an exit with the spawn-retry backoff.
+#[test]
+fn a_spawn_failure_known_at_reap_is_a_spawn_failure() {
+    let mut m = Machine::new(&config("{}"), Some(vec!["nope".into()]), Duration::from_secs(5), Fake::default());
+    m.start();
+    let main = pid_of(&m, MAIN_JOB);
+    m.on_spawn_failed(main, 127, "nope: command not found");
+    assert!(m.finished());
+    assert_eq!(m.exit_code(), 127);
+
+    let mut m = service_machine();
+    m.on_timer(TimerKey::Health(id(&m, "app")));
+    let check = pid_of(&m, "check.app");
+    m.on_spawn_failed(check, 126, "cannot execute check: interpreter /cvmfs/x of check not found");
+    assert_eq!(m.fx.consul, ["started:app", "health:app:false"]);
+    assert!(state(&m, "app").check_pid.is_none());
+
+    let app = pid_of(&m, "app");
+    m.on_spawn_failed(app, 127, "app: command not found");
+    assert!(state(&m, "app").pid.is_none(), "the job's run is over");
+    assert!(m.fx.events.contains(&"exitFailed:app".to_string()), "{:?}", m.fx.events);
+    // An unknown pid (a job replaced by a reload) is only logged.
+    m.on_spawn_failed(99_999, 127, "gone");
+    assert_eq!(m.orphans_reaped, 0);
+}
