@@ -144,18 +144,56 @@ struct KernelSigaction {
 /// The kernel's signal set size for `rt_sigaction` and `rt_sigprocmask` (64 signals).
 const KERNEL_SIGSET: usize = 8;
 
+/// The signals whose default action dumps core (signal(7)).
+const CORE_DUMPING: [i32; 10] = [
+    libc::SIGQUIT,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGSEGV,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGSYS,
+];
+
+/// The kernel's `SA_RESTORER` (x86_64 and aarch64; not in the libc crate).
+const SA_RESTORER: libc::c_ulong = 0x0400_0000;
+
+/// The spawn child's handler of the [`CORE_DUMPING`] signals until it has exec'd (execve
+/// resets a caught signal to its default action, so the program gets the default): the
+/// child ends at once with the shell's code for that signal, 128 + n, *without* a core dump.
+/// A core dump of the child would be a core image of the memory it shares, all of pilot's
+/// (its environment, tokens, every job's arguments); and before Linux 5.16 (EL8, EL9) the
+/// kernel kills every process sharing the dumping one's memory first: pilot with it.
+/// Raw exit_group only: it runs on the child's stack, on the supervisor thread's TLS.
+extern "C" fn end_before_exec(sig: libc::c_int) {
+    // SAFETY: exit_group ends the child (its own thread group) and touches no memory.
+    unsafe {
+        let _ = super::sys::sys!(libc::SYS_exit_group, 128 + sig);
+    }
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
 /// In the spawn child, first thing: no handler of pilot's may run in it (it shares pilot's
 /// memory and, without `CLONE_SETTLS`, the supervisor thread's thread-local storage), so
 /// every signal with a handler goes back to its default action, SIGPIPE too (Rust's runtime
 /// ignores it in pilot, and an ignored signal stays ignored across exec), and the alternate
 /// signal stack (the supervisor thread's, inherited) is switched off. Asynchronous signals
-/// stay blocked until [`restore_mask_in_child`].
+/// stay blocked until [`restore_mask_in_child`]. The core-dumping ones that are not ignored
+/// get [`end_before_exec`] instead of the default (the program still starts with the
+/// default: execve resets caught signals).
 ///
 /// # Safety
 /// Only in the child of `init::spawn`: raw system calls on its own stack, nothing else.
 pub unsafe fn defaults_in_child() -> Result<(), i32> {
     use super::sys::sys;
     let dfl = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+    // Never returns, so the restorer is never used; x86_64 refuses a frame without one.
+    let handler = end_before_exec as *const () as usize;
+    let end = KernelSigaction { handler, flags: SA_RESTORER, restorer: handler, mask: !0 };
     // SAFETY: sigaltstack and rt_sigaction on valid pointers to local structs.
     unsafe {
         let off = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
@@ -169,7 +207,9 @@ pub unsafe fn defaults_in_child() -> Result<(), i32> {
                 continue; // not a signal this kernel has
             }
             let handled = old.handler != libc::SIG_DFL && old.handler != libc::SIG_IGN;
-            if handled || sig == libc::SIGPIPE as usize {
+            if CORE_DUMPING.contains(&(sig as i32)) && old.handler != libc::SIG_IGN {
+                sys!(libc::SYS_rt_sigaction, sig, &end as *const KernelSigaction, 0, KERNEL_SIGSET)?;
+            } else if handled || sig == libc::SIGPIPE as usize {
                 sys!(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, 0, KERNEL_SIGSET)?;
             }
         }

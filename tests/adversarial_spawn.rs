@@ -1,0 +1,114 @@
+//! Adversarial tests of the spawn (`init::spawn`): its child runs `clone(CLONE_VM)` without
+//! `CLONE_VFORK`, concurrently with pilot's threads and *in pilot's memory*, until it has
+//! exec'd, searching PATH on file systems that may hang. What a hostile payload, config or
+//! environment can do to pilot through that child.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The children of `parent` (from /proc: each process's ppid).
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = stat.get(stat.rfind(')')? + 2..)?;
+            (rest.split(' ').nth(1)? == parent.to_string()).then_some(pid)
+        })
+        .collect()
+}
+
+/// pilot (`pilot ARGS`, run in `cwd`, with `RLIMIT_CORE` unlimited so that a core dump would
+/// be written there when `core_pattern` is a plain file name) in a private mount namespace
+/// where `cwd/hung` is a FUSE mount nobody ever answers: every access below it waits in the
+/// kernel until the returned descriptor is closed (then ENOTCONN). The mount exists only in
+/// pilot's namespace: nothing of the test can hang on it. pilot is `Child`'s own process
+/// (prlimit, unshare and the shell exec each other).
+fn pilot_with_hung_mount(cwd: &Path, args: &[&str]) -> (Child, OwnedFd, std::sync::mpsc::Receiver<String>) {
+    assert!(is_root(), "a FUSE mount needs root: run this test as root");
+    require("prlimit", "apt-get install util-linux");
+    require("unshare", "apt-get install util-linux");
+    std::fs::create_dir_all(cwd.join("hung")).unwrap();
+    let fuse: OwnedFd = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .unwrap_or_else(|e| panic!("/dev/fuse: {e} (load the fuse module: modprobe fuse)"))
+        .into();
+    let script =
+        "mount -i -t fuse -o fd=0,rootmode=40000,user_id=0,group_id=0 hung hung || exit 99; exec \"$@\" </dev/null";
+    let mut child = Command::new("prlimit")
+        .args(["--core=unlimited", "--", "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(script)
+        .arg("sh")
+        .arg(pilot())
+        .args(args)
+        .current_dir(cwd)
+        .env("TMPDIR", cwd)
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(Stdio::from(fuse.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pilot under unshare");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, fuse, rx)
+}
+
+/// Finding 1. A signal whose default action dumps core (SIGQUIT, SIGABRT, SIGSEGV, ...)
+/// reaching the spawn child before its exec — from anyone of pilot's user, or sent to the
+/// job's process group while its PATH search waits on a hung CVMFS — made that child dump
+/// core: a core image of the memory it shares, i.e. *all of pilot's memory* (environment,
+/// Consul token, every job's arguments) written to the job's directory. On kernels before
+/// 5.16 (EL8's 4.18, EL9's 5.14) it is worse: the kernel kills every process that shares
+/// the dumping one's memory before it dumps, so pilot, PID 1, was SIGKILLed with it.
+/// The child must end such a signal itself, without a core dump, until it has exec'd.
+#[test]
+fn a_core_dumping_signal_before_exec_dumps_nothing_of_pilot() {
+    let dir = scratch("adv-core");
+    let cfg = write_config(&dir, "{ jobs: [] }");
+    let payload = dir.join("hung/payload").display().to_string();
+    let (mut child, fuse, lines) = pilot_with_hung_mount(&dir, &["run", "-c", &cfg, "--", &payload]);
+    let pilot_pid = child.id() as i32;
+    // The payload's child, waiting in its execve on the hung mount (mask restored by then).
+    // (A first child of the same pid may be the shell's `mount`: look until one waits there.)
+    let waits_on_fuse = |pid: &i32| {
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        wchan.contains("fuse") || wchan.contains("request_wait_answer")
+    };
+    let spawned = eventually(Duration::from_secs(10), "pilot's child waiting on the hung mount", || {
+        children_of(pilot_pid).into_iter().find(waits_on_fuse)
+    });
+    assert!(pilot::init::kill(spawned, libc::SIGQUIT, false), "SIGQUIT to the child");
+    std::thread::sleep(Duration::from_millis(200));
+    // The mount ends: execve returns ENOTCONN, the pending SIGQUIT is delivered.
+    drop(fuse);
+    let out = wait_limited(&mut child, LIMIT);
+    let log: Vec<String> = lines.try_iter().collect();
+    let log = log.join("\n");
+    let cores: Vec<String> = std::fs::read_dir(&*dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("core"))
+        .collect();
+    assert!(cores.is_empty(), "the child dumped pilot's memory: {cores:?} ({log})");
+    assert!(out.status.code().is_some(), "pilot ended by itself: {:?} ({log})", out.status);
+    assert!(!log.contains("killed by SIGQUIT"), "the child died of SIGQUIT's default action (a core dump): {log}");
+}
