@@ -112,3 +112,42 @@ fn a_core_dumping_signal_before_exec_dumps_nothing_of_pilot() {
     assert!(out.status.code().is_some(), "pilot ended by itself: {:?} ({log})", out.status);
     assert!(!log.contains("killed by SIGQUIT"), "the child died of SIGQUIT's default action (a core dump): {log}");
 }
+
+/// Finding 2. Where `clone(CLONE_VM)` without `CLONE_THREAD` is refused, the spawn falls back
+/// to a fork-like clone; but only on EINVAL (qemu-user). A seccomp filter refuses with the
+/// errno it was written with, EPERM nearly always (libseccomp's and the container runtimes'
+/// default): then every spawn failed ("cannot execute sh: Operation not permitted", 126),
+/// the payload never ran, although fork works there. Under such a filter the payload, a job
+/// and a check run, and failures read as without it.
+#[test]
+fn a_seccomp_filter_refusing_clone_vm_with_eperm_takes_the_fork_like_path() {
+    require_python();
+    let dir = scratch("adv-seccomp");
+    let check = dir.join("checked");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ consul: "127.0.0.1:1", jobs: [
+                {{ name: "job", exec: ["sh", "-c", "echo job-ran"] }},
+                {{ name: "missing", exec: "no-such-program-adv" }},
+                {{ name: "svc", exec: "sleep 1000", port: 8080, interfaces: ["static:127.0.0.1"],
+                   health: {{ exec: ["touch", "{}"], interval: 1, ttl: 10 }} }} ] }}"#,
+            check.display()
+        ),
+    );
+    let payload = format!("while [ ! -e {} ]; do sleep 0.1; done; echo payload-ran", check.display());
+    let out = run_limited(
+        Command::new("python3")
+            .arg(fixture("seccomp_refuse_clone_vm.py"))
+            .arg(pilot())
+            .args(["run", "-c", &cfg, "--", "sh", "-c", &payload])
+            .env("TMPDIR", &*dir),
+        LIMIT,
+    );
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!log.contains("Operation not permitted"), "a spawn failed under the filter: {log}");
+    assert!(log.lines().any(|l| l.ends_with("job-ran")), "the job ran: {log}");
+    assert!(log.contains("job missing: no-such-program-adv: command not found"), "the same message: {log}");
+    assert!(log.lines().any(|l| l == "payload-ran"), "the payload ran after the check did: {log}");
+    assert_eq!(out.status.code(), Some(0), "{log}");
+}

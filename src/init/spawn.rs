@@ -602,14 +602,19 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
         // SAFETY: see above.
         unsafe { libc::clone(child_entry, top, libc::CLONE_VM | libc::SIGCHLD, args_ptr.cast()) }
     };
-    if fork_like || (pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)) {
+    // Refusals of CLONE_VM itself, not a lack of memory or processes (ENOMEM, EAGAIN: the
+    // fork-like clone would fail the same way, and is not tried).
+    let refused = |e: Option<i32>| matches!(e, Some(libc::EINVAL | libc::EPERM | libc::EACCES | libc::ENOSYS));
+    if fork_like || (pid < 0 && refused(std::io::Error::last_os_error().raw_os_error())) {
         // CLONE_VM without CLONE_THREAD refused: qemu-user (how the aarch64 build is tested)
-        // allows CLONE_VM for threads only, and a seccomp filter may too. Then a fork-like
+        // allows CLONE_VM for threads only (EINVAL), and a seccomp filter may too, with the
+        // errno it was written with: EPERM, the usual one (libseccomp's and the container
+        // runtimes' default), EACCES or ENOSYS. Then a fork-like
         // clone: the child runs the same code on copies of everything, and its report still
         // reaches us through the MAP_SHARED page.
         shares_memory = false;
         if !fork_like && !FELL_BACK.swap(true, Ordering::Relaxed) {
-            log::debug!("clone(CLONE_VM) refused (EINVAL): processes start fork-like (a page-table copy each)");
+            log::debug!("clone(CLONE_VM) refused: processes start fork-like (a page-table copy each)");
         }
         // SAFETY: as above, but the child has its own copy of our memory (no CLONE_VM): it
         // cannot touch ours except the shared page, which lives until it is reaped.
