@@ -158,6 +158,10 @@ const CORE_DUMPING: [i32; 10] = [
     libc::SIGSYS,
 ];
 
+/// The [`CORE_DUMPING`] signals (bit `sig - 1`) pilot does not ignore, set with [`handled`]
+/// (so before the first clone): the child catches them with [`end_before_exec`].
+static END_BEFORE_EXEC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The kernel's `SA_RESTORER` (x86_64 and aarch64; not in the libc crate).
 const SA_RESTORER: libc::c_ulong = 0x0400_0000;
 
@@ -177,18 +181,55 @@ extern "C" fn end_before_exec(sig: libc::c_int) {
     loop {}
 }
 
+/// The signals (bit `sig - 1`) that have a handler in pilot, SIGPIPE added (Rust's runtime
+/// ignores it in pilot, and an ignored signal stays ignored across exec): what every child
+/// puts back to the default action. Asked once, at the first spawn: pilot installs its
+/// handlers (its fault guard, Rust's overflow report) at start, before anything is spawned,
+/// and never later. The libc-internal signals 32–34 (glibc's cancellation and set*id
+/// broadcast, musl's synccall) may get handlers later and are looked at in each child.
+pub fn handled() -> u64 {
+    static HANDLED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HANDLED.get_or_init(|| {
+        let mut mask = 1u64 << (libc::SIGPIPE - 1);
+        for sig in 1..=64 {
+            // SAFETY: sigaction with a null new action only writes the current one into `old`.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                    && old.sa_sigaction != libc::SIG_DFL
+                    && old.sa_sigaction != libc::SIG_IGN
+                {
+                    mask |= 1u64 << (sig - 1);
+                }
+            }
+        }
+        // The core-dumping signals not ignored: [`end_before_exec`] in the child instead.
+        let mut end = 0u64;
+        for sig in CORE_DUMPING {
+            // SAFETY: as above.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction != libc::SIG_IGN {
+                    end |= 1u64 << (sig - 1);
+                }
+            }
+        }
+        END_BEFORE_EXEC.store(end, std::sync::atomic::Ordering::Relaxed);
+        mask
+    })
+}
+
 /// In the spawn child, first thing: no handler of pilot's may run in it (it shares pilot's
 /// memory and, without `CLONE_SETTLS`, the supervisor thread's thread-local storage), so
-/// every signal with a handler goes back to its default action, SIGPIPE too (Rust's runtime
-/// ignores it in pilot, and an ignored signal stays ignored across exec), and the alternate
-/// signal stack (the supervisor thread's, inherited) is switched off. Asynchronous signals
-/// stay blocked until [`restore_mask_in_child`]. The core-dumping ones that are not ignored
-/// get [`end_before_exec`] instead of the default (the program still starts with the
-/// default: execve resets caught signals).
+/// every signal of `handled` (see [`handled`]) goes back to its default action, as does one of
+/// 32–34 with a handler, and the alternate signal stack (the supervisor thread's, inherited)
+/// is switched off. Asynchronous signals stay blocked until [`restore_mask_in_child`].
+/// The core-dumping ones that pilot does not ignore get [`end_before_exec`] instead (the
+/// program still starts with the default: execve resets caught signals).
 ///
 /// # Safety
 /// Only in the child of `init::spawn`: raw system calls on its own stack, nothing else.
-pub unsafe fn defaults_in_child() -> Result<(), i32> {
+pub unsafe fn defaults_in_child(handled: u64) -> Result<(), i32> {
     use super::sys::sys;
     let dfl = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
     // Never returns, so the restorer is never used; x86_64 refuses a frame without one.
@@ -198,18 +239,21 @@ pub unsafe fn defaults_in_child() -> Result<(), i32> {
     unsafe {
         let off = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
         sys!(libc::SYS_sigaltstack, &off as *const libc::stack_t, 0)?;
-        for sig in 1..=64usize {
-            if sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize {
-                continue;
-            }
+        let mut reset = handled;
+        for sig in 32..=34usize {
             let mut old = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
-            if sys!(libc::SYS_rt_sigaction, sig, 0, &mut old as *mut KernelSigaction, KERNEL_SIGSET).is_err() {
-                continue; // not a signal this kernel has
+            if sys!(libc::SYS_rt_sigaction, sig, 0, &mut old as *mut KernelSigaction, KERNEL_SIGSET).is_ok()
+                && old.handler != libc::SIG_DFL
+                && old.handler != libc::SIG_IGN
+            {
+                reset |= 1 << (sig - 1);
             }
-            let handled = old.handler != libc::SIG_DFL && old.handler != libc::SIG_IGN;
-            if CORE_DUMPING.contains(&(sig as i32)) && old.handler != libc::SIG_IGN {
+        }
+        let end_mask = END_BEFORE_EXEC.load(std::sync::atomic::Ordering::Relaxed);
+        for sig in 1..=64usize {
+            if end_mask & (1 << (sig - 1)) != 0 {
                 sys!(libc::SYS_rt_sigaction, sig, &end as *const KernelSigaction, 0, KERNEL_SIGSET)?;
-            } else if handled || sig == libc::SIGPIPE as usize {
+            } else if reset & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL as usize && sig != libc::SIGSTOP as usize {
                 sys!(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, 0, KERNEL_SIGSET)?;
             }
         }

@@ -521,6 +521,8 @@ struct ChildArgs {
     null_stdin: bool,
     take_tty: bool,
     mask: libc::sigset_t,
+    /// The signals the child puts back to their default action (`signals::handled`).
+    handled: u64,
     nofile: Option<libc::rlimit>,
     plan: *const super::privileges::Plan,
 }
@@ -577,6 +579,7 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
         // tcsetpgrp ignores ENOTTY anyway.
         take_tty: spec.foreground,
         mask: inherited.mask,
+        handled: super::signals::handled(),
         nofile: super::nofile::original(),
         plan: plan.as_deref().map_or(std::ptr::null(), |p| p as *const _),
     });
@@ -765,7 +768,7 @@ unsafe fn child(args: &ChildArgs) -> ! {
         let _ = sys!(libc::SYS_set_tid_address, (*args.shared).tid.as_ptr());
         // Then: no handler of pilot's may run here (a fault would otherwise run pilot's
         // handler on the supervisor thread's alternate stack).
-        if let Err(e) = super::signals::defaults_in_child() {
+        if let Err(e) = super::signals::defaults_in_child(args.handled) {
             fail(args, Step::SignalDefaults, 0, e);
         }
         if let Err(e) = sys!(libc::SYS_setpgid, 0, 0) {

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
@@ -485,11 +485,7 @@ pub fn run(
     };
     // The socket's directory may be on a network file system (HTCondor's scratch directory):
     // removed off this thread, so a hung one cannot keep the leftovers from being swept.
-    if let Some(path) = socket {
-        off_thread(&REMOVING_SOCKET, "remove socket", move || {
-            let _ = std::fs::remove_file(path);
-        });
-    }
+    let socket_removed = socket.map(remove_off_thread);
     sweep_leftovers(&waiter, &rx, deadline, m.stop_timeout());
     deregister_telemetry(m.fx.consul.as_ref(), deadline);
     debug!("reaped {} orphans in all", m.orphans_reaped);
@@ -501,33 +497,25 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(2));
     }
     // The socket's removal (on its thread) has had the sweep's time; a little more at most.
-    let removed_by = Instant::now() + Duration::from_millis(200);
-    while REMOVING_SOCKET.load(Ordering::SeqCst) && Instant::now() < removed_by {
-        std::thread::sleep(Duration::from_millis(1));
+    if let Some(done) = socket_removed {
+        let _ = done.recv_timeout(Duration::from_millis(200));
     }
     code
 }
 
-/// The removal of the control socket in progress.
-static REMOVING_SOCKET: AtomicBool = AtomicBool::new(false);
-
-/// Run `work`, which touches a file system (the socket's directory), on a thread of its own:
-/// the supervisor thread never waits on a file system (a hung NFS mount would stop PID 1).
-/// At most one such thread per `busy` flag: while one is stuck, another request of the same
-/// kind is dropped; the stuck one does the work when the mount comes back.
-fn off_thread(busy: &'static AtomicBool, name: &str, work: impl FnOnce() + Send + 'static) {
-    if busy.swap(true, Ordering::SeqCst) {
-        warn!("{name}: the previous one has not finished (a hung file system?): not started again");
-        return;
-    }
-    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
-        work();
-        busy.store(false, Ordering::SeqCst);
+/// Remove `path` (the control socket) on a thread of its own: its directory may be on a
+/// network file system (HTCondor's scratch directory), and the supervisor thread never waits
+/// on a file system. The receiver hears when it is done (or that the thread could not start).
+fn remove_off_thread(path: PathBuf) -> Receiver<()> {
+    let (tx, rx) = channel();
+    let spawned = std::thread::Builder::new().name("remove socket".into()).spawn(move || {
+        let _ = std::fs::remove_file(path);
+        let _ = tx.send(());
     });
     if let Err(e) = spawned {
-        busy.store(false, Ordering::SeqCst);
-        warn!("{name}: no thread for it: {e}");
+        warn!("the control socket stays: no thread to remove it: {e}");
     }
+    rx
 }
 
 /// Wait for the next inputs and queue them in order: signals and reaped children first (a
