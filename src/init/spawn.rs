@@ -429,6 +429,14 @@ impl InFlight {
         for (_, r) in self.records.iter_mut() {
             if r.payload.is_some() && !r.in_use() {
                 r.payload = None;
+                // Done with our memory and no failure left (the child stores its step before
+                // it exits): it exec'd, or a signal ended it; either way no message will name
+                // a candidate. A job runs for days: its list (one string per PATH entry, MBs
+                // for a PATH of tens of thousands) must not stay with it.
+                if r.shared.step.load(Ordering::Acquire) == 0 {
+                    r._candidates_p = Vec::new();
+                    r.candidates = Vec::new();
+                }
             }
         }
     }
