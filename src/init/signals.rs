@@ -224,7 +224,7 @@ pub fn handled() -> u64 {
 /// every signal of `handled` (see [`handled`]) goes back to its default action, as does one of
 /// 32–34 with a handler, and the alternate signal stack (the supervisor thread's, inherited)
 /// is switched off. Asynchronous signals stay blocked until [`restore_mask_in_child`].
-/// The core-dumping ones that pilot does not ignore get [`end_before_exec`] instead (the
+/// The core-dumping ones that pilot does not ignore get `end_before_exec` instead (the
 /// program still starts with the default: execve resets caught signals).
 ///
 /// # Safety
