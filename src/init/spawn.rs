@@ -695,6 +695,10 @@ unsafe fn fail(args: &ChildArgs, step: Step, detail: u32, errno: i32) -> ! {
     shared.detail.store(detail, Ordering::Relaxed);
     shared.errno.store(errno, Ordering::Relaxed);
     shared.step.store(step as u32, Ordering::Release);
+    // A full barrier (one instruction): the step is visible before the kernel's clear of
+    // `tid` at our exit, which `InFlight::prune` takes as "no failure left" when it sees
+    // step 0 (a release store alone does not order the later store on aarch64).
+    std::sync::atomic::fence(Ordering::SeqCst);
     let code = if errno == libc::ENOENT || step == Step::NotFound { 127 } else { 126 };
     // SAFETY: exit_group ends this process (the child alone: it has its own thread group).
     unsafe {
