@@ -32,7 +32,11 @@ fn children_of(parent: i32) -> Vec<i32> {
 /// kernel until the returned descriptor is closed (then ENOTCONN). The mount exists only in
 /// pilot's namespace: nothing of the test can hang on it. pilot is `Child`'s own process
 /// (prlimit, unshare and the shell exec each other).
-fn pilot_with_hung_mount(cwd: &Path, args: &[&str]) -> (Child, OwnedFd, std::sync::mpsc::Receiver<String>) {
+fn pilot_with_hung_mount(
+    cwd: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, OwnedFd, std::sync::mpsc::Receiver<String>) {
     assert!(is_root(), "a FUSE mount needs root: run this test as root");
     require("prlimit", "apt-get install util-linux");
     require("unshare", "apt-get install util-linux");
@@ -45,7 +49,11 @@ fn pilot_with_hung_mount(cwd: &Path, args: &[&str]) -> (Child, OwnedFd, std::syn
         .into();
     let script =
         "mount -i -t fuse -o fd=0,rootmode=40000,user_id=0,group_id=0 hung hung || exit 99; exec \"$@\" </dev/null";
-    let mut child = Command::new("prlimit")
+    let mut cmd = Command::new("prlimit");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args(["--core=unlimited", "--", "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
         .arg(script)
         .arg("sh")
@@ -84,7 +92,7 @@ fn a_core_dumping_signal_before_exec_dumps_nothing_of_pilot() {
     let dir = scratch("adv-core");
     let cfg = write_config(&dir, "{ jobs: [] }");
     let payload = dir.join("hung/payload").display().to_string();
-    let (mut child, fuse, lines) = pilot_with_hung_mount(&dir, &["run", "-c", &cfg, "--", &payload]);
+    let (mut child, fuse, lines) = pilot_with_hung_mount(&dir, &["run", "-c", &cfg, "--", &payload], &[]);
     let pilot_pid = child.id() as i32;
     // The payload's child, waiting in its execve on the hung mount (mask restored by then).
     // (A first child of the same pid may be the shell's `mount`: look until one waits there.)
@@ -237,4 +245,63 @@ fn a_spawn_storm_with_kills_before_exec_leaves_no_mappings_or_memory_behind() {
             .count()
     };
     eventually(Duration::from_secs(5), "no lasting zombie", || (zombies() < 3).then_some(()));
+}
+
+/// Held up, kept as a guard: a child stopped (SIGSTOP) before its exec keeps its arguments
+/// and stack however long it stays stopped, while pilot spawns a check every 10 ms (whose
+/// allocations would reuse freed memory): continued, it finds its program on the next PATH
+/// entry and runs it with exactly its arguments. The child is held in its PATH search by a
+/// hung first entry, stopped there, and the mount then ends (ENOTCONN: the search goes on).
+#[test]
+fn a_child_stopped_before_exec_keeps_its_arguments_while_pilot_spawns_on() {
+    let dir = scratch("adv-stopped");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let seen = dir.join("seen");
+    let probe = bin.join("adv-probe");
+    std::fs::write(&probe, format!("#!/bin/sh\nprintf '%s|' \"$@\" > {}\nexec sleep 1000\n", seen.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ticks = dir.join("ticks");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            r#"{{ consul: "127.0.0.1:1", jobs: [
+                {{ name: "probe", exec: ["adv-probe", "first argument", "second", "third ümlaut"] }},
+                {{ name: "svc", exec: "/bin/sleep 1000", port: 8080, interfaces: ["static:127.0.0.1"],
+                   health: {{ exec: ["/bin/sh", "-c", "echo x >> {}"], interval: "10ms", ttl: 10 }} }} ] }}"#,
+            ticks.display()
+        ),
+    );
+    let path = format!("{}:{}:/usr/bin:/bin", dir.join("hung").display(), bin.display());
+    let (mut child, fuse, _lines) =
+        pilot_with_hung_mount(&dir, &["run", "-c", &cfg, "--", "/bin/sleep", "1000"], &[("PATH", &path)]);
+    let pilot_pid = child.id() as i32;
+    let waits_on_fuse = |pid: &i32| {
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        wchan.contains("fuse") || wchan.contains("request_wait_answer")
+    };
+    let spawned = eventually(Duration::from_secs(10), "the probe's child waiting on the hung mount", || {
+        children_of(pilot_pid).into_iter().find(waits_on_fuse)
+    });
+    assert!(pilot::init::kill(spawned, libc::SIGSTOP, false), "SIGSTOP to the child");
+    std::thread::sleep(Duration::from_millis(200));
+    drop(fuse);
+    let state = |pid: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)).unwrap_or("").to_string()
+    };
+    eventually(Duration::from_secs(10), "the child stopped before its exec", || (state(spawned) == "T").then_some(()));
+    // pilot spawns checks meanwhile: a hundred or so while the child stays stopped.
+    let count = || std::fs::read_to_string(&ticks).map(|t| t.lines().count()).unwrap_or(0);
+    let before = count();
+    eventually(LIMIT, "checks to run while the child is stopped", || (count() >= before + 50).then_some(()));
+    assert!(!seen.exists(), "the probe ran while its child was stopped");
+    assert!(pilot::init::kill(spawned, libc::SIGCONT, false), "SIGCONT to the child");
+    let got = eventually(Duration::from_secs(10), "the probe to run", || {
+        std::fs::read_to_string(&seen).ok().filter(|s| !s.is_empty())
+    });
+    assert_eq!(got, "first argument|second|third ümlaut|", "the arguments the child exec'd with");
+    assert!(pilot::init::kill(pilot_pid, libc::SIGTERM, false));
+    let _ = wait_limited(&mut child, LIMIT);
 }
