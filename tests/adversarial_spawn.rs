@@ -305,3 +305,33 @@ fn a_child_stopped_before_exec_keeps_its_arguments_while_pilot_spawns_on() {
     assert!(pilot::init::kill(pilot_pid, libc::SIGTERM, false));
     let _ = wait_limited(&mut child, LIMIT);
 }
+
+/// Finding 4. A script on a file system mounted `noexec` (grid sites mount /tmp, /dev/shm
+/// and job scratch directories that way) was reported as "interpreter /bin/sh of S cannot
+/// run: EACCES": the healthy interpreter blamed, the real cause (the script's own mount)
+/// never named. The child now asks statfs when execve gives EACCES for an executable file.
+#[test]
+fn a_script_on_a_noexec_mount_is_not_blamed_on_its_interpreter() {
+    assert!(is_root(), "mounting a tmpfs needs root: run this test as root");
+    require("unshare", "apt-get install util-linux");
+    let dir = scratch("adv-noexec");
+    let nx = dir.join("nx");
+    std::fs::create_dir_all(&nx).unwrap();
+    let cfg = write_config(&dir, "{ jobs: [] }");
+    let nx = nx.display().to_string();
+    let script = format!(
+        "mount -t tmpfs -o noexec tmpfs {nx} || exit 99; printf '#!/bin/sh\\necho ran\\n' > {nx}/s.sh; chmod +x {nx}/s.sh; exec \"$@\""
+    );
+    let out = run_limited(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c", &script, "sh", pilot()])
+            .args(["run", "-c", &cfg, "--", &format!("{nx}/s.sh")])
+            .env("TMPDIR", &*dir),
+        LIMIT,
+    );
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(126), "cannot run: 126 ({log})");
+    assert!(!log.contains("interpreter /bin/sh"), "the interpreter is blamed: {log}");
+    assert!(log.contains(&format!("cannot execute {nx}/s.sh: EACCES")), "the script is named: {log}");
+    assert!(log.contains("its file system is mounted noexec"), "the cause is named: {log}");
+}

@@ -123,10 +123,13 @@ enum Step {
     /// The job's identity (`privileges::apply_in_child`); `detail` says which of its steps,
     /// and for which capability.
     Privileges,
+    /// execve gave EACCES for an executable file whose own file system is mounted `noexec`
+    /// (`detail`: which candidate): grid sites mount /tmp, /dev/shm and scratch that way.
+    Noexec,
 }
 
 impl Step {
-    const ALL: [Step; 15] = [
+    const ALL: [Step; 16] = [
         Step::Setpgid,
         Step::Tcsetpgrp,
         Step::DevNull,
@@ -142,6 +145,7 @@ impl Step {
         Step::NotFound,
         Step::NotExecutable,
         Step::Privileges,
+        Step::Noexec,
     ];
 
     fn dup(target: usize) -> Step {
@@ -165,6 +169,7 @@ impl Step {
             Step::NotFound => "looking up the program",
             Step::NotExecutable => "looking up the program",
             Step::Privileges => "setting the job's user and capabilities",
+            Step::Noexec => "execve",
         }
     }
 }
@@ -470,6 +475,12 @@ impl InFlight {
         let error = |message: String, code: i32| Some(SpawnError { pid: Some(pid), message, code, kind });
         match step {
             Step::NotFound => error(format!("{}: command not found", r.program), 127),
+            // Not its `#!` interpreter, not the job's user: the file system of the file itself.
+            Step::Noexec => {
+                let program = candidate(detail);
+                let text = format!("{}: its file system is mounted noexec", errno_text(errno));
+                error(format!("cannot execute {program}: {text}"), 126)
+            }
             Step::NotExecutable => {
                 let why = match r.plan.as_ref() {
                     Some(plan) => super::privileges::exec_denied(plan),
@@ -731,6 +742,20 @@ unsafe fn kind(path: *const libc::c_char) -> Kind {
     }
 }
 
+/// Whether `path`'s file system is mounted `noexec` (execve's EACCES is then about the file
+/// itself, not its `#!` interpreter).
+///
+/// # Safety
+/// Only in the child: one raw statfs on a path prepared before the clone.
+unsafe fn noexec(path: *const libc::c_char) -> bool {
+    // The kernel's struct statfs on 64-bit targets: 15 words (fsid is two ints), `f_flags`
+    // the 11th (the libc crate does not expose it).
+    let mut st = [0u64; 16];
+    // SAFETY: a valid C string and a buffer larger than the kernel's struct statfs.
+    let ok = unsafe { sys!(libc::SYS_statfs, path, st.as_mut_ptr()) }.is_ok();
+    ok && st[10] & libc::ST_NOEXEC != 0
+}
+
 /// Read the first bytes of `path` into the shared record, for the parent's diagnosis: with
 /// `O_NONBLOCK` (a FIFO swapped in must not block), and only from a regular file.
 ///
@@ -853,6 +878,9 @@ unsafe fn child(args: &ChildArgs) -> ! {
             }
             match kind(path) {
                 Kind::Runnable => {
+                    if e == libc::EACCES && noexec(path) {
+                        fail(args, Step::Noexec, i as u32, e);
+                    }
                     if e == libc::ENOENT || e == libc::EACCES {
                         read_head(args, path);
                     }
