@@ -335,3 +335,25 @@ fn a_script_on_a_noexec_mount_is_not_blamed_on_its_interpreter() {
     assert!(log.contains(&format!("cannot execute {nx}/s.sh: EACCES")), "the script is named: {log}");
     assert!(log.contains("its file system is mounted noexec"), "the cause is named: {log}");
 }
+
+/// Finding 5. A script saved with DOS line endings (`#!/bin/sh\r\n`) was reported as
+/// "interpreter /bin/sh of S not found", although /bin/sh is there: the kernel looks for
+/// "/bin/sh\r" (its `#!` parser splits on spaces and tabs only), while pilot's diagnosis split
+/// on any whitespace and printed the `\r` away. The name is now read as the kernel reads it,
+/// shown escaped, with the cause.
+#[test]
+fn a_script_with_dos_line_endings_is_named_as_such() {
+    let dir = scratch("adv-dos");
+    let cfg = write_config(&dir, "{ jobs: [] }");
+    let script = dir.join("dos.sh");
+    std::fs::write(&script, "#!/bin/sh\r\necho ran\r\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out =
+        run_limited(Command::new(pilot()).args(["run", "-c", &cfg, "--"]).arg(&script).env("TMPDIR", &*dir), LIMIT);
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(127), "not found: 127 ({log})");
+    assert!(!log.contains("interpreter /bin/sh of"), "/bin/sh is there, yet named as missing: {log}");
+    assert!(log.contains(r#"interpreter "/bin/sh\r""#), "the name the kernel looked for: {log}");
+    assert!(log.contains("DOS line endings"), "the cause: {log}");
+}

@@ -192,10 +192,25 @@ fn needs(head: &[u8]) -> Needs {
     }
     let Some(line) = head.strip_prefix(b"#!") else { return Needs::Nothing };
     let line = line.split(|b| *b == b'\n').next().unwrap_or(line);
-    match String::from_utf8_lossy(line).split_whitespace().next() {
-        Some(i) => Needs::Interpreter(i.to_string()),
-        None => Needs::Nothing,
+    // As the kernel reads it (binfmt_script): blanks are spaces and tabs only, so the `\r` of
+    // a DOS line ending is part of the name, and the reason it is not found.
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = line.iter().position(|b| !blank(b)).unwrap_or(line.len());
+    let name = line[start..].split(|b| blank(b) || *b == 0).next().unwrap_or_default();
+    match name.is_empty() {
+        false => Needs::Interpreter(String::from_utf8_lossy(name).into_owned()),
+        true => Needs::Nothing,
     }
+}
+
+/// An interpreter's name for a message: escaped when it has control characters (a `\r`
+/// printed raw would hide itself), with the likely cause of a trailing `\r`.
+fn shown(interp: &str) -> String {
+    if !interp.chars().any(char::is_control) {
+        return interp.to_string();
+    }
+    let dos = if interp.ends_with('\r') { " (the #! line ends with \\r: DOS line endings)" } else { "" };
+    format!("\"{}\"{dos}", interp.escape_debug())
 }
 
 /// "E2BIG: Argument list too long (os error 7)": the errno's name, then the system's text
@@ -213,9 +228,11 @@ fn exec_failure(program: &str, step: Step, errno: i32, head: &[u8]) -> (String, 
     match step {
         Step::Execve if matches!(errno, libc::ENOENT | libc::EACCES) => match needs(head) {
             Needs::Interpreter(interp) if errno == libc::ENOENT => {
-                (format!("interpreter {interp} of {program} not found"), code)
+                (format!("interpreter {} of {program} not found", shown(&interp)), code)
             }
-            Needs::Interpreter(interp) => (format!("interpreter {interp} of {program} cannot run: {name}"), code),
+            Needs::Interpreter(interp) => {
+                (format!("interpreter {} of {program} cannot run: {name}", shown(&interp)), code)
+            }
             Needs::Elf if errno == libc::ENOENT => {
                 (format!("its dynamic loader (ELF interpreter) is missing: {name}"), code)
             }
