@@ -357,3 +357,34 @@ fn a_script_with_dos_line_endings_is_named_as_such() {
     assert!(log.contains(r#"interpreter "/bin/sh\r""#), "the name the kernel looked for: {log}");
     assert!(log.contains("DOS line endings"), "the cause: {log}");
 }
+
+/// Finding 6. An ELF program for another machine (an image built for aarch64 on an x86_64
+/// worker node, or the reverse, without binfmt emulation) fails execve with ENOEXEC, which
+/// the spawn took for a script without `#!` and gave to /bin/sh: the shell ran the binary's
+/// bytes as commands and the payload ended with "./prog: 1: ELF...: not found" and 127, "not
+/// found", for a program that is there. A binary (the ELF magic, or a NUL in its first line,
+/// as bash tests) now fails as a binary: ENOEXEC named, 126.
+#[test]
+fn an_elf_program_for_another_machine_is_not_run_as_a_shell_script() {
+    let dir = scratch("adv-elf");
+    let cfg = write_config(&dir, "{ jobs: [] }");
+    // The ELF header of an executable for the other architecture (EM_AARCH64 183, EM_X86_64 62).
+    let machine: u16 = if cfg!(target_arch = "aarch64") { 62 } else { 183 };
+    let mut elf = b"\x7fELF\x02\x01\x01\x00".to_vec();
+    elf.extend_from_slice(&[0; 8]);
+    for half in [2u16, machine] {
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&[0; 104]);
+    let prog = dir.join("other-machine");
+    std::fs::write(&prog, &elf).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run_limited(Command::new(pilot()).args(["run", "-c", &cfg, "--"]).arg(&prog).env("TMPDIR", &*dir), LIMIT);
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(126), "cannot run: 126 ({log})");
+    assert!(!log.contains("not found"), "a program that is there reported as not found: {log}");
+    assert!(log.contains(&format!("cannot execute {}: ENOEXEC", prog.display())), "ENOEXEC named: {log}");
+    assert!(log.contains("for another machine"), "the likely cause: {log}");
+}

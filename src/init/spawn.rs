@@ -238,6 +238,13 @@ fn exec_failure(program: &str, step: Step, errno: i32, head: &[u8]) -> (String, 
             }
             _ => (name, code),
         },
+        Step::Execve if errno == libc::ENOEXEC => {
+            let what = match needs(head) {
+                Needs::Elf => "an ELF program for another machine (the image's architecture?)",
+                _ => "a binary, not a script /bin/sh could run",
+            };
+            (format!("{name}: {what}"), 126)
+        }
         Step::Execve => (name, code),
         _ => (format!("{program} has no #! line and /bin/sh cannot run it: {name}"), 126),
     }
@@ -773,6 +780,22 @@ unsafe fn noexec(path: *const libc::c_char) -> bool {
     ok && st[10] & libc::ST_NOEXEC != 0
 }
 
+/// Whether the bytes [`read_head`] left are a binary's, not a script's: the ELF magic, or a
+/// NUL before the first newline in the first 80 bytes (bash's test).
+///
+/// # Safety
+/// Only in the child, after `read_head`: reads the record's buffer, which only it writes.
+unsafe fn binary_head(args: &ChildArgs) -> bool {
+    // SAFETY: `shared` lives until we are reaped; `head` was written by this child only.
+    let (head, len) = unsafe {
+        let shared = &*args.shared;
+        (&*shared.head.get(), (shared.head_len.load(Ordering::Relaxed) as usize).min(HEAD))
+    };
+    let head = &head[..len];
+    let first_line = head[..len.min(80)].split(|b| *b == b'\n').next().unwrap_or_default();
+    head.starts_with(b"\x7fELF") || first_line.contains(&0)
+}
+
 /// Read the first bytes of `path` into the shared record, for the parent's diagnosis: with
 /// `O_NONBLOCK` (a FIFO swapped in must not block), and only from a regular file.
 ///
@@ -889,6 +912,13 @@ unsafe fn child(args: &ChildArgs) -> ! {
                 Ok(_) => libc::EINVAL, // execve does not return on success
             };
             if e == libc::ENOEXEC {
+                // A binary (an ELF for another machine: an image of the wrong architecture)
+                // is no script: /bin/sh would run its bytes as commands ("ELF...: not found",
+                // 127). Tested as bash does: the ELF magic, or a NUL in the first line.
+                read_head(args, path);
+                if binary_head(args) {
+                    fail(args, Step::Execve, i as u32, e);
+                }
                 *args.sh_argv.add(1) = path;
                 let e = sys!(libc::SYS_execve, c"/bin/sh".as_ptr(), args.sh_argv, args.env).err().unwrap_or(0);
                 fail(args, Step::ExecveShell, i as u32, e);
