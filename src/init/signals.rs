@@ -144,6 +144,43 @@ struct KernelSigaction {
 /// The kernel's signal set size for `rt_sigaction` and `rt_sigprocmask` (64 signals).
 const KERNEL_SIGSET: usize = 8;
 
+/// The signals whose default action dumps core (signal(7)).
+const CORE_DUMPING: [i32; 10] = [
+    libc::SIGQUIT,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGSEGV,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGSYS,
+];
+
+/// The [`CORE_DUMPING`] signals (bit `sig - 1`) pilot does not ignore, set with [`handled`]
+/// (so before the first clone): the child catches them with [`end_before_exec`].
+static END_BEFORE_EXEC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The kernel's `SA_RESTORER` (x86_64 and aarch64; not in the libc crate).
+const SA_RESTORER: libc::c_ulong = 0x0400_0000;
+
+/// The spawn child's handler of the [`CORE_DUMPING`] signals until it has exec'd (execve
+/// resets a caught signal to its default action, so the program gets the default): the
+/// child ends at once with the shell's code for that signal, 128 + n, *without* a core dump.
+/// A core dump of the child would be a core image of the memory it shares, all of pilot's
+/// (its environment, tokens, every job's arguments); and before Linux 5.16 (EL8, EL9) the
+/// kernel kills every process sharing the dumping one's memory first: pilot with it.
+/// Raw exit_group only: it runs on the child's stack, on the supervisor thread's TLS.
+extern "C" fn end_before_exec(sig: libc::c_int) {
+    // SAFETY: exit_group ends the child (its own thread group) and touches no memory.
+    unsafe {
+        let _ = super::sys::sys!(libc::SYS_exit_group, 128 + sig);
+    }
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
 /// The signals (bit `sig - 1`) that have a handler in pilot, SIGPIPE added (Rust's runtime
 /// ignores it in pilot, and an ignored signal stays ignored across exec): what every child
 /// puts back to the default action. Asked once, at the first spawn: pilot installs its
@@ -166,6 +203,18 @@ pub fn handled() -> u64 {
                 }
             }
         }
+        // The core-dumping signals not ignored: [`end_before_exec`] in the child instead.
+        let mut end = 0u64;
+        for sig in CORE_DUMPING {
+            // SAFETY: as above.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction != libc::SIG_IGN {
+                    end |= 1u64 << (sig - 1);
+                }
+            }
+        }
+        END_BEFORE_EXEC.store(end, std::sync::atomic::Ordering::Relaxed);
         mask
     })
 }
@@ -175,12 +224,17 @@ pub fn handled() -> u64 {
 /// every signal of `handled` (see [`handled`]) goes back to its default action, as does one of
 /// 32–34 with a handler, and the alternate signal stack (the supervisor thread's, inherited)
 /// is switched off. Asynchronous signals stay blocked until [`restore_mask_in_child`].
+/// The core-dumping ones that pilot does not ignore get `end_before_exec` instead (the
+/// program still starts with the default: execve resets caught signals).
 ///
 /// # Safety
 /// Only in the child of `init::spawn`: raw system calls on its own stack, nothing else.
 pub unsafe fn defaults_in_child(handled: u64) -> Result<(), i32> {
     use super::sys::sys;
     let dfl = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+    // Never returns, so the restorer is never used; x86_64 refuses a frame without one.
+    let handler = end_before_exec as *const () as usize;
+    let end = KernelSigaction { handler, flags: SA_RESTORER, restorer: handler, mask: !0 };
     // SAFETY: sigaltstack and rt_sigaction on valid pointers to local structs.
     unsafe {
         let off = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
@@ -195,8 +249,11 @@ pub unsafe fn defaults_in_child(handled: u64) -> Result<(), i32> {
                 reset |= 1 << (sig - 1);
             }
         }
+        let end_mask = END_BEFORE_EXEC.load(std::sync::atomic::Ordering::Relaxed);
         for sig in 1..=64usize {
-            if reset & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL as usize && sig != libc::SIGSTOP as usize {
+            if end_mask & (1 << (sig - 1)) != 0 {
+                sys!(libc::SYS_rt_sigaction, sig, &end as *const KernelSigaction, 0, KERNEL_SIGSET)?;
+            } else if reset & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL as usize && sig != libc::SIGSTOP as usize {
                 sys!(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, 0, KERNEL_SIGSET)?;
             }
         }

@@ -123,10 +123,13 @@ enum Step {
     /// The job's identity (`privileges::apply_in_child`); `detail` says which of its steps,
     /// and for which capability.
     Privileges,
+    /// execve gave EACCES for an executable file whose own file system is mounted `noexec`
+    /// (`detail`: which candidate): grid sites mount /tmp, /dev/shm and scratch that way.
+    Noexec,
 }
 
 impl Step {
-    const ALL: [Step; 15] = [
+    const ALL: [Step; 16] = [
         Step::Setpgid,
         Step::Tcsetpgrp,
         Step::DevNull,
@@ -142,6 +145,7 @@ impl Step {
         Step::NotFound,
         Step::NotExecutable,
         Step::Privileges,
+        Step::Noexec,
     ];
 
     fn dup(target: usize) -> Step {
@@ -165,6 +169,7 @@ impl Step {
             Step::NotFound => "looking up the program",
             Step::NotExecutable => "looking up the program",
             Step::Privileges => "setting the job's user and capabilities",
+            Step::Noexec => "execve",
         }
     }
 }
@@ -187,10 +192,25 @@ fn needs(head: &[u8]) -> Needs {
     }
     let Some(line) = head.strip_prefix(b"#!") else { return Needs::Nothing };
     let line = line.split(|b| *b == b'\n').next().unwrap_or(line);
-    match String::from_utf8_lossy(line).split_whitespace().next() {
-        Some(i) => Needs::Interpreter(i.to_string()),
-        None => Needs::Nothing,
+    // As the kernel reads it (binfmt_script): blanks are spaces and tabs only, so the `\r` of
+    // a DOS line ending is part of the name, and the reason it is not found.
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = line.iter().position(|b| !blank(b)).unwrap_or(line.len());
+    let name = line[start..].split(|b| blank(b) || *b == 0).next().unwrap_or_default();
+    match name.is_empty() {
+        false => Needs::Interpreter(String::from_utf8_lossy(name).into_owned()),
+        true => Needs::Nothing,
     }
+}
+
+/// An interpreter's name for a message: escaped when it has control characters (a `\r`
+/// printed raw would hide itself), with the likely cause of a trailing `\r`.
+fn shown(interp: &str) -> String {
+    if !interp.chars().any(char::is_control) {
+        return interp.to_string();
+    }
+    let dos = if interp.ends_with('\r') { " (the #! line ends with \\r: DOS line endings)" } else { "" };
+    format!("\"{}\"{dos}", interp.escape_debug())
 }
 
 /// "E2BIG: Argument list too long (os error 7)": the errno's name, then the system's text
@@ -208,14 +228,23 @@ fn exec_failure(program: &str, step: Step, errno: i32, head: &[u8]) -> (String, 
     match step {
         Step::Execve if matches!(errno, libc::ENOENT | libc::EACCES) => match needs(head) {
             Needs::Interpreter(interp) if errno == libc::ENOENT => {
-                (format!("interpreter {interp} of {program} not found"), code)
+                (format!("interpreter {} of {program} not found", shown(&interp)), code)
             }
-            Needs::Interpreter(interp) => (format!("interpreter {interp} of {program} cannot run: {name}"), code),
+            Needs::Interpreter(interp) => {
+                (format!("interpreter {} of {program} cannot run: {name}", shown(&interp)), code)
+            }
             Needs::Elf if errno == libc::ENOENT => {
                 (format!("its dynamic loader (ELF interpreter) is missing: {name}"), code)
             }
             _ => (name, code),
         },
+        Step::Execve if errno == libc::ENOEXEC => {
+            let what = match needs(head) {
+                Needs::Elf => "an ELF program for another machine (the image's architecture?)",
+                _ => "a binary, not a script /bin/sh could run",
+            };
+            (format!("{name}: {what}"), 126)
+        }
         Step::Execve => (name, code),
         _ => (format!("{program} has no #! line and /bin/sh cannot run it: {name}"), 126),
     }
@@ -429,6 +458,14 @@ impl InFlight {
         for (_, r) in self.records.iter_mut() {
             if r.payload.is_some() && !r.in_use() {
                 r.payload = None;
+                // Done with our memory and no failure left (the child stores its step before
+                // it exits): it exec'd, or a signal ended it; either way no message will name
+                // a candidate. A job runs for days: its list (one string per PATH entry, MBs
+                // for a PATH of tens of thousands) must not stay with it.
+                if r.shared.step.load(Ordering::Acquire) == 0 {
+                    r._candidates_p = Vec::new();
+                    r.candidates = Vec::new();
+                }
             }
         }
     }
@@ -462,6 +499,12 @@ impl InFlight {
         let error = |message: String, code: i32| Some(SpawnError { pid: Some(pid), message, code, kind });
         match step {
             Step::NotFound => error(format!("{}: command not found", r.program), 127),
+            // Not its `#!` interpreter, not the job's user: the file system of the file itself.
+            Step::Noexec => {
+                let program = candidate(detail);
+                let text = format!("{}: its file system is mounted noexec", errno_text(errno));
+                error(format!("cannot execute {program}: {text}"), 126)
+            }
             Step::NotExecutable => {
                 let why = match r.plan.as_ref() {
                     Some(plan) => super::privileges::exec_denied(plan),
@@ -605,14 +648,19 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
         // SAFETY: see above.
         unsafe { libc::clone(child_entry, top, libc::CLONE_VM | libc::SIGCHLD, args_ptr.cast()) }
     };
-    if fork_like || (pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)) {
+    // Refusals of CLONE_VM itself, not a lack of memory or processes (ENOMEM, EAGAIN: the
+    // fork-like clone would fail the same way, and is not tried).
+    let refused = |e: Option<i32>| matches!(e, Some(libc::EINVAL | libc::EPERM | libc::EACCES | libc::ENOSYS));
+    if fork_like || (pid < 0 && refused(std::io::Error::last_os_error().raw_os_error())) {
         // CLONE_VM without CLONE_THREAD refused: qemu-user (how the aarch64 build is tested)
-        // allows CLONE_VM for threads only, and a seccomp filter may too. Then a fork-like
+        // allows CLONE_VM for threads only (EINVAL), and a seccomp filter may too, with the
+        // errno it was written with: EPERM, the usual one (libseccomp's and the container
+        // runtimes' default), EACCES or ENOSYS. Then a fork-like
         // clone: the child runs the same code on copies of everything, and its report still
         // reaches us through the MAP_SHARED page.
         shares_memory = false;
         if !fork_like && !FELL_BACK.swap(true, Ordering::Relaxed) {
-            log::debug!("clone(CLONE_VM) refused (EINVAL): processes start fork-like (a page-table copy each)");
+            log::debug!("clone(CLONE_VM) refused: processes start fork-like (a page-table copy each)");
         }
         // SAFETY: as above, but the child has its own copy of our memory (no CLONE_VM): it
         // cannot touch ours except the shared page, which lives until it is reaped.
@@ -682,6 +730,10 @@ unsafe fn fail(args: &ChildArgs, step: Step, detail: u32, errno: i32) -> ! {
     shared.detail.store(detail, Ordering::Relaxed);
     shared.errno.store(errno, Ordering::Relaxed);
     shared.step.store(step as u32, Ordering::Release);
+    // A full barrier (one instruction): the step is visible before the kernel's clear of
+    // `tid` at our exit, which `InFlight::prune` takes as "no failure left" when it sees
+    // step 0 (a release store alone does not order the later store on aarch64).
+    std::sync::atomic::fence(Ordering::SeqCst);
     let code = if errno == libc::ENOENT || step == Step::NotFound { 127 } else { 126 };
     // SAFETY: exit_group ends this process (the child alone: it has its own thread group).
     unsafe {
@@ -712,6 +764,36 @@ unsafe fn kind(path: *const libc::c_char) -> Kind {
         Ok(_) if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_mode & 0o111 != 0 => Kind::Runnable,
         Ok(_) => Kind::NotRunnable,
     }
+}
+
+/// Whether `path`'s file system is mounted `noexec` (execve's EACCES is then about the file
+/// itself, not its `#!` interpreter).
+///
+/// # Safety
+/// Only in the child: one raw statfs on a path prepared before the clone.
+unsafe fn noexec(path: *const libc::c_char) -> bool {
+    // The kernel's struct statfs on 64-bit targets: 15 words (fsid is two ints), `f_flags`
+    // the 11th (the libc crate does not expose it).
+    let mut st = [0u64; 16];
+    // SAFETY: a valid C string and a buffer larger than the kernel's struct statfs.
+    let ok = unsafe { sys!(libc::SYS_statfs, path, st.as_mut_ptr()) }.is_ok();
+    ok && st[10] & libc::ST_NOEXEC != 0
+}
+
+/// Whether the bytes [`read_head`] left are a binary's, not a script's: the ELF magic, or a
+/// NUL before the first newline in the first 80 bytes (bash's test).
+///
+/// # Safety
+/// Only in the child, after `read_head`: reads the record's buffer, which only it writes.
+unsafe fn binary_head(args: &ChildArgs) -> bool {
+    // SAFETY: `shared` lives until we are reaped; `head` was written by this child only.
+    let (head, len) = unsafe {
+        let shared = &*args.shared;
+        (&*shared.head.get(), (shared.head_len.load(Ordering::Relaxed) as usize).min(HEAD))
+    };
+    let head = &head[..len];
+    let first_line = head[..len.min(80)].split(|b| *b == b'\n').next().unwrap_or_default();
+    head.starts_with(b"\x7fELF") || first_line.contains(&0)
 }
 
 /// Read the first bytes of `path` into the shared record, for the parent's diagnosis: with
@@ -830,12 +912,22 @@ unsafe fn child(args: &ChildArgs) -> ! {
                 Ok(_) => libc::EINVAL, // execve does not return on success
             };
             if e == libc::ENOEXEC {
+                // A binary (an ELF for another machine: an image of the wrong architecture)
+                // is no script: /bin/sh would run its bytes as commands ("ELF...: not found",
+                // 127). Tested as bash does: the ELF magic, or a NUL in the first line.
+                read_head(args, path);
+                if binary_head(args) {
+                    fail(args, Step::Execve, i as u32, e);
+                }
                 *args.sh_argv.add(1) = path;
                 let e = sys!(libc::SYS_execve, c"/bin/sh".as_ptr(), args.sh_argv, args.env).err().unwrap_or(0);
                 fail(args, Step::ExecveShell, i as u32, e);
             }
             match kind(path) {
                 Kind::Runnable => {
+                    if e == libc::EACCES && noexec(path) {
+                        fail(args, Step::Noexec, i as u32, e);
+                    }
                     if e == libc::ENOENT || e == libc::EACCES {
                         read_head(args, path);
                     }
