@@ -381,6 +381,18 @@ impl SharedPage {
     }
 }
 
+impl SharedPage {
+    /// As new, for the next child: only after the previous one was reaped (nothing else
+    /// writes the page then; `head` is read only up to `head_len`).
+    fn reset(&self) {
+        self.tid.store(-1, Ordering::Relaxed);
+        self.step.store(0, Ordering::Relaxed);
+        self.detail.store(0, Ordering::Relaxed);
+        self.errno.store(0, Ordering::Relaxed);
+        self.head_len.store(0, Ordering::Relaxed);
+    }
+}
+
 impl std::ops::Deref for SharedPage {
     type Target = Shared;
     fn deref(&self) -> &Shared {
@@ -409,7 +421,8 @@ struct Payload {
     /// From `Box::into_raw` (the child holds a raw pointer to it: a `Box` moved around here
     /// would claim unique access); freed in Drop.
     args: *mut ChildArgs,
-    _stack: Stack,
+    /// Taken out (to be used again, see [`InFlight::spare`]) when the payload is done with.
+    stack: Option<Stack>,
 }
 
 impl Drop for Payload {
@@ -449,7 +462,16 @@ pub struct InFlight {
     /// By pid. A list, not a map: a few entries (one per running process), scanned at each
     /// spawn and reap anyway, and no second hash table's code in the binary.
     records: Vec<(i32, Record)>,
+    /// Stacks and report pages of children that are done with them, used again by the next
+    /// spawns: a health check every few seconds would otherwise map, fault in and unmap both
+    /// each time (about a tenth of pilot's own CPU per check). At most [`SPARES`] of each.
+    spare_stacks: Vec<Stack>,
+    spare_pages: Vec<SharedPage>,
 }
+
+/// How many stacks and report pages are kept for reuse: a check and a job or two starting
+/// at once; more would hold memory a quiet pilot does not need.
+const SPARES: usize = 2;
 
 impl InFlight {
     /// Free the stacks and arguments of children that have exec'd (or exited): called at
@@ -457,7 +479,7 @@ impl InFlight {
     pub fn prune(&mut self) {
         for (_, r) in self.records.iter_mut() {
             if r.payload.is_some() && !r.in_use() {
-                r.payload = None;
+                Self::spare_stack(&mut self.spare_stacks, r.payload.take());
                 // Done with our memory and no failure left (the child stores its step before
                 // it exits): it exec'd, or a signal ended it; either way no message will name
                 // a candidate. A job runs for days: its list (one string per PATH entry, MBs
@@ -467,6 +489,32 @@ impl InFlight {
                     r.candidates = Vec::new();
                 }
             }
+        }
+    }
+
+    /// Keep the stack of a payload nobody uses any more for the next spawn (or unmap it, past
+    /// [`SPARES`]); the payload's arguments are freed.
+    fn spare_stack(spares: &mut Vec<Stack>, payload: Option<Payload>) {
+        if let Some(stack) = payload.and_then(|mut p| p.stack.take())
+            && spares.len() < SPARES
+        {
+            spares.push(stack);
+        }
+    }
+
+    /// A stack for the next child: a spare one, else a new mapping.
+    fn stack(&mut self) -> std::io::Result<Stack> {
+        self.spare_stacks.pop().map_or_else(Stack::new, Ok)
+    }
+
+    /// A report page for the next child, as new: a spare one reset, else a new mapping.
+    fn page(&mut self) -> std::io::Result<SharedPage> {
+        match self.spare_pages.pop() {
+            Some(page) => {
+                page.reset();
+                Ok(page)
+            }
+            None => SharedPage::new(),
         }
     }
 
@@ -482,8 +530,20 @@ impl InFlight {
     /// `pid` was reaped: forget it, and say why it never ran its program, if it did not.
     pub fn reaped(&mut self, pid: i32) -> Option<SpawnError> {
         let at = self.records.iter().position(|(p, _)| *p == pid)?;
-        let (_, r) = self.records.swap_remove(at);
+        let (_, mut r) = self.records.swap_remove(at);
         self.prune();
+        // Reaped: the child is gone, whatever it did with our memory (also when the kernel
+        // never cleared `tid`: set_tid_address refused by a filter).
+        Self::spare_stack(&mut self.spare_stacks, r.payload.take());
+        let failure = self.failure(pid, &r);
+        if self.spare_pages.len() < SPARES {
+            self.spare_pages.push(r.shared);
+        }
+        failure
+    }
+
+    /// Why the reaped child `pid` (record `r`) never ran its program, if it did not.
+    fn failure(&self, pid: i32, r: &Record) -> Option<SpawnError> {
         let step = r.shared.step.load(Ordering::Acquire);
         let step = Step::ALL.into_iter().find(|s| *s as u32 == step)?;
         let detail = r.shared.detail.load(Ordering::Relaxed);
@@ -607,8 +667,8 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
         Stdio::Fd(fd) => *fd,
     });
     let plan = spec.privileges.map(|p| Box::new(p.clone()));
-    let stack = Stack::new().map_err(|e| SpawnError::before_clone(program, e))?;
-    let shared = SharedPage::new().map_err(|e| SpawnError::before_clone(program, e))?;
+    let stack = inflight.stack().map_err(|e| SpawnError::before_clone(program, e))?;
+    let shared = inflight.page().map_err(|e| SpawnError::before_clone(program, e))?;
     let args = Box::new(ChildArgs {
         shared: shared.ptr,
         candidates: candidates_p.as_ptr(),
@@ -639,7 +699,7 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
     // never returns (see `child`). SIGCHLD as the exit signal: the supervisor reaps it.
     let mut shares_memory = true;
     #[cfg(test)]
-    let fork_like = FORK_LIKE.load(Ordering::SeqCst);
+    let fork_like = FORK_LIKE.get();
     #[cfg(not(test))]
     let fork_like = false;
     let mut pid = if fork_like {
@@ -686,7 +746,7 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
         _sh_argv: sh_argv,
         _plan: plan,
         args: args_ptr,
-        _stack: stack,
+        stack: Some(stack),
     };
     let plan = spec.privileges.cloned();
     let record = Record {
@@ -706,9 +766,12 @@ pub fn spawn(spec: &Spec, inherited: &Inherited, inflight: &mut InFlight) -> Res
 /// Whether the fork-like fallback was logged already (once per pilot).
 static FELL_BACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Tests: spawn as the fallback does, fork-like (both ways must give the same results).
 #[cfg(test)]
-static FORK_LIKE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+thread_local! {
+    /// Tests: spawn as the fallback does, fork-like (both ways must give the same results).
+    /// Per thread, so the other tests running at the same time keep spawning with CLONE_VM.
+    static FORK_LIKE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildArgs` `spawn` passed to clone, alive while we use it; we
@@ -1077,6 +1140,38 @@ mod tests {
         assert!(inflight.is_empty());
     }
 
+    /// A check every few seconds reuses the stack and report page of the one before: the
+    /// same mappings come back, and a failure left in a page is never read for the next child.
+    #[test]
+    fn stacks_and_report_pages_are_used_again_and_start_clean() {
+        let mut inflight = InFlight::default();
+        let run = |program: &str, inflight: &mut InFlight| {
+            let argv = [program.to_string()];
+            let pid = spawn(&spec(program, &argv), &inherited(), inflight).unwrap();
+            let (stack, page) = {
+                let r = &inflight.records.last().unwrap().1;
+                (r.payload.as_ref().and_then(|p| p.stack.as_ref()).map(|s| s.base as usize), r.shared.ptr as usize)
+            };
+            reap(pid);
+            (inflight.reaped(pid), stack, page)
+        };
+        let (failed, stack1, page1) = run("no-such-program-anywhere", &mut inflight);
+        assert!(failed.is_some_and(|e| e.code == 127), "the first one fails");
+        assert_eq!((inflight.spare_stacks.len(), inflight.spare_pages.len()), (1, 1));
+        let (ok, stack2, page2) = run("true", &mut inflight);
+        assert!(ok.is_none(), "the next child's report starts clean: {:?}", ok.map(|e| e.message));
+        assert_eq!((stack2, page2), (stack1, page1), "the same stack and page were used again");
+        // Never more spares than SPARES, however many children ended at once.
+        let argv = ["true".to_string()];
+        let pids: Vec<i32> =
+            (0..5).map(|_| spawn(&spec("true", &argv), &inherited(), &mut inflight).unwrap()).collect();
+        for pid in pids {
+            reap(pid);
+            assert!(inflight.reaped(pid).is_none());
+        }
+        assert!(inflight.spare_stacks.len() <= SPARES && inflight.spare_pages.len() <= SPARES);
+    }
+
     /// Many children at once, each with its own record: every one runs or reports, none
     /// reads another's arguments.
     #[test]
@@ -1098,7 +1193,7 @@ mod tests {
     /// tests), the fork-like fallback reports the same successes and failures.
     #[test]
     fn the_fork_like_fallback_reports_the_same() {
-        FORK_LIKE.store(true, Ordering::SeqCst);
+        FORK_LIKE.set(true);
         let mut inflight = InFlight::default();
         let argv = ["true".to_string()];
         let ok = spawn(&spec("true", &argv), &inherited(), &mut inflight).unwrap();
@@ -1106,7 +1201,7 @@ mod tests {
         let bad_fd = spawn(&bad_fd, &inherited(), &mut inflight).unwrap();
         let argv = ["no-such-program-xyz".to_string()];
         let missing = spawn(&spec("no-such-program-xyz", &argv), &inherited(), &mut inflight).unwrap();
-        FORK_LIKE.store(false, Ordering::SeqCst);
+        FORK_LIKE.set(false);
         assert!(inflight.records.iter().all(|(_, r)| !r.shares_memory && r.payload.is_none()));
         assert_eq!(reap(ok), 0);
         assert!(inflight.reaped(ok).is_none());
