@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import agent  # noqa: E402
+import procstat  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
@@ -191,16 +192,8 @@ def memory_and_idle(idle_secs, consul_http):
 
 
 def own_cpu(pid):
-    """The CPU seconds of a process itself so far, without the children it reaped: the sum of
-    its threads' run time (/proc/PID/task/*/schedstat, first field, ns). A thread that already
-    ended is not counted: neither pilot nor ContainerPilot ends threads while it runs checks."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / 1e9
+    """See procstat.own_run_ns."""
+    return procstat.own_run_ns(pid) / 1e9
 
 
 def reap_cpu(p):

@@ -86,6 +86,7 @@ def cp_argv(cfg):
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import agent  # noqa: E402
+import procstat  # noqa: E402
 
 
 def start_agent():
@@ -190,15 +191,8 @@ def cpu_per_check(agent_port, secs=int(os.environ.get("CHECK_SECS", "20"))):
 
 
 def own_ns(pid):
-    """The process's own CPU time in ns, without its children: the sum of its threads'
-    run time (/proc/PID/task/*/schedstat, first field)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    """See procstat.own_run_ns."""
+    return procstat.own_run_ns(pid)
 
 
 def startup(runs=int(os.environ.get("STARTUP_RUNS", "200"))):

@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -68,14 +67,7 @@ fn pilot_with_hung_mount(
         .spawn()
         .expect("spawn pilot under unshare");
     let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = lines_of(out);
     (child, fuse, rx)
 }
 

@@ -9,7 +9,6 @@
 //! (pilot as PID 1 of a new PID namespace), never in the test's own: nothing of the test, nor
 //! the removal of its scratch directory, can hang on it.
 
-use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -76,14 +75,7 @@ impl HungMount {
             .spawn()
             .expect("spawn pilot under unshare");
         let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let rx = super::lines_of(out);
         crate::common::Running { child, lines: rx, runtime_dir: Some(runtime_dir) }
     }
 

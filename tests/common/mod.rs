@@ -6,7 +6,7 @@ pub mod cli;
 pub mod consul;
 pub mod fuse;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -201,14 +201,7 @@ impl Running {
             .spawn()
             .expect("spawn pilot");
         let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let rx = lines_of(out);
         Running { child, lines: rx, runtime_dir }
     }
 
@@ -367,4 +360,19 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 pub fn clock_ticks_per_second() -> u64 {
     let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
     text(&out.stdout).trim().parse().unwrap_or(100)
+}
+
+/// A process's output, line by line, as it comes (a thread reads it): tests wait on lines with
+/// a timeout instead of blocking on a pipe.
+pub fn lines_of(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
