@@ -11,7 +11,7 @@
 //! hold beyond musl's behaviour is the arena itself.
 //!
 //! A block belongs to whichever allocator's memory it is in: inside the arena, dlmalloc's;
-//! anywhere else, musl's. Never allocate in the child of a vfork-style clone (init/spawn.rs):
+//! anywhere else, musl's. Never allocate in spawn's child (init/spawn.rs: it shares pilot's memory):
 //! the parent may hold this lock (as it could musl's).
 
 use std::alloc::{GlobalAlloc, Layout, System};

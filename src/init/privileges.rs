@@ -6,7 +6,7 @@
 //! system calls on it. They are *raw* system calls (`syscall(SYS_setresuid, ..)`), not libc's
 //! `setuid`: musl and glibc make those change every thread of the process, through a signal
 //! broadcast and locks that are not async-signal-safe in the child of a threaded process (nor
-//! in a vfork child, which shares the parent's memory). The kernel keeps credentials per task,
+//! in spawn's child, which shares the parent's memory). The kernel keeps credentials per task,
 //! so the raw call changes exactly the child, which is what is wanted.
 //!
 //! # Why every set, and why ambient
