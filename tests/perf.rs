@@ -16,7 +16,9 @@ fn tids(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-struct Killed(std::process::Child);
+/// A pilot SIGKILLed when dropped, with its own runtime directory (its default control socket
+/// goes there, not into /tmp, where a killed pilot could not remove it).
+struct Killed(std::process::Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -26,14 +28,18 @@ impl Drop for Killed {
 }
 
 fn start(args: &[&str]) -> Killed {
+    let runtime = tempfile::Builder::new().prefix("pilot-perf-").tempdir().expect("a runtime directory");
     Killed(
         Command::new(pilot())
             .args(args)
+            .env("TMPDIR", runtime.path())
+            .env_remove("XDG_RUNTIME_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
+        runtime,
     )
 }
 
