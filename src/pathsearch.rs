@@ -58,17 +58,8 @@ pub fn lookup(program: &str, path_var: Option<&str>) -> Lookup {
     if program.is_empty() {
         return Lookup::NotFound;
     }
-    if program.contains('/') {
-        let p = PathBuf::from(program);
-        return match is_executable(&p) {
-            Some(true) => Lookup::Found(p),
-            Some(false) => Lookup::NotExecutable(p),
-            None => Lookup::NotFound,
-        };
-    }
     let mut not_exec = None;
-    for dir in path_var.unwrap_or("/usr/local/bin:/usr/bin:/bin").split(':') {
-        let candidate = Path::new(if dir.is_empty() { "." } else { dir }).join(program);
+    for candidate in crate::init::spawn::candidates(program, path_var).into_iter().map(PathBuf::from) {
         match is_executable(&candidate) {
             Some(true) => return Lookup::Found(candidate),
             Some(false) => not_exec = not_exec.or(Some(candidate)),

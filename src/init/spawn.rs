@@ -252,8 +252,8 @@ fn exec_failure(program: &str, step: Step, errno: i32, head: &[u8]) -> (String, 
 
 /// Where execvp would look for `program`: the path itself when it has a `/`, else each
 /// directory of `path` (an empty entry is the current directory). Pure string work: nothing
-/// here touches a file system.
-fn candidates(program: &str, path: Option<&str>) -> Vec<String> {
+/// here touches a file system. Also `pathsearch`'s (check-config), so both look in the same places.
+pub fn candidates(program: &str, path: Option<&str>) -> Vec<String> {
     if program.contains('/') {
         return vec![program.to_string()];
     }
